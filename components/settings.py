@@ -1,0 +1,214 @@
+"""The stack's configuration, read once, checked all at once, and frozen.
+
+Components never read `pulumi.Config` themselves: they take what they need from the
+`Settings` built here, so a bad value is refused before any cloud resource exists.
+"""
+
+import re
+from dataclasses import dataclass
+
+import pulumi
+from pulumi.runtime.config import is_config_secret
+
+from components.gpu_catalog import ACCELERATORS, machine_problem, smallest_machine
+
+PROJECT = "gke-gpu-runners"
+
+DRIVER_VERSIONS = ("DEFAULT", "LATEST")
+ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
+CLUSTER_NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,38}[a-z0-9])?$")
+DNS_LABEL = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z0-9-]+$")
+GITHUB_REPOSITORY = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9-]{0,38}))/([A-Za-z0-9._-]{1,100})$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the program needs to know, validated. Tokens stay Pulumi secrets."""
+
+    gcp_project: str
+    zone: str
+    cluster_name: str
+    github_owner: str
+    github_repository: str
+    """The repository's name, without its owner."""
+    github_token: pulumi.Output[str]
+    runner_token: pulumi.Output[str]
+    registry_token: pulumi.Output[str]
+    cpu_machine_type: str
+    cpu_min_nodes: int
+    cpu_max_nodes: int
+    gpu_type: str
+    gpu_count: int
+    gpu_machine_type: str
+    gpu_min_nodes: int
+    gpu_max_nodes: int
+    gpu_spot: bool
+    gpu_driver_version: str
+    namespace: str
+    base_runner_replicas: int
+    gpu_runner_deadline_minutes: int
+    deletion_protection: bool
+
+    @property
+    def github_full_name(self) -> str:
+        return f"{self.github_owner}/{self.github_repository}"
+
+
+class _Reader:
+    """Reads raw config values, collecting every problem instead of stopping at one."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self._configs: dict[str, pulumi.Config] = {}
+
+    def _config(self, namespace: str) -> pulumi.Config:
+        return self._configs.setdefault(namespace, pulumi.Config(namespace))
+
+    @staticmethod
+    def _split(key: str) -> tuple[str, str]:
+        namespace, _, name = key.rpartition(":")
+        return namespace or PROJECT, name
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.qualified(key)}: {message}")
+
+    def qualified(self, key: str) -> str:
+        namespace, name = self._split(key)
+        return f"{namespace}:{name}"
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        namespace, name = self._split(key)
+        value = self._config(namespace).get(name)
+        return default if value in (None, "") else value.strip()
+
+    def secret(self, key: str) -> pulumi.Output[str] | None:
+        namespace, name = self._split(key)
+        value = self._config(namespace).get_secret(name)
+        if value is not None and not is_config_secret(f"{namespace}:{name}"):
+            # Stored in plain text in the stack file: refuse rather than spread it further.
+            self.problem(key, f"is stored in plain text; accepted: pulumi config set --secret {self.qualified(key)} ...")
+        return value
+
+    def matching(self, key: str, pattern: re.Pattern, accepted: str, default: str | None = None) -> str:
+        value = self.text(key, default)
+        if value is None:
+            self.problem(key, f"required; accepted: {accepted}")
+        elif not pattern.match(value):
+            self.problem(key, f"got {value!r}; accepted: {accepted}")
+        return value or ""
+
+    def choice(self, key: str, choices: tuple[str, ...] | list[str], default: str) -> str:
+        value = self.text(key, default)
+        if value not in choices:
+            self.problem(key, f"got {value!r}; accepted: {', '.join(choices)}")
+        return value
+
+    def integer(self, key: str, default: int, minimum: int) -> int:
+        raw = self.text(key)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problem(key, f"got {raw!r}; accepted: a whole number >= {minimum}")
+            return default
+        if value < minimum:
+            self.problem(key, f"got {value}; accepted: a whole number >= {minimum}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        raw = self.text(key)
+        if raw is None:
+            return default
+        if raw.lower() not in ("true", "false"):
+            self.problem(key, f"got {raw!r}; accepted: true, false")
+            return default
+        return raw.lower() == "true"
+
+    def bounds(self, prefix: str, default_min: int, default_max: int, least_max: int) -> tuple[int, int]:
+        low = self.integer(f"{prefix}MinNodes", default_min, minimum=0)
+        high = self.integer(f"{prefix}MaxNodes", default_max, minimum=least_max)
+        if low > high:
+            self.problem(f"{prefix}MinNodes", f"{low} is above {self.qualified(prefix + 'MaxNodes')} ({high}); accepted: a number <= {high}")
+        return low, high
+
+
+def load_settings() -> Settings:
+    """Read and check every config key; raise one `pulumi.RunError` listing all problems."""
+    read = _Reader()
+
+    gcp_project = read.text("gcp:project")
+    if gcp_project is None:
+        read.problem("gcp:project", "required; accepted: the ID of your GCP project")
+    zone_key = "location" if read.text("location") else "gcp:zone"
+    zone = read.matching(zone_key, ZONE, "a zone such as us-central1-a (set location or gcp:zone)")
+
+    cluster_name = read.matching(
+        "clusterName", CLUSTER_NAME, "1-40 lowercase letters, digits or '-', starting with a letter", "gpu-runners"
+    )
+    repository = read.matching("githubRepository", GITHUB_REPOSITORY, "owner/name, e.g. octo-org/ml-models")
+    owner, _, name = repository.partition("/")
+
+    github_token = read.secret("github:token")
+    if github_token is None:
+        read.problem("github:token", "required; accepted: a GitHub token (pulumi config set --secret github:token ...)")
+    runner_token = read.secret("runnerToken") or github_token
+    if runner_token is None:
+        read.problem("runnerToken", "required when github:token is unset; accepted: a PAT that may administer the repository's runners")
+    registry_token = read.secret("registryToken") or github_token
+
+    cpu_machine_type = read.matching("cpuMachineType", MACHINE_TYPE, "a Compute Engine machine type", "e2-standard-4")
+    cpu_min, cpu_max = read.bounds("cpu", 1, 3, least_max=1)
+
+    gpu_type = read.choice("gpuType", sorted(ACCELERATORS), "nvidia-tesla-t4")
+    gpu_count = read.integer("gpuCount", 1, minimum=1)
+    gpu_machine_type = _gpu_machine(read, gpu_type, gpu_count)
+    gpu_min, gpu_max = read.bounds("gpu", 0, 2, least_max=1)
+
+    settings = Settings(
+        gcp_project=gcp_project or "",
+        zone=zone,
+        cluster_name=cluster_name,
+        github_owner=owner,
+        github_repository=name,
+        github_token=github_token,
+        runner_token=runner_token,
+        registry_token=registry_token,
+        cpu_machine_type=cpu_machine_type,
+        cpu_min_nodes=cpu_min,
+        cpu_max_nodes=cpu_max,
+        gpu_type=gpu_type,
+        gpu_count=gpu_count,
+        gpu_machine_type=gpu_machine_type,
+        gpu_min_nodes=gpu_min,
+        gpu_max_nodes=gpu_max,
+        gpu_spot=read.boolean("gpuSpot", False),
+        gpu_driver_version=read.choice("gpuDriverVersion", DRIVER_VERSIONS, "DEFAULT"),
+        namespace=read.matching("namespace", DNS_LABEL, "a DNS label: up to 63 lowercase letters, digits or '-'", "github-runners"),
+        base_runner_replicas=read.integer("baseRunnerReplicas", 1, minimum=1),
+        gpu_runner_deadline_minutes=read.integer("gpuRunnerDeadlineMinutes", 240, minimum=5),
+        deletion_protection=read.boolean("deletionProtection", False),
+    )
+    if read.problems:
+        listed = "\n".join(f"  - {p}" for p in read.problems)
+        raise pulumi.RunError(f"{len(read.problems)} configuration problem(s); nothing was created:\n{listed}")
+    return settings
+
+
+def _gpu_machine(read: _Reader, gpu_type: str, gpu_count: int) -> str:
+    """The configured GPU machine if it can carry the GPUs, else the smallest that can."""
+    accelerator = ACCELERATORS.get(gpu_type)
+    if accelerator is None or gpu_count < 1:
+        return read.text("gpuMachineType", "")
+    if gpu_count not in accelerator.counts:
+        counts = ", ".join(str(c) for c in accelerator.counts)
+        read.problem("gpuCount", f"got {gpu_count}; accepted for {gpu_type}: {counts}")
+        return read.text("gpuMachineType", "")
+    machine_type = read.text("gpuMachineType")
+    if machine_type is None:
+        return smallest_machine(gpu_type, gpu_count)
+    problem = machine_problem(gpu_type, gpu_count, machine_type)
+    if problem:
+        read.problem("gpuMachineType", f"got {machine_type!r}; {problem}")
+    return machine_type

@@ -1,0 +1,203 @@
+"""Runs the whole Pulumi program under mocks and records everything it registers."""
+
+import base64
+import hashlib
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pulumi
+import pytest
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.mocks import MockMonitor, MockResourceArgs, Mocks
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SECRET_SIG = rpc._special_secret_sig  # "4dabf18193072939515e22adb298388d"
+PROJECT = "gke-gpu-runners"
+
+GITHUB_TOKEN = "test-github-token"
+BASE_CONFIG = {
+    "gcp:project": "acme-ml",
+    "gcp:zone": "us-central1-a",
+    f"{PROJECT}:githubRepository": "Acme/Models",
+    "github:token": GITHUB_TOKEN,
+}
+SECRET_KEYS = ("github:token", f"{PROJECT}:runnerToken", f"{PROJECT}:registryToken")
+
+FAKE_ENDPOINT = "203.0.113.10"
+FAKE_CA_B64 = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n").decode()
+FAKE_SA_TOKEN = "test-service-account-token"
+
+
+def fake_outputs(args: MockResourceArgs, cluster: dict) -> dict:
+    """What the cloud would answer, per resource type, in camelCase wire names."""
+    inputs = args.inputs
+    if args.typ == "gcp:container/cluster:Cluster":
+        if cluster["endpoint"] is None:  # a first preview: GKE has not said yet
+            return {}
+        return {"endpoint": cluster["endpoint"], "masterAuth": {"clusterCaCertificate": cluster["ca_b64"]}}
+    if args.typ == "gcp:serviceaccount/account:Account":
+        return {"email": f"{inputs['accountId']}@{inputs['project']}.iam.gserviceaccount.com"}
+    if args.typ == "docker:index/image:Image":
+        repository = inputs["imageName"].rsplit(":", 1)[0]
+        digest = hashlib.sha256(inputs["imageName"].encode()).hexdigest()
+        return {"repoDigest": f"{repository}@sha256:{digest}"}
+    if args.typ == "kubernetes:core/v1:Secret" and inputs.get("type") == "kubernetes.io/service-account-token":
+        return {"data": {"token": base64.b64encode(cluster["sa_token"].encode()).decode(), "ca.crt": cluster["ca_b64"]}}
+    return {}
+
+
+@dataclass
+class Registration:
+    """One resource as the program registered it, with the options mocks cannot see."""
+
+    typ: str
+    name: str
+    inputs: dict
+    """Resolved inputs, secrets unwrapped."""
+    raw_inputs: dict
+    """Inputs as sent, secrets still wrapped in their signature."""
+    urn: str
+    parent: str
+    provider: str
+    dependencies: list[str]
+    custom_timeouts: Any
+    custom: bool
+
+
+@dataclass
+class Program:
+    """What one run of `__main__.py` registered and exported."""
+
+    resources: list[Registration] = field(default_factory=list)
+    outputs: dict = field(default_factory=dict)
+    """Stack outputs by name, resolved (None where unknown)."""
+    secret_outputs: set = field(default_factory=set)
+    """Names of the stack outputs that are Pulumi secrets."""
+
+    def of_type(self, typ: str) -> list[Registration]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str, name_contains: str = "") -> Registration:
+        found = [r for r in self.of_type(typ) if name_contains in r.name]
+        assert len(found) == 1, f"expected one {typ} named *{name_contains}*, got {[r.name for r in found]}"
+        return found[0]
+
+    def by_urn(self, urn: str) -> Registration:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def depends_on(self, resource: Registration, target: Registration) -> bool:
+        """Whether `resource` waits for `target`, directly or through others or its provider."""
+        seen, todo = set(), [resource.urn]
+        while todo:
+            urn = todo.pop()
+            if urn == target.urn:
+                return True
+            if urn in seen:
+                continue
+            seen.add(urn)
+            current = next((r for r in self.resources if r.urn == urn), None)
+            if current is not None:
+                todo.extend(current.dependencies)
+                if current.provider:
+                    todo.append(current.provider.rsplit("::", 1)[0])
+        return False
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(rpc._special_sig_key) == SECRET_SIG
+
+
+def unwrap_secrets(value: Any) -> Any:
+    if is_secret(value):
+        return unwrap_secrets(value["value"])
+    if isinstance(value, dict):
+        return {k: unwrap_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap_secrets(v) for v in value]
+    return value
+
+
+def wrapped(value: Any) -> Any:
+    """Deserialize wire properties keeping secrets in their signature wrapper."""
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(value) if value is not None else {}
+
+
+class RecordingMocks(Mocks):
+    def __init__(self, cluster: dict) -> None:
+        self.cluster = cluster
+
+    def new_resource(self, args: MockResourceArgs):
+        outputs = {**args.inputs, **fake_outputs(args, self.cluster)}
+        return f"{args.name}-id", outputs
+
+    def call(self, args):
+        return {}
+
+
+class RecordingMonitor(MockMonitor):
+    """A MockMonitor that also records what `MockResourceArgs` leaves out."""
+
+    def __init__(self, mocks: Mocks, program: Program) -> None:
+        super().__init__(mocks)
+        self.program = program
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            raw = wrapped(request.object)
+            self.program.resources.append(
+                Registration(
+                    typ=request.type,
+                    name=request.name,
+                    inputs=unwrap_secrets(raw),
+                    raw_inputs=raw,
+                    urn=response.urn,
+                    parent=request.parent,
+                    provider=request.provider,
+                    dependencies=list(request.dependencies),
+                    custom_timeouts=request.customTimeouts,
+                    custom=request.custom,
+                )
+            )
+        return response
+
+
+def run_program(config: dict[str, str] | None = None, *, preview: bool = False, cluster: dict | None = None,
+                drop: tuple[str, ...] = (), on_run: Callable[[Program], None] | None = None,
+                plain_text: bool = False) -> Program:
+    """Run `__main__.py` once with BASE_CONFIG updated by `config`, minus the `drop` keys."""
+    values = {**BASE_CONFIG, **(config or {})}
+    for key in drop:
+        values.pop(key, None)
+    values = {k: v for k, v in values.items() if v is not None}
+    pulumi.runtime.set_all_config(values, [] if plain_text else [k for k in SECRET_KEYS if k in values])
+    program = Program()
+    if on_run:
+        on_run(program)
+    fake_cluster = {"endpoint": FAKE_ENDPOINT, "ca_b64": FAKE_CA_B64, "sa_token": FAKE_SA_TOKEN, **(cluster or {})}
+    mocks = RecordingMocks(fake_cluster)
+    settings.set_root_resource(None)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="test", preview=preview,
+                             monitor=RecordingMonitor(mocks, program))
+    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"))))
+    for name, value in settings.get_root_resource().outputs.items():
+        output = pulumi.Output.from_input(value)
+        program.outputs[name] = _sync_await(output.future())
+        if _sync_await(output.is_secret()):
+            program.secret_outputs.add(name)
+    return program
+
+
+@pytest.fixture(scope="session")
+def program() -> Program:
+    """The program run once with the sample configuration; read-only for tests."""
+    return run_program()

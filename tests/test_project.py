@@ -1,0 +1,59 @@
+"""The project files: every key the program reads is declared, with the program's defaults."""
+
+from pathlib import Path
+
+import pulumi
+import pytest
+import yaml
+
+from conftest import ROOT, run_program
+
+PULUMI_YAML = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+DECLARED = PULUMI_YAML["config"]
+
+
+def keys_read_by_the_program(monkeypatch) -> set[str]:
+    read = set()
+    original = pulumi.Config._get
+
+    def recording_get(self, key, *args, **kwargs):
+        read.add(f"{self.name}:{key}")
+        return original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(pulumi.Config, "_get", recording_get)
+    run_program()
+    return read
+
+
+def test_project_runs_python_in_its_own_virtualenv():
+    assert PULUMI_YAML["name"] == "gke-gpu-runners"
+    assert PULUMI_YAML["runtime"]["name"] == "python"
+    assert PULUMI_YAML["runtime"]["options"]["virtualenv"]
+    assert PULUMI_YAML["runtime"]["options"]["toolchain"] == "pip"
+
+
+def test_every_project_key_the_program_reads_is_declared_with_type_and_description(monkeypatch):
+    read = keys_read_by_the_program(monkeypatch)
+    project_keys = {k.split(":", 1)[1] for k in read if k.startswith("gke-gpu-runners:")}
+    assert project_keys == set(DECLARED)
+    assert {"gcp:project", "gcp:zone", "github:token"} <= read
+    for key, declaration in DECLARED.items():
+        assert declaration["type"] in ("string", "integer", "boolean"), key
+        assert declaration["description"].strip(), key
+
+
+def registered(program):
+    return sorted((r.typ, r.name, repr(r.inputs)) for r in program.resources)
+
+
+@pytest.mark.parametrize("key", sorted(k for k, d in DECLARED.items() if "default" in d))
+def test_declared_default_is_the_programs_default(key):
+    default = DECLARED[key]["default"]
+    text = str(default).lower() if isinstance(default, bool) else str(default)
+    assert registered(run_program({f"gke-gpu-runners:{key}": text})) == registered(run_program())
+
+
+def test_sample_stack_holds_no_secret():
+    sample = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    assert not {"github:token", "gke-gpu-runners:runnerToken", "gke-gpu-runners:registryToken"} & set(sample)
+    assert sample["gke-gpu-runners:githubRepository"].count("/") == 1

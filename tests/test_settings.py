@@ -1,0 +1,108 @@
+"""Configuration: defaults, derived values, and bad values refused before any resource."""
+
+import pytest
+from pulumi import RunError
+
+from components.gpu_catalog import ACCELERATORS, machine_problem, smallest_machine
+from conftest import run_program
+
+P = "gke-gpu-runners"
+
+BAD = [
+    # (config changes, keys dropped, key the message must name, words it must contain)
+    ({f"{P}:githubRepository": "just-a-name"}, (), f"{P}:githubRepository", "owner/name"),
+    ({f"{P}:githubRepository": "a/b/c"}, (), f"{P}:githubRepository", "owner/name"),
+    ({f"{P}:gpuType": "nvidia-gtx-1080"}, (), f"{P}:gpuType", "nvidia-tesla-t4"),
+    ({f"{P}:gpuMachineType": "e2-standard-4"}, (), f"{P}:gpuMachineType", "N1"),
+    ({f"{P}:gpuType": "nvidia-l4", f"{P}:gpuMachineType": "n1-standard-4"}, (), f"{P}:gpuMachineType", "g2-standard-4"),
+    ({f"{P}:gpuType": "nvidia-tesla-a100", f"{P}:gpuMachineType": "g2-standard-4"}, (), f"{P}:gpuMachineType", "a2-highgpu-1g"),
+    ({f"{P}:gpuType": "nvidia-h100-80gb", f"{P}:gpuMachineType": "a2-highgpu-1g"}, (), f"{P}:gpuMachineType", "a3-highgpu-1g"),
+    ({f"{P}:gpuType": "nvidia-l4", f"{P}:gpuCount": "2", f"{P}:gpuMachineType": "g2-standard-4"}, (), f"{P}:gpuMachineType", "carries 1"),
+    ({f"{P}:gpuType": "nvidia-tesla-v100", f"{P}:gpuMachineType": "n1-standard-16"}, (), f"{P}:gpuMachineType", "at most 12 vCPUs"),
+    ({f"{P}:gpuCount": "0"}, (), f"{P}:gpuCount", ">= 1"),
+    ({f"{P}:gpuCount": "3"}, (), f"{P}:gpuCount", "1, 2, 4"),
+    ({f"{P}:gpuCount": "two"}, (), f"{P}:gpuCount", "whole number"),
+    ({f"{P}:gpuMinNodes": "-1"}, (), f"{P}:gpuMinNodes", ">= 0"),
+    ({f"{P}:cpuMinNodes": "-2"}, (), f"{P}:cpuMinNodes", ">= 0"),
+    ({f"{P}:cpuMinNodes": "4", f"{P}:cpuMaxNodes": "2"}, (), f"{P}:cpuMinNodes", "above"),
+    ({f"{P}:gpuMinNodes": "3"}, (), f"{P}:gpuMinNodes", "above"),
+    ({f"{P}:gpuDriverVersion": "INSTALLATION_DISABLED"}, (), f"{P}:gpuDriverVersion", "DEFAULT, LATEST"),
+    ({}, ("gcp:zone",), "gcp:zone", "zone"),
+    ({f"{P}:location": "us-central1"}, (), f"{P}:location", "us-central1-a"),
+    ({}, ("github:token",), f"{P}:runnerToken", "PAT"),
+    ({}, ("gcp:project",), "gcp:project", "required"),
+    ({f"{P}:gpuSpot": "yes"}, (), f"{P}:gpuSpot", "true, false"),
+    ({f"{P}:clusterName": "GPU_Runners"}, (), f"{P}:clusterName", "lowercase"),
+    ({f"{P}:namespace": "Runners!"}, (), f"{P}:namespace", "DNS label"),
+    ({f"{P}:baseRunnerReplicas": "0"}, (), f"{P}:baseRunnerReplicas", ">= 1"),
+    ({f"{P}:gpuRunnerDeadlineMinutes": "1"}, (), f"{P}:gpuRunnerDeadlineMinutes", ">= 5"),
+]
+
+
+def refusal(config: dict, drop: tuple = (), plain_text: bool = False) -> tuple[str, object]:
+    """The error message, and the program run that produced it (to inspect what was registered)."""
+    runs = []
+
+    def record(program):
+        runs.append(program)
+
+    with pytest.raises(RunError) as refused:
+        run_program(config, drop=drop, on_run=record, plain_text=plain_text)
+    return str(refused.value), runs[0]
+
+
+@pytest.mark.parametrize("config, drop, key, accepted", BAD, ids=[f"{b[2]}={list(b[0].values()) or 'unset'}" for b in BAD])
+def test_bad_config_is_refused_naming_the_key_and_what_is_accepted_before_any_resource(config, drop, key, accepted):
+    message, program = refusal(config, drop)
+    line = next((l for l in message.splitlines() if l.strip().startswith(f"- {key}:")), None)
+    assert line is not None, message
+    assert accepted in line, line
+    assert program.resources == [], [r.typ for r in program.resources]
+
+
+def test_every_problem_is_reported_at_once():
+    message, _ = refusal({f"{P}:githubRepository": "nope", f"{P}:gpuCount": "0", f"{P}:gpuDriverVersion": "OLD"},
+                         drop=("gcp:zone",))
+    for key in (f"{P}:githubRepository", f"{P}:gpuCount", f"{P}:gpuDriverVersion", "gcp:zone"):
+        assert f"- {key}:" in message
+    assert message.startswith("4 configuration problem(s)")
+
+
+def test_a_token_stored_in_plain_text_is_refused():
+    message, _ = refusal({f"{P}:runnerToken": "pat", f"{P}:registryToken": "pat"}, plain_text=True)
+    assert f"- {P}:runnerToken: is stored in plain text; accepted: pulumi config set --secret" in message
+    assert f"- {P}:registryToken: is stored in plain text" in message
+
+
+def test_runner_token_alone_is_enough_for_the_runners():
+    message, _ = refusal({f"{P}:runnerToken": "pat"}, drop=("github:token",))
+    assert f"- {P}:runnerToken" not in message
+    assert "- github:token:" in message  # the GitHub provider still needs its token
+
+
+def test_defaults_follow_the_contract(program):
+    pools = {r.inputs["name"]: r.inputs for r in program.of_type("gcp:container/nodePool:NodePool")}
+    assert pools["cpu-pool"]["nodeConfig"]["machineType"] == "e2-standard-4"
+    assert pools["gpu-pool"]["autoscaling"] == {"minNodeCount": 0, "maxNodeCount": 2}
+
+
+@pytest.mark.parametrize("gpu_type, count, expected", [
+    ("nvidia-tesla-t4", 1, "n1-standard-4"),
+    ("nvidia-tesla-t4", 4, "n1-standard-16"),
+    ("nvidia-tesla-v100", 8, "n1-standard-32"),
+    ("nvidia-l4", 1, "g2-standard-4"),
+    ("nvidia-l4", 8, "g2-standard-96"),
+    ("nvidia-tesla-a100", 2, "a2-highgpu-2g"),
+    ("nvidia-a100-80gb", 1, "a2-ultragpu-1g"),
+    ("nvidia-h100-80gb", 8, "a3-highgpu-8g"),
+])
+def test_default_gpu_machine_is_the_smallest_that_carries_the_gpus(gpu_type, count, expected):
+    assert smallest_machine(gpu_type, count) == expected
+    assert machine_problem(gpu_type, count, expected) is None
+
+
+def test_every_default_gpu_machine_passes_its_own_check():
+    for gpu_type, accelerator in ACCELERATORS.items():
+        for count in accelerator.counts:
+            machine = smallest_machine(gpu_type, count)
+            assert machine_problem(gpu_type, count, machine) is None, (gpu_type, count, machine)
