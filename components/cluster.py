@@ -130,6 +130,8 @@ class GkeCluster(pulumi.ComponentResource):
                 "shielded_instance_config": {"enable_secure_boot": True, "enable_integrity_monitoring": True},
             },
             networking_mode="VPC_NATIVE",
+            # Dataplane V2 enforces the NetworkPolicy that keeps runner pods unreachable.
+            datapath_provider="ADVANCED_DATAPATH",
             ip_allocation_policy={},
             workload_identity_config={"workload_pool": f"{args.gcp_project}.svc.id.goog"},
             release_channel={"channel": args.release_channel},

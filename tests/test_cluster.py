@@ -44,6 +44,10 @@ def test_cluster_hardening_shielded_nodes_no_abac_no_client_certificate(program)
     assert cluster["masterAuth"]["clientCertificateConfig"] == {"issueClientCertificate": False}
 
 
+def test_cluster_enforces_network_policies_with_dataplane_v2(program):
+    assert program.one(CLUSTER).inputs["datapathProvider"] == "ADVANCED_DATAPATH"
+
+
 def test_deletion_protection_is_off_by_default_so_destroy_works(program):
     assert program.one(CLUSTER).inputs["deletionProtection"] is False
 

@@ -1,0 +1,98 @@
+"""The GPU runner template, rendered the way the workflow renders it: with the real envsubst."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from components.runner_manifests import gpu_runner_job, render_template
+
+IMAGE = "ghcr.io/acme/models/github-runner@sha256:" + "a" * 64
+RUNS = [("9876543210", "1"), ("9876543211", "1"), ("9876543210", "2")]  # two runs, and a re-run
+
+
+def envsubst(template: str, run_id: str, attempt: str) -> dict:
+    envsubst_binary = shutil.which("envsubst")
+    assert envsubst_binary, "envsubst (gettext-base) is needed to render the template as CI does"
+    environment = {**os.environ, "GITHUB_RUN_ID": run_id, "GITHUB_RUN_ATTEMPT": attempt}
+    rendered = subprocess.run(
+        [envsubst_binary, "${GITHUB_RUN_ID} ${GITHUB_RUN_ATTEMPT}"],
+        input=template, capture_output=True, text=True, env=environment, check=True,
+    ).stdout
+    assert "${" not in rendered
+    return yaml.safe_load(rendered)
+
+
+@pytest.fixture(scope="module")
+def jobs() -> list[dict]:
+    template = render_template(gpu_runner_job(IMAGE, "Acme/Models", "github-runners", 1, 240))
+    return [envsubst(template, run_id, attempt) for run_id, attempt in RUNS]
+
+
+def container(job):
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+def runner_env(job):
+    return {e["name"]: e.get("value") for e in container(job)["env"]}
+
+
+def test_each_run_attempt_gets_a_distinct_job_name(jobs):
+    names = [job["metadata"]["name"] for job in jobs]
+    assert names == ["gpu-runner-9876543210-1", "gpu-runner-9876543211-1", "gpu-runner-9876543210-2"]
+
+
+def test_each_runner_registers_ephemeral_with_the_generic_and_the_run_label(jobs):
+    for (run_id, attempt), job in zip(RUNS, jobs):
+        variables = runner_env(job)
+        assert variables["RUNNER_LABELS"] == f"gpu-runner,gpu-runner-{run_id}"
+        assert variables["RUNNER_EPHEMERAL"] == "true"
+        assert variables["RUNNER_NAME"] == f"gpu-runner-{run_id}-{attempt}"
+
+
+def test_numeric_ids_stay_strings_after_substitution(jobs):
+    for job in jobs:
+        for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+            assert all(isinstance(v, str) for v in labels.values()), labels
+        assert all(isinstance(e["value"], str) for e in container(job)["env"] if "value" in e)
+
+
+def test_runner_lands_on_the_gpu_pool_tolerating_its_taint_and_requesting_the_gpu(jobs):
+    for job in jobs:
+        pod = job["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"gpu": "true"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+        assert container(job)["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_runner_never_restarts_and_has_a_deadline(jobs):
+    for job in jobs:
+        assert job["spec"]["backoffLimit"] == 0
+        assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+        assert job["spec"]["activeDeadlineSeconds"] == 240 * 60
+        assert job["spec"]["ttlSecondsAfterFinished"] > 0
+
+
+def test_runner_has_a_memory_backed_dev_shm(jobs):
+    pod = jobs[0]["spec"]["template"]["spec"]
+    mount = next(m for m in container(jobs[0])["volumeMounts"] if m["mountPath"] == "/dev/shm")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["emptyDir"]["medium"] == "Memory"
+
+
+def test_runner_has_the_base_runners_hardening_pat_file_and_pull_secret(jobs):
+    pod = jobs[0]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["imagePullSecrets"] == [{"name": "ghcr-pull"}]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container(jobs[0])["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container(jobs[0])["securityContext"]["allowPrivilegeEscalation"] is False
+    assert runner_env(jobs[0])["RUNNER_TOKEN_FILE"] == "/run/secrets/github-runner/token"
+    assert container(jobs[0])["image"] == IMAGE
+
+
+def test_template_documents_are_valid_yaml_with_one_job_each(jobs):
+    assert len(jobs) == 3
+    assert all(job["apiVersion"] == "batch/v1" and job["kind"] == "Job" for job in jobs)
