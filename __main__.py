@@ -1,8 +1,14 @@
 """GPU-backed GitHub Actions runners on GKE: the whole system on one screen."""
 
 import pulumi
+import pulumi_github as github
+import pulumi_kubernetes as k8s
 
+from components.ci_access import CiAccess, CiAccessArgs
 from components.cluster import GkeCluster, GkeClusterArgs, NodePoolSpec, gpu_pool_spec
+from components.github_secrets import GitHubSecrets, GitHubSecretsArgs
+from components.runner_image import RunnerImage, RunnerImageArgs
+from components.runners import Runners, RunnersArgs
 from components.settings import load_settings
 
 settings = load_settings()
@@ -32,6 +38,68 @@ cluster = GkeCluster(
     ),
 )
 
+# Built from the registry token alone, so it builds while GKE creates the cluster.
+runner_image = RunnerImage(
+    "runner-image",
+    RunnerImageArgs(
+        github_owner=settings.github_owner,
+        github_repository=settings.github_repository,
+        registry_token=settings.registry_token,
+    ),
+)
+
+# Everything in the cluster goes through this provider, never the ambient kubeconfig.
+# delete_unreachable lets `pulumi destroy` finish if the cluster is already gone.
+in_cluster = pulumi.ResourceOptions(
+    providers={"kubernetes": k8s.Provider("gke", kubeconfig=cluster.kubeconfig, delete_unreachable=True)}
+)
+
+runners = Runners(
+    "runners",
+    RunnersArgs(
+        namespace=settings.namespace,
+        github_owner=settings.github_owner,
+        github_repository=settings.github_repository,
+        image=runner_image.image,
+        runner_token=settings.runner_token,
+        registry_token=settings.registry_token,
+        base_runner_replicas=settings.base_runner_replicas,
+        gpu_count=settings.gpu_count,
+        gpu_runner_deadline_minutes=settings.gpu_runner_deadline_minutes,
+        cpu_pool=cluster.cpu_pool,
+    ),
+    opts=in_cluster,
+)
+
+ci_access = CiAccess(
+    "ci",
+    CiAccessArgs(
+        namespace=runners.namespace,
+        cluster_name=cluster.context_name,
+        endpoint=cluster.endpoint,
+        ca_certificate=cluster.ca_certificate,
+    ),
+    opts=in_cluster,
+)
+
+GitHubSecrets(
+    "actions-secrets",
+    GitHubSecretsArgs(
+        repository=settings.github_repository,
+        secrets={
+            "GCP_K8S_KUBECONFIG": ci_access.kubeconfig,
+            "GCP_K8S_CLUSTER_NAME": cluster.name,
+            "GCP_K8S_CLUSTER_ZONE": cluster.location,
+        },
+    ),
+    opts=pulumi.ResourceOptions(
+        providers={"github": github.Provider("github", owner=settings.github_owner, token=settings.github_token)}
+    ),
+)
+
 pulumi.export("clusterName", cluster.name)
 pulumi.export("clusterLocation", cluster.location)
 pulumi.export("kubeconfig", cluster.kubeconfig)
+pulumi.export("runnerImage", runner_image.image)
+pulumi.export("namespace", runners.namespace)
+pulumi.export("gpuRunnerTemplate", runners.gpu_runner_template)

@@ -1,0 +1,105 @@
+"""What lands in GitHub, and the least-privilege access it carries."""
+
+import pytest
+import yaml
+
+from conftest import FAKE_CA_B64, FAKE_ENDPOINT, FAKE_SA_TOKEN, GITHUB_TOKEN, is_secret
+
+SECRET = "github:index/actionsSecret:ActionsSecret"
+ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
+BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
+
+
+def actions_secrets(program) -> dict:
+    return {s.inputs["secretName"]: s for s in program.of_type(SECRET)}
+
+
+def test_github_provider_is_explicit_with_the_repository_owner_and_the_secret_token(program):
+    provider = program.one("pulumi:providers:github")
+    assert provider.inputs["owner"] == "Acme"
+    assert is_secret(provider.raw_inputs["token"]) and provider.raw_inputs["token"]["value"] == GITHUB_TOKEN
+    for secret in program.of_type(SECRET):
+        assert secret.provider.rsplit("::", 1)[0] == provider.urn
+
+
+def test_exactly_the_contract_secrets_land_in_the_repository(program):
+    secrets = actions_secrets(program)
+    assert set(secrets) == {"GCP_K8S_KUBECONFIG", "GCP_K8S_CLUSTER_NAME", "GCP_K8S_CLUSTER_ZONE"}
+    assert {s.inputs["repository"] for s in secrets.values()} == {"Models"}
+    assert secrets["GCP_K8S_CLUSTER_NAME"].inputs["value"] == "gpu-runners"
+    assert secrets["GCP_K8S_CLUSTER_ZONE"].inputs["value"] == "us-central1-a"
+
+
+def test_every_secret_value_is_a_pulumi_secret_in_the_current_value_argument(program):
+    for name, secret in actions_secrets(program).items():
+        assert is_secret(secret.raw_inputs["value"]), name
+        assert "plaintextValue" not in secret.raw_inputs and "encryptedValue" not in secret.raw_inputs
+
+
+def ci_kubeconfig(program) -> dict:
+    return yaml.safe_load(actions_secrets(program)["GCP_K8S_KUBECONFIG"].inputs["value"])
+
+
+def test_ci_kubeconfig_carries_endpoint_ca_and_the_service_account_token_only(program):
+    config = ci_kubeconfig(program)
+    (cluster,) = config["clusters"]
+    assert cluster["cluster"] == {"server": f"https://{FAKE_ENDPOINT}", "certificate-authority-data": FAKE_CA_B64}
+    (user,) = config["users"]
+    assert user["user"] == {"token": FAKE_SA_TOKEN}  # no exec plugin, no Google credential
+    (context,) = config["contexts"]
+    assert context["context"]["namespace"] == "github-runners"
+    assert config["current-context"] == context["name"]
+
+
+def test_ci_token_comes_from_a_token_secret_bound_to_the_ci_account_after_it_exists(program):
+    token = next(s for s in program.of_type("kubernetes:core/v1:Secret") if s.inputs.get("type") == "kubernetes.io/service-account-token")
+    assert token.inputs["metadata"]["annotations"] == {"kubernetes.io/service-account.name": "ci-runner-launcher"}
+    account = next(a for a in program.of_type("kubernetes:core/v1:ServiceAccount") if a.inputs["metadata"]["name"] == "ci-runner-launcher")
+    assert program.depends_on(token, account)
+    assert account.inputs["automountServiceAccountToken"] is False
+
+
+def test_ci_role_allows_exactly_starting_and_stopping_gpu_runners_in_the_namespace(program):
+    role = program.one(ROLE).inputs
+    assert role["metadata"]["namespace"] == "github-runners"
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): r for r in role["rules"]}
+    assert set(rules[(("batch",), ("jobs",))]["verbs"]) == {"create", "get", "list", "watch", "delete"}
+    assert set(rules[(("",), ("pods",))]["verbs"]) == {"get", "list", "watch"}
+    assert rules[(("",), ("pods/log",))]["verbs"] == ["get"]
+    configmaps = rules[(("",), ("configmaps",))]
+    assert configmaps["verbs"] == ["get"] and configmaps["resourceNames"] == ["gpu-runner-template"]
+    assert len(rules) == 4
+    flat = [value for rule in role["rules"] for values in rule.values() for value in values]
+    assert "*" not in flat
+    for forbidden in ("secrets", "escalate", "bind", "impersonate"):
+        assert forbidden not in flat
+
+
+def test_ci_binding_ties_the_role_to_the_ci_account_only(program):
+    binding = program.one(BINDING).inputs
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ci-runner-launcher"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ci-runner-launcher", "namespace": "github-runners"}]
+
+
+def test_no_cluster_wide_rbac(program):
+    assert not [r for r in program.resources if "ClusterRole" in r.typ]
+
+
+def test_destroy_removes_everything_in_the_cluster_before_the_cluster(program):
+    cluster = program.one("gcp:container/cluster:Cluster")
+    for resource in program.resources:
+        if resource.typ.startswith("kubernetes:"):
+            # Pulumi deletes dependents first: each of these goes before the cluster.
+            assert program.depends_on(resource, cluster), resource.name
+
+
+def test_destroy_stops_the_base_runner_before_its_pool_and_cluster_go(program):
+    deployment = program.one("kubernetes:apps/v1:Deployment")
+    assert program.depends_on(deployment, program.one("gcp:container/nodePool:NodePool", "cpu-pool"))
+    assert program.depends_on(deployment, program.one("gcp:container/cluster:Cluster"))
+
+
+def test_github_secrets_are_deleted_before_the_cluster_they_describe(program):
+    cluster = program.one("gcp:container/cluster:Cluster")
+    for secret in program.of_type(SECRET):
+        assert program.depends_on(secret, cluster), secret.inputs["secretName"]
