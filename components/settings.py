@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 import pulumi
-from pulumi.runtime.config import is_config_secret
+from pulumi.runtime.config import get_config, is_config_secret
 
 from components.gpu_catalog import ACCELERATORS, machine_problem, smallest_machine
 
@@ -83,12 +83,15 @@ class _Reader:
         return default if value in (None, "") else value.strip()
 
     def secret(self, key: str) -> pulumi.Output[str] | None:
-        namespace, name = self._split(key)
-        value = self._config(namespace).get_secret(name)
-        if value is not None and not is_config_secret(f"{namespace}:{name}"):
+        """A secret value, None when unset or empty (Pulumi.yaml declares "" as unset)."""
+        qualified = self.qualified(key)
+        if not (get_config(qualified) or "").strip():
+            return None
+        if not is_config_secret(qualified):
             # Stored in plain text in the stack file: refuse rather than spread it further.
-            self.problem(key, f"is stored in plain text; accepted: pulumi config set --secret {self.qualified(key)} ...")
-        return value
+            self.problem(key, f"is stored in plain text; accepted: pulumi config set --secret {qualified} ...")
+        namespace, name = self._split(key)
+        return self._config(namespace).get_secret(name)
 
     def matching(self, key: str, pattern: re.Pattern, accepted: str, default: str | None = None) -> str:
         value = self.text(key, default)

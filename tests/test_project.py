@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import pulumi
 import pytest
 import yaml
 
@@ -13,14 +12,19 @@ DECLARED = PULUMI_YAML["config"]
 
 
 def keys_read_by_the_program(monkeypatch) -> set[str]:
+    import pulumi.config
+    from pulumi.runtime.config import get_config
+
+    import components.settings
+
     read = set()
-    original = pulumi.Config._get
 
-    def recording_get(self, key, *args, **kwargs):
-        read.add(f"{self.name}:{key}")
-        return original(self, key, *args, **kwargs)
+    def recording_get_config(key):
+        read.add(key)
+        return get_config(key)
 
-    monkeypatch.setattr(pulumi.Config, "_get", recording_get)
+    monkeypatch.setattr(pulumi.config, "get_config", recording_get_config)
+    monkeypatch.setattr(components.settings, "get_config", recording_get_config)
     run_program()
     return read
 
