@@ -11,7 +11,7 @@ class GitHubSecretsArgs:
     repository: str
     """The repository's name; its owner comes with the caller's GitHub provider."""
     secrets: dict[str, pulumi.Input[str]]
-    """Secret name -> value; every value is stored as a Pulumi secret."""
+    """Secret name -> value; the provider stores every value as a Pulumi secret."""
 
 
 class GitHubSecrets(pulumi.ComponentResource):
@@ -24,7 +24,7 @@ class GitHubSecrets(pulumi.ComponentResource):
                 f"{name}-{secret_name.lower().replace('_', '-')}",
                 repository=args.repository,
                 secret_name=secret_name,
-                value=pulumi.Output.secret(value),
+                value=value,  # the provider keeps `value` secret
                 opts=pulumi.ResourceOptions(parent=self),
             )
         self.register_outputs({})

@@ -93,6 +93,11 @@ def test_runner_has_the_base_runners_hardening_pat_file_and_pull_secret(jobs):
     assert container(jobs[0])["image"] == IMAGE
 
 
+def test_a_bare_placeholder_is_quoted_so_a_numeric_id_stays_a_string():
+    rendered = envsubst(render_template({"metadata": {"labels": {"run": "${GITHUB_RUN_ID}"}}}), "123", "1")
+    assert rendered["metadata"]["labels"]["run"] == "123"
+
+
 def test_template_documents_are_valid_yaml_with_one_job_each(jobs):
     assert len(jobs) == 3
     assert all(job["apiVersion"] == "batch/v1" and job["kind"] == "Job" for job in jobs)

@@ -51,10 +51,10 @@ def registered(program):
 
 
 @pytest.mark.parametrize("key", sorted(k for k, d in DECLARED.items() if "default" in d))
-def test_declared_default_is_the_programs_default(key):
+def test_declared_default_is_the_programs_default(key, program):
     default = DECLARED[key]["default"]
     text = str(default).lower() if isinstance(default, bool) else str(default)
-    assert registered(run_program({f"gke-gpu-runners:{key}": text})) == registered(run_program())
+    assert registered(run_program({f"gke-gpu-runners:{key}": text})) == registered(program)
 
 
 def test_sample_stack_holds_no_secret():

@@ -26,6 +26,7 @@ def env(container):
 def test_every_in_cluster_resource_uses_the_explicit_provider_built_from_the_cluster(program):
     provider = program.one(PROVIDER)
     assert is_secret(provider.raw_inputs["kubeconfig"])
+    assert provider.inputs["deleteUnreachable"] == "true"  # destroy still finishes if the cluster is gone
     assert yaml.safe_load(provider.inputs["kubeconfig"])["users"][0]["user"]["exec"]["command"] == "gke-gcloud-auth-plugin"
     assert program.depends_on(provider, program.one("gcp:container/cluster:Cluster"))
     kubernetes = [r for r in program.resources if r.typ.startswith("kubernetes:")]
@@ -107,6 +108,7 @@ def test_base_runner_gets_the_contract_variables_and_the_pat_only_as_a_file(prog
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     assert mount["readOnly"] is True
     assert volume["secret"]["secretName"] == "github-runner-pat"
+    assert volume["secret"]["defaultMode"] & 0o007 == 0, "the PAT file must not be world-readable"
 
 
 def test_base_runner_is_hardened(program):
