@@ -1,6 +1,7 @@
 """GPU-backed GitHub Actions runners on GKE: the whole system on one screen."""
 
 import pulumi
+import pulumi_gcp as gcp
 import pulumi_github as github
 import pulumi_kubernetes as k8s
 
@@ -35,6 +36,9 @@ cluster = GkeCluster(
             max_nodes=settings.gpu_max_nodes,
             spot=settings.gpu_spot,
         ),
+    ),
+    opts=pulumi.ResourceOptions(
+        providers={"gcp": gcp.Provider("gcp", project=settings.gcp_project, zone=settings.zone)}
     ),
 )
 

@@ -25,6 +25,16 @@ def test_location_overrides_gcp_zone():
     assert cluster["location"] == "europe-west4-b"
 
 
+def test_every_gcp_resource_uses_the_explicit_provider_for_the_configured_project(program):
+    provider = program.one("pulumi:providers:gcp")
+    assert provider.inputs["project"] == "acme-ml"
+    assert provider.inputs["zone"] == "us-central1-a"
+    gcp = [r for r in program.resources if r.typ.startswith("gcp:")]
+    assert len(gcp) >= 10
+    for resource in gcp:
+        assert resource.provider.rsplit("::", 1)[0] == provider.urn, resource.name
+
+
 def test_cluster_removes_the_default_pool(program):
     assert program.one(CLUSTER).inputs["removeDefaultNodePool"] is True
 
