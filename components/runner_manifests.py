@@ -26,8 +26,11 @@ RUN_ID = "${GITHUB_RUN_ID}"
 RUN_ATTEMPT = "${GITHUB_RUN_ATTEMPT}"
 GPU_RUNNER_JOB = f"{GPU_RUNNER}-{RUN_ID}-{RUN_ATTEMPT}"
 
-# Deregistering asks GitHub for a removal token and runs config.sh remove; give it time.
-TERMINATION_GRACE_SECONDS = 60
+# Deregistering asks GitHub for a removal token and runs config.sh remove; give it
+# time for a few short tries (see API_TIMEOUT_SECONDS).
+TERMINATION_GRACE_SECONDS = 90
+# Each token request may take this long before the entrypoint retries it.
+API_TIMEOUT_SECONDS = 10
 # A finished GPU runner's Job stays this long for its logs, then goes.
 FINISHED_JOB_TTL_SECONDS = 3600
 
@@ -78,13 +81,13 @@ def container_security_context() -> dict:
     }
 
 
-def _listener_probe(initial_delay_seconds: int) -> dict:
+def _listener_probe(period_seconds: int, failure_threshold: int) -> dict:
+    """Healthy while the runner's listener process runs."""
     return {
         "exec": {"command": ["pgrep", "-f", "Runner.Listener"]},
-        "initialDelaySeconds": initial_delay_seconds,
-        "periodSeconds": 30,
+        "periodSeconds": period_seconds,
         "timeoutSeconds": 5,
-        "failureThreshold": 5,
+        "failureThreshold": failure_threshold,
     }
 
 
@@ -104,14 +107,17 @@ def runner_container(spec: RunnerSpec, extra_mounts: tuple[dict, ...] = ()) -> d
             {"name": "RUNNER_TOKEN_FILE", "value": f"{PAT_DIR}/{PAT_KEY}"},
             {"name": "RUNNER_LABELS", "value": ",".join(spec.labels)},
             {"name": "RUNNER_EPHEMERAL", "value": "true" if spec.ephemeral else "false"},
+            {"name": "RUNNER_API_TIMEOUT_SECONDS", "value": str(API_TIMEOUT_SECONDS)},
             name_env,
         ],
         "resources": spec.resources,
         "securityContext": container_security_context(),
         "volumeMounts": [{"name": "github-pat", "mountPath": PAT_DIR, "readOnly": True}, *extra_mounts],
-        # Registration can take a minute of retries before the listener starts.
-        "livenessProbe": _listener_probe(initial_delay_seconds=60),
-        "readinessProbe": _listener_probe(initial_delay_seconds=10),
+        # Registration may retry for minutes while GitHub is unwell: liveness only
+        # counts once the listener has started.
+        "startupProbe": _listener_probe(period_seconds=10, failure_threshold=60),
+        "livenessProbe": _listener_probe(period_seconds=30, failure_threshold=3),
+        "readinessProbe": _listener_probe(period_seconds=10, failure_threshold=1),
     }
 
 

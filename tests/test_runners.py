@@ -124,8 +124,10 @@ def test_base_runner_is_hardened(program):
     assert context["runAsUser"] >= 10000
     for kind in ("requests", "limits"):
         assert set(container["resources"][kind]) >= {"cpu", "memory"}
-    assert container["livenessProbe"]["exec"]["command"]
-    assert container["readinessProbe"]["exec"]["command"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["exec"]["command"] == ["pgrep", "-f", "Runner.Listener"], probe
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "registration retries must not count as death"
     assert pod["terminationGracePeriodSeconds"] >= 30
 
 
@@ -168,3 +170,12 @@ def test_runner_service_account_mounts_no_token(program):
     accounts = {a.inputs["metadata"]["name"]: a.inputs for a in program.of_type("kubernetes:core/v1:ServiceAccount")}
     assert accounts["github-runner"]["automountServiceAccountToken"] is False
     assert base_pod(program)["serviceAccountName"] == "github-runner"
+
+
+def test_runner_pods_match_the_image_user_and_probe_with_a_tool_the_image_installs():
+    from components.runner_manifests import RUNNER_UID
+    from conftest import ROOT
+
+    dockerfile = (ROOT / "runner_image" / "Dockerfile").read_text()
+    assert f"\nUSER {RUNNER_UID}\n" in dockerfile
+    assert "procps" in dockerfile  # pgrep, which the probes run
