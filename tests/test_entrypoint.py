@@ -311,16 +311,6 @@ def test_curl_gets_the_pat_on_stdin_not_argv(harness: Harness):
     assert not any("Authorization" in arg for arg in curl_calls[0].argv)
 
 
-def test_time_from_start_to_run_sh_is_short(harness: Harness):
-    started = time.time()
-    result = harness.run()
-
-    assert result.returncode == 0, result.output
-    to_runner = harness.run_started_at() - started
-    print(f"\nstart -> run.sh started: {to_runner * 1000:.0f} ms")
-    assert to_runner < 3
-
-
 def test_run_sh_exit_status_is_passed_on(harness: Harness, github: FakeGitHub):
     harness.run_mode("5")
 
@@ -594,8 +584,6 @@ def test_signal_deregisters_once_with_a_fresh_removal_token(harness: Harness, gi
     result = harness.finish(process, signalled)
 
     assert result.returncode == code, result.output
-    print(f"\nSIG{name} -> exit: {result.elapsed * 1000:.0f} ms")
-    assert result.elapsed < 3
     assert [r.path for r in github.requests] == [REGISTRATION, REMOVAL]
     removal = github.requests_to(REMOVAL)[0]
     assert removal.method == "POST" and removal.headers["authorization"] == f"Bearer {PAT}"
