@@ -165,7 +165,15 @@ class GkeCluster(pulumi.ComponentResource):
                     "shielded_instance_config": {"enable_secure_boot": True, "enable_integrity_monitoring": True},
                     "metadata": {"disable-legacy-endpoints": "true"},
                 },
-                opts=pulumi.ResourceOptions(parent=self, custom_timeouts=GKE_TIMEOUTS),
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    custom_timeouts=GKE_TIMEOUTS,
+                    # GKE replaces a pool when the size it started with changes; the
+                    # autoscaler owns the size after that.
+                    ignore_changes=["initialNodeCount"],
+                    # The pool's name is fixed, so a replacement must free it first.
+                    delete_before_replace=True,
+                ),
             )
 
         self.cpu_pool = pool("cpu", args.cpu_pool)

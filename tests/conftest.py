@@ -70,6 +70,8 @@ class Registration:
     dependencies: list[str]
     custom_timeouts: Any
     custom: bool
+    ignore_changes: list[str]
+    delete_before_replace: bool
 
 
 @dataclass
@@ -176,6 +178,8 @@ class RecordingMonitor(MockMonitor):
                     dependencies=list(request.dependencies),
                     custom_timeouts=request.customTimeouts,
                     custom=request.custom,
+                    ignore_changes=list(request.ignoreChanges),
+                    delete_before_replace=request.deleteBeforeReplace,
                 )
             )
         return response

@@ -160,6 +160,16 @@ def test_pools_self_heal_and_use_the_gke_metadata_server(program, role):
     assert config["nodeConfig"]["shieldedInstanceConfig"] == {"enableSecureBoot": True, "enableIntegrityMonitoring": True}
 
 
+def test_changing_pool_bounds_resizes_instead_of_replacing_the_pool(program):
+    for node_pool in program.of_type(POOL):
+        assert "initialNodeCount" in node_pool.ignore_changes, node_pool.name
+
+
+def test_a_replaced_pool_frees_its_fixed_name_first(program):
+    for node_pool in program.of_type(POOL):
+        assert node_pool.delete_before_replace, node_pool.name
+
+
 def test_pools_belong_to_the_cluster(program):
     cluster = program.one(CLUSTER)
     for node_pool in program.of_type(POOL):
