@@ -61,3 +61,10 @@ def test_sample_stack_holds_no_secret():
     sample = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
     assert not {"github:token", "gke-gpu-runners:runnerToken", "gke-gpu-runners:registryToken"} & set(sample)
     assert sample["gke-gpu-runners:githubRepository"].count("/") == 1
+
+
+def test_ci_script_passes_shellcheck():
+    from test_image_lint import run_tool, tool
+
+    done = run_tool(tool("shellcheck"), "--severity", "style", str(ROOT / ".ci" / "run"))
+    assert done.returncode == 0, done.stdout + done.stderr
