@@ -69,6 +69,7 @@ runners = Runners(
         registry_token=settings.registry_token,
         base_runner_replicas=settings.base_runner_replicas,
         gpu_count=settings.gpu_count,
+        gpu_machine_type=settings.gpu_machine_type,
         gpu_runner_deadline_minutes=settings.gpu_runner_deadline_minutes,
         cpu_pool=cluster.cpu_pool,
     ),

@@ -8,7 +8,28 @@ instant config error. Figures follow Google Cloud's GPU platform tables.
 from dataclasses import dataclass
 
 N1_VCPUS = (1, 2, 4, 8, 16, 32, 64, 96)
-N1_SERIES = ("standard", "highmem", "highcpu")
+# N1 series -> GiB of memory per vCPU.
+N1_SERIES = {"standard": 3.75, "highmem": 6.5, "highcpu": 0.9}
+
+# vCPUs and GiB of memory of the fixed-shape GPU machines.
+FIXED_SHAPES: dict[str, tuple[int, float]] = {
+    **{f"g2-standard-{n}": (n, 4.0 * n) for n in (4, 8, 12, 16, 24, 32, 48, 96)},
+    **{f"a2-highgpu-{k}g": (12 * k, 85.0 * k) for k in (1, 2, 4, 8)},
+    "a2-megagpu-16g": (96, 1360.0),
+    **{f"a2-ultragpu-{k}g": (12 * k, 170.0 * k) for k in (1, 2, 4, 8)},
+    **{f"a3-highgpu-{k}g": (26 * k, 234.0 * k) for k in (1, 2, 4, 8)},
+    "a3-megagpu-8g": (208, 1872.0),
+    "a3-ultragpu-8g": (224, 2952.0),
+    "a4-highgpu-8g": (224, 3968.0),
+}
+
+# What GKE's own pods on a GPU node (logging, metrics, kube-proxy, the device
+# plugin, the driver installer, Dataplane V2) may take, kept free of the runner.
+SYSTEM_PODS_CPU_MILLIS = 1000
+SYSTEM_PODS_MEMORY_MIB = 2048
+# The least a GPU runner gets; a machine that leaves less is refused.
+MIN_RUNNER_CPU_MILLIS = 500
+MIN_RUNNER_MEMORY_MIB = 2048
 
 # A GPU runner needs room beside the GPU for the job's own CPU work; N1 machines
 # below this carry a GPU but leave the runner pod nothing to schedule on.
@@ -76,6 +97,44 @@ def _n1_vcpus(machine_type: str) -> int | None:
     return int(parts[2]) if parts[2].isdigit() and int(parts[2]) in N1_VCPUS else None
 
 
+def machine_shape(machine_type: str) -> tuple[int, float]:
+    """(vCPUs, GiB of memory) of a GPU machine this catalogue knows."""
+    vcpus = _n1_vcpus(machine_type)
+    if vcpus is not None:
+        return vcpus, vcpus * N1_SERIES[machine_type.split("-")[1]]
+    return FIXED_SHAPES[machine_type]
+
+
+def _allocatable(vcpus: int, memory_gib: float) -> tuple[float, float]:
+    """(cores, GiB) that GKE leaves to pods on a node of this shape, by its published reservations."""
+    reserved_cores = sum(
+        share * max(0.0, min(vcpus, upper) - lower)
+        for lower, upper, share in ((0, 1, 0.06), (1, 2, 0.01), (2, 4, 0.005), (4, float("inf"), 0.0025))
+    )
+    reserved_gib = sum(
+        share * max(0.0, min(memory_gib, upper) - lower)
+        for lower, upper, share in ((0, 4, 0.25), (4, 8, 0.20), (8, 16, 0.10), (16, 128, 0.06), (128, float("inf"), 0.02))
+    )
+    eviction_gib = 100 / 1024
+    return vcpus - reserved_cores, memory_gib - reserved_gib - eviction_gib
+
+
+@dataclass(frozen=True)
+class RunnerShare:
+    """What a GPU runner may take of its node: all that GKE and its own pods leave."""
+
+    cpu_millis: int
+    memory_mib: int
+
+
+def runner_share(machine_type: str) -> RunnerShare:
+    cores, gib = _allocatable(*machine_shape(machine_type))
+    # Round down to steps a person reads easily: 100m of CPU, 256 MiB of memory.
+    cpu_millis = int((cores * 1000 - SYSTEM_PODS_CPU_MILLIS) // 100 * 100)
+    memory_mib = int((gib * 1024 - SYSTEM_PODS_MEMORY_MIB) // 256 * 256)
+    return RunnerShare(cpu_millis=cpu_millis, memory_mib=memory_mib)
+
+
 def machine_problem(gpu_type: str, gpu_count: int, machine_type: str) -> str | None:
     """Why `machine_type` cannot carry `gpu_count` x `gpu_type`, or None if it can."""
     accelerator = ACCELERATORS[gpu_type]
@@ -86,6 +145,11 @@ def machine_problem(gpu_type: str, gpu_count: int, machine_type: str) -> str | N
         limit = accelerator.n1_max_vcpus.get(gpu_count)
         if limit is not None and vcpus > limit:
             return f"{gpu_count} x {gpu_type} allows at most {limit} vCPUs; {machine_type} has {vcpus}"
+        share = runner_share(machine_type)
+        if share.cpu_millis < MIN_RUNNER_CPU_MILLIS or share.memory_mib < MIN_RUNNER_MEMORY_MIB:
+            return (f"{machine_type} leaves a GPU runner less than {MIN_RUNNER_CPU_MILLIS}m CPU and "
+                    f"{MIN_RUNNER_MEMORY_MIB // 1024} GiB once GKE has taken its share; "
+                    f"accepted: {smallest_machine(gpu_type, gpu_count)} or larger")
         return None
     carried = accelerator.machines.get(machine_type)
     if carried is None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import yaml
 
+from components.gpu_catalog import RunnerShare
+
 RUNNER_UID = 10001
 PAT_SECRET = "github-runner-pat"
 PAT_KEY = "token"
@@ -37,12 +39,14 @@ FINISHED_JOB_TTL_SECONDS = 3600
 BASE_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
 
 
-def gpu_resources(gpu_count: int) -> dict:
-    """The GPU runner's share of its node: the GPUs, and CPU and memory that fit the smallest GPU machine."""
-    return {
-        "requests": {"cpu": "2", "memory": "8Gi", GPU_RESOURCE: str(gpu_count)},
-        "limits": {"cpu": "3500m", "memory": "11Gi", GPU_RESOURCE: str(gpu_count)},
-    }
+def gpu_resources(gpu_count: int, share: RunnerShare) -> dict:
+    """The whole node for the GPU runner: its GPUs and all the CPU and memory GKE leaves.
+
+    Requests equal limits (Guaranteed QoS), so a long training run is the last pod
+    the kubelet would evict, and no other workload squeezes in beside it.
+    """
+    amounts = {"cpu": f"{share.cpu_millis}m", "memory": f"{share.memory_mib}Mi", GPU_RESOURCE: str(gpu_count)}
+    return {"requests": amounts, "limits": dict(amounts)}
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,7 @@ def base_runner_pod_spec(image: str, repository: str) -> dict:
 
 
 def gpu_runner_job(image: str, repository: str, namespace: str, gpu_count: int,
-                   deadline_minutes: int, shm_size: str = "4Gi") -> dict:
+                   share: RunnerShare, deadline_minutes: int) -> dict:
     """The GPU runner Job for one run attempt, with the run's IDs left as placeholders."""
     labels = {**app_labels(GPU_RUNNER), "gke-gpu-runners/run": f"run-{RUN_ID}-{RUN_ATTEMPT}"}
     spec = RunnerSpec(
@@ -164,7 +168,7 @@ def gpu_runner_job(image: str, repository: str, namespace: str, gpu_count: int,
         repository=repository,
         labels=(GPU_RUNNER, f"{GPU_RUNNER}-{RUN_ID}"),
         ephemeral=True,
-        resources=gpu_resources(gpu_count),
+        resources=gpu_resources(gpu_count, share),
         name=GPU_RUNNER_JOB,
     )
     pod_spec = runner_pod_spec(
@@ -175,7 +179,8 @@ def gpu_runner_job(image: str, repository: str, namespace: str, gpu_count: int,
             "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
         },
         # Data loaders share tensors through /dev/shm; the container default is 64 MiB.
-        extra_volumes=({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}},),
+        # It is memory the runner's limit counts, so it gets a quarter of it.
+        extra_volumes=({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{share.memory_mib // 4}Mi"}},),
         extra_mounts=({"name": "dshm", "mountPath": "/dev/shm"},),
     )
     return {

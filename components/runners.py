@@ -7,6 +7,7 @@ import pulumi_kubernetes as k8s
 
 from components import runner_manifests as m
 from components.documents import docker_config_json
+from components.gpu_catalog import runner_share
 from components.runner_image import REGISTRY
 
 # Runner pods meet the `restricted` Pod Security Standard; enforce it so nothing
@@ -27,6 +28,8 @@ class RunnersArgs:
     """A token that may read the image from GHCR."""
     base_runner_replicas: int
     gpu_count: int
+    gpu_machine_type: str
+    """The GPU runner is sized to take what GKE leaves of one such machine."""
     gpu_runner_deadline_minutes: int
     cpu_pool: pulumi.Resource
     """The base runner waits for this pool, and for no other."""
@@ -107,9 +110,10 @@ class Runners(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[pat, pull, account, args.cpu_pool]),
         )
 
+        share = runner_share(args.gpu_machine_type)
         self.gpu_runner_template = pulumi.Output.all(args.image, namespace.metadata.name).apply(
             lambda values: m.render_template(
-                m.gpu_runner_job(values[0], repository, values[1], args.gpu_count, args.gpu_runner_deadline_minutes)
+                m.gpu_runner_job(values[0], repository, values[1], args.gpu_count, share, args.gpu_runner_deadline_minutes)
             )
         )
         k8s.core.v1.ConfigMap(

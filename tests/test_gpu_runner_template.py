@@ -7,9 +7,11 @@ import subprocess
 import pytest
 import yaml
 
+from components.gpu_catalog import RunnerShare
 from components.runner_manifests import gpu_runner_job, render_template
 
 IMAGE = "ghcr.io/acme/models/github-runner@sha256:" + "a" * 64
+SHARE = RunnerShare(cpu_millis=2900, memory_mib=10496)
 RUNS = [("9876543210", "1"), ("9876543211", "1"), ("9876543210", "2")]  # two runs, and a re-run
 
 
@@ -27,7 +29,7 @@ def envsubst(template: str, run_id: str, attempt: str) -> dict:
 
 @pytest.fixture(scope="module")
 def jobs() -> list[dict]:
-    template = render_template(gpu_runner_job(IMAGE, "Acme/Models", "github-runners", 1, 240))
+    template = render_template(gpu_runner_job(IMAGE, "Acme/Models", "github-runners", 1, SHARE, 240))
     return [envsubst(template, run_id, attempt) for run_id, attempt in RUNS]
 
 
@@ -101,3 +103,11 @@ def test_a_bare_placeholder_is_quoted_so_a_numeric_id_stays_a_string():
 def test_template_documents_are_valid_yaml_with_one_job_each(jobs):
     assert len(jobs) == 3
     assert all(job["apiVersion"] == "batch/v1" and job["kind"] == "Job" for job in jobs)
+
+
+def test_runner_takes_what_gke_leaves_of_its_node_with_guaranteed_qos(jobs):
+    resources = container(jobs[0])["resources"]
+    assert resources["requests"] == resources["limits"]
+    assert resources["requests"]["cpu"] == "2900m" and resources["requests"]["memory"] == "10496Mi"
+    dshm = next(v for v in jobs[0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "dshm")
+    assert dshm["emptyDir"]["sizeLimit"] == f"{10496 // 4}Mi"

@@ -161,6 +161,13 @@ def test_gpu_runner_template_follows_gpu_count_and_deadline():
     assert job["spec"]["activeDeadlineSeconds"] == 90 * 60
 
 
+def test_gpu_runner_is_sized_to_the_gpu_machine():
+    job = yaml.safe_load(run_program({"gke-gpu-runners:gpuType": "nvidia-tesla-a100"}).outputs["gpuRunnerTemplate"])
+    requests = job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+    assert requests["cpu"] == "10900m"  # a2-highgpu-1g: 12 vCPUs, less GKE's share
+    assert int(requests["memory"].removesuffix("Mi")) > 70 * 1024
+
+
 def test_runner_pods_accept_no_ingress(program):
     policy = program.one("kubernetes:networking.k8s.io/v1:NetworkPolicy").inputs
     assert policy["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}

@@ -106,3 +106,30 @@ def test_every_default_gpu_machine_passes_its_own_check():
         for count in accelerator.counts:
             machine = smallest_machine(gpu_type, count)
             assert machine_problem(gpu_type, count, machine) is None, (gpu_type, count, machine)
+
+
+def test_gke_allocatable_matches_its_published_figures_for_n1_standard_4():
+    from components.gpu_catalog import _allocatable
+
+    cores, gib = _allocatable(4, 15.0)
+    assert round(cores, 2) == 3.92
+    assert 12.2 <= gib <= 12.5
+
+
+@pytest.mark.parametrize("gpu_type", sorted(ACCELERATORS))
+def test_gpu_runner_share_leaves_gke_room_on_every_default_machine(gpu_type):
+    from components.gpu_catalog import (MIN_RUNNER_CPU_MILLIS, MIN_RUNNER_MEMORY_MIB, _allocatable, machine_shape,
+                                        runner_share)
+
+    for count in ACCELERATORS[gpu_type].counts:
+        machine = smallest_machine(gpu_type, count)
+        share = runner_share(machine)
+        cores, gib = _allocatable(*machine_shape(machine))
+        assert MIN_RUNNER_CPU_MILLIS <= share.cpu_millis <= cores * 1000 - 1000, machine
+        assert MIN_RUNNER_MEMORY_MIB <= share.memory_mib <= gib * 1024 - 2048, machine
+
+
+def test_a_machine_too_small_for_a_runner_is_refused():
+    message, _ = refusal({f"{P}:gpuMachineType": "n1-standard-1"})
+    line = next(l for l in message.splitlines() if f"{P}:gpuMachineType" in l)
+    assert "less than 500m CPU" in line and "n1-standard-4 or larger" in line
