@@ -368,8 +368,9 @@ on_signal() {
       ;;
     configuring)
       # Leaving config.sh mid-way could leave a runner registered on GitHub
-      # with no local record of it: wait for it (tini -g may have signalled it
-      # too), then undo the registration if it went through.
+      # with no local record of it: wait for it (a signal sent to the whole
+      # process group reaches it too), then undo the registration if it went
+      # through.
       phase=stopping
       log "SIG$signal received during registration; waiting for config.sh"
       # The trap may run between `config.sh &` and the assignment of its pid.

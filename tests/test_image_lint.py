@@ -110,7 +110,7 @@ def test_runs_as_numeric_non_root_user_with_tini_entrypoint():
     runs = " ".join(rest for keyword, rest in found if keyword == "RUN")
     assert "--gid 10001 runner" in runs and "--uid 10001 --gid 10001" in runs
     [entrypoint] = [rest for keyword, rest in found if keyword == "ENTRYPOINT"]
-    assert entrypoint == '["/usr/bin/tini", "-g", "--", "/usr/local/bin/startup.sh"]'
+    assert entrypoint == '["/usr/bin/tini", "--", "/usr/local/bin/startup.sh"]'
     assert any(keyword == "COPY" and rest.endswith("startup.sh /usr/local/bin/startup.sh") for keyword, rest in found)
 
 
