@@ -46,7 +46,6 @@ class Runners(pulumi.ComponentResource):
 
     namespace: pulumi.Output[str]
     gpu_runner_template: pulumi.Output[str]
-    base_runner: k8s.apps.v1.Deployment
 
     def __init__(self, name: str, args: RunnersArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gke-gpu-runners:index:Runners", name, None, opts)
@@ -94,7 +93,7 @@ class Runners(pulumi.ComponentResource):
         )
 
         base_labels = m.app_labels(m.BASE_RUNNER)
-        self.base_runner = k8s.apps.v1.Deployment(
+        k8s.apps.v1.Deployment(
             f"{name}-base-runner",
             metadata=metadata(m.BASE_RUNNER),
             spec={

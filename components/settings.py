@@ -50,10 +50,6 @@ class Settings:
     gpu_runner_deadline_minutes: int
     deletion_protection: bool
 
-    @property
-    def github_full_name(self) -> str:
-        return f"{self.github_owner}/{self.github_repository}"
-
 
 class _Reader:
     """Reads raw config values, collecting every problem instead of stopping at one."""

@@ -92,9 +92,6 @@ class Program:
         assert len(found) == 1, f"expected one {typ} named *{name_contains}*, got {[r.name for r in found]}"
         return found[0]
 
-    def by_urn(self, urn: str) -> Registration:
-        return next(r for r in self.resources if r.urn == urn)
-
     def depends_on(self, resource: Registration, target: Registration) -> bool:
         """Whether `resource` waits for `target`, directly or through others or its provider."""
         seen, todo = set(), [resource.urn]

@@ -1,6 +1,7 @@
 """Configuration: defaults, derived values, and bad values refused before any resource."""
 
 import pytest
+import yaml
 from pulumi import RunError
 
 from components.gpu_catalog import ACCELERATORS, machine_problem, smallest_machine
@@ -82,8 +83,21 @@ def test_runner_token_alone_is_enough_for_the_runners():
 
 def test_defaults_follow_the_contract(program):
     pools = {r.inputs["name"]: r.inputs for r in program.of_type("gcp:container/nodePool:NodePool")}
-    assert pools["cpu-pool"]["nodeConfig"]["machineType"] == "e2-standard-4"
-    assert pools["gpu-pool"]["autoscaling"] == {"minNodeCount": 0, "maxNodeCount": 2}
+    cpu, gpu = pools["cpu-pool"], pools["gpu-pool"]
+    assert cpu["nodeConfig"]["machineType"] == "e2-standard-4"
+    assert cpu["autoscaling"] == {"minNodeCount": 1, "maxNodeCount": 3}
+    assert gpu["nodeConfig"]["guestAccelerators"][0]["type"] == "nvidia-tesla-t4"
+    assert gpu["nodeConfig"]["guestAccelerators"][0]["count"] == 1
+    assert gpu["nodeConfig"]["guestAccelerators"][0]["gpuDriverInstallationConfig"] == {"gpuDriverVersion": "DEFAULT"}
+    assert gpu["autoscaling"] == {"minNodeCount": 0, "maxNodeCount": 2}
+    assert gpu["nodeConfig"]["spot"] is False
+    cluster = program.one("gcp:container/cluster:Cluster").inputs
+    assert cluster["name"] == "gpu-runners" and cluster["location"] == "us-central1-a"
+    assert cluster["deletionProtection"] is False
+    assert program.outputs["namespace"] == "github-runners"
+    assert program.one("kubernetes:apps/v1:Deployment").inputs["spec"]["replicas"] == 1
+    job = yaml.safe_load(program.outputs["gpuRunnerTemplate"])
+    assert job["spec"]["activeDeadlineSeconds"] == 240 * 60
 
 
 @pytest.mark.parametrize("gpu_type, count, expected", [
