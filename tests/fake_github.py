@@ -7,17 +7,21 @@ responses (then from that path's default, if any), and logs every request it see
         github.script(REGISTRATION, Reply(500), Reply(201, {"token": "t"}))
         ... point GITHUB_API_URL at github.url ...
         assert [r.path for r in github.requests] == [REGISTRATION, REGISTRATION]
+
+A path can also be answered by a function of the request (`respond`), for doubles
+that keep state, such as the runner registry in github_runners.py.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass
@@ -46,6 +50,17 @@ class Request:
     """time.monotonic() when the request arrived."""
     wall: float
     """time.time() when the request arrived, to order it against other processes' clocks."""
+    query: str = ""
+    """The query string, without its `?`."""
+
+
+Responder = Callable[[Request, "re.Match[str]"], Reply]
+
+
+class _Server(ThreadingHTTPServer):
+    # Room for many clients connecting at once (the default backlog is 5): a
+    # dropped connection costs a second's retransmission and would skew timings.
+    request_queue_size = 128
 
 
 class FakeGitHub:
@@ -53,6 +68,7 @@ class FakeGitHub:
         self._lock = threading.Lock()
         self._queues: dict[str, deque[Reply]] = defaultdict(deque)
         self._defaults: dict[str, Reply] = {}
+        self._responders: list[tuple[str, re.Pattern[str], Responder]] = []
         self._requests: list[Request] = []
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -69,6 +85,12 @@ class FakeGitHub:
         """The reply for `path` once its queue is empty."""
         with self._lock:
             self._defaults[path] = reply
+
+    def respond(self, method: str, path_pattern: str, responder: Responder) -> None:
+        """Answer `method` requests whose whole path matches the regex `path_pattern` with
+        `responder(request, match)`, once the path's scripted queue is empty (before its default)."""
+        with self._lock:
+            self._responders.append((method, re.compile(path_pattern), responder))
 
     @property
     def requests(self) -> list[Request]:
@@ -95,10 +117,11 @@ class FakeGitHub:
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                path = self.path.split("?", 1)[0]
-                fake._record(Request(self.command, path, {k.lower(): v for k, v in self.headers.items()},
-                                     body, time.monotonic(), time.time()))
-                reply = fake._next_reply(path)
+                path, _, query = self.path.partition("?")
+                request = Request(self.command, path, {k.lower(): v for k, v in self.headers.items()},
+                                  body, time.monotonic(), time.time(), query)
+                fake._record(request)
+                reply = fake._next_reply(request)
                 if reply.delay and fake._stopping.wait(reply.delay):
                     return
                 if reply.body is None:
@@ -126,7 +149,7 @@ class FakeGitHub:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = _Server(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         server.block_on_close = False
         self._server = server
@@ -156,11 +179,18 @@ class FakeGitHub:
         with self._lock:
             self._requests.append(request)
 
-    def _next_reply(self, path: str) -> Reply:
+    def _next_reply(self, request: Request) -> Reply:
+        path = request.path
         with self._lock:
             queue = self._queues.get(path)
             if queue:
                 return queue.popleft()
+            responders = list(self._responders)
+        for method, pattern, responder in responders:
+            match = pattern.fullmatch(path)
+            if match and method == request.method:
+                return responder(request, match)  # outside the lock: a responder may script or inspect
+        with self._lock:
             if path in self._defaults:
                 return self._defaults[path]
         # 418: a status the entrypoint neither retries nor mistakes for success.

@@ -1,0 +1,338 @@
+"""A scriptable stand-in for the Kubernetes API paths the runner broker uses.
+
+It listens on 127.0.0.1 on a free port and keeps pods, ReplicaSets and Jobs as plain
+dicts in the real API's shape (the builders below make them). It answers:
+
+    POST   /apis/authentication.k8s.io/v1/tokenreviews
+    GET    /api/v1/namespaces/{ns}/pods/{name}        DELETE the same (uid precondition: 409 on mismatch)
+    GET    /api/v1/namespaces/{ns}/pods?labelSelector=k=v,...
+    GET    /apis/apps/v1/namespaces/{ns}/replicasets/{name}
+    GET    /apis/batch/v1/namespaces/{ns}/jobs/{name}
+
+A TokenReview authenticates the tokens given to `add_token` when one of the requested
+audiences is among the token's, and, as the API server does for pod-bound tokens, only
+while the pod it was issued to still exists with the same UID (`validate_bindings`).
+A deleted pod is gone at once: no grace period is simulated.
+
+`fail()` and `hang()` put faults in front of a path; every request is recorded.
+
+    with FakeKubernetes(api_token="broker-token") as kube:
+        kube.put(pod("base-runner-abc", NAMESPACE, "uid-1", owner=("ReplicaSet", "base-runner-abc", "uid-rs")))
+        kube.add_token("t", namespace=NAMESPACE, service_account="runner", pod_name="base-runner-abc",
+                       pod_uid="uid-1", audiences=["aud"])
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+KINDS = {"pods": "Pod", "replicasets": "ReplicaSet", "jobs": "Job"}
+API_VERSIONS = {"Pod": "v1", "ReplicaSet": "apps/v1", "Job": "batch/v1"}
+OBJECT_PATH = re.compile(r"^/(?:api/v1|apis/apps/v1|apis/batch/v1)/namespaces/([^/]+)/(pods|replicasets|jobs)"
+                         r"(?:/([^/]+))?$")
+TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
+
+
+# --------------------------------------------------------------------------- builders --
+
+def pod(name: str, namespace: str, uid: str, *, owner: tuple[str, str, str] | None = None,
+        labels: dict[str, str] | None = None, phase: str = "Running", terminating: bool = False) -> dict:
+    """A Pod; `owner` is its controller as (kind, name, uid)."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "uid": uid, "labels": dict(labels or {})}
+    if owner is not None:
+        kind, owner_name, owner_uid = owner
+        metadata["ownerReferences"] = [{"apiVersion": API_VERSIONS.get(kind, "v1"), "kind": kind, "name": owner_name,
+                                        "uid": owner_uid, "controller": True, "blockOwnerDeletion": True}]
+    if terminating:
+        metadata["deletionTimestamp"] = "2030-01-01T00:00:00Z"
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": {"containers": [{"name": "runner"}]},
+            "status": {"phase": phase}}
+
+
+def replicaset(name: str, namespace: str, uid: str, *, deployment: str | None, deployment_uid: str = "uid-deploy"
+               ) -> dict:
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "uid": uid, "labels": {}}
+    if deployment is not None:
+        metadata["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment,
+                                        "uid": deployment_uid, "controller": True, "blockOwnerDeletion": True}]
+    return {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": metadata, "spec": {"replicas": 1}}
+
+
+def job(name: str, namespace: str, uid: str, *, labels: dict[str, str] | None = None) -> dict:
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid, "labels": dict(labels or {})},
+            "spec": {"backoffLimit": 0}}
+
+
+# ------------------------------------------------------------------------------ fake --
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    """Header names lower-cased."""
+    body: bytes
+    wall: float = 0.0
+    """time.time() when the request arrived, to order it against the other fake's."""
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class TokenInfo:
+    namespace: str
+    service_account: str
+    pod_name: str | None
+    pod_uid: str | None
+    audiences: tuple[str, ...]
+
+
+@dataclass
+class Fault:
+    path_prefix: str
+    method: str | None
+    status: int | None
+    delay: float
+    remaining: int
+
+
+@dataclass
+class _Store:
+    objects: dict[tuple[str, str, str], dict] = field(default_factory=dict)
+    """By (kind, namespace, name)."""
+    tokens: dict[str, TokenInfo] = field(default_factory=dict)
+
+
+class _Server(ThreadingHTTPServer):
+    # Room for many clients connecting at once (the default backlog is 5): a
+    # dropped connection costs a second's retransmission and would skew timings.
+    request_queue_size = 128
+
+
+class FakeKubernetes:
+    def __init__(self, *, api_token: str | None = None) -> None:
+        self.api_token = api_token
+        """When set, requests without `Authorization: Bearer <api_token>` get 401."""
+        self.validate_bindings = True
+        """Refuse a pod-bound token whose pod is gone or has another UID, as the API server does."""
+        self._lock = threading.Lock()
+        self._store = _Store()
+        self._faults: list[Fault] = []
+        self._requests: list[Request] = []
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------- scripting --
+
+    def put(self, obj: dict) -> dict:
+        metadata = obj["metadata"]
+        with self._lock:
+            self._store.objects[(obj["kind"], metadata["namespace"], metadata["name"])] = obj
+        return obj
+
+    def get(self, kind: str, namespace: str, name: str) -> dict | None:
+        with self._lock:
+            return self._store.objects.get((kind, namespace, name))
+
+    def remove(self, kind: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self._store.objects.pop((kind, namespace, name), None)
+
+    def add_token(self, token: str, *, namespace: str, service_account: str, pod_name: str | None,
+                  pod_uid: str | None, audiences: list[str]) -> None:
+        """A projected token; pod_name/pod_uid None make it a plain (not pod-bound) ServiceAccount token."""
+        with self._lock:
+            self._store.tokens[token] = TokenInfo(namespace, service_account, pod_name, pod_uid, tuple(audiences))
+
+    def fail(self, path_prefix: str = "/", *, status: int = 500, times: int = 1, method: str | None = None) -> None:
+        """The next `times` matching requests get `status`."""
+        with self._lock:
+            self._faults.append(Fault(path_prefix, method, status, 0.0, times))
+
+    def hang(self, path_prefix: str = "/", *, seconds: float, times: int = 1, method: str | None = None) -> None:
+        """The next `times` matching requests are answered only after `seconds`."""
+        with self._lock:
+            self._faults.append(Fault(path_prefix, method, None, seconds, times))
+
+    @property
+    def requests(self) -> list[Request]:
+        with self._lock:
+            return list(self._requests)
+
+    def requests_to(self, method: str | None = None, path_prefix: str = "") -> list[Request]:
+        return [r for r in self.requests if (method is None or r.method == method) and r.path.startswith(path_prefix)]
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "the fake server is not running"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # ------------------------------------------------------------- lifecycle --
+
+    def start(self) -> "FakeKubernetes":
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                path, _, query = self.path.partition("?")
+                request = Request(self.command, path, query, {k.lower(): v for k, v in self.headers.items()}, body,
+                                  time.time())
+                status, payload = fake._handle(request)
+                if status == 0:
+                    return  # stopped while hanging
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                pass
+
+        server = _Server(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        server.block_on_close = False
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="fake-kubernetes", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "FakeKubernetes":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------- answering --
+
+    def _handle(self, request: Request) -> tuple[int, Any]:
+        with self._lock:
+            self._requests.append(request)
+            fault = self._take_fault(request)
+        if fault is not None:
+            if fault.delay and self._stopping.wait(fault.delay):
+                return 0, None
+            if fault.status is not None:
+                return fault.status, status_object(fault.status, "InternalError", "injected fault")
+        if self.api_token is not None and request.headers.get("authorization") != f"Bearer {self.api_token}":
+            return 401, status_object(401, "Unauthorized", "Unauthorized")
+        if request.path == TOKEN_REVIEWS and request.method == "POST":
+            return 201, self._review(request.json() or {})
+        match = OBJECT_PATH.match(request.path)
+        if match is None:
+            return 404, status_object(404, "NotFound", f"the server could not find the requested resource "
+                                                       f"{request.path}")
+        namespace, resource, name = match.group(1), match.group(2), match.group(3)
+        kind = KINDS[resource]
+        if name is None and request.method == "GET" and kind == "Pod":
+            return 200, self._list_pods(namespace, request.query)
+        if name is not None and request.method == "GET":
+            obj = self.get(kind, namespace, unquote(name))
+            return (200, obj) if obj else (404, not_found(resource, unquote(name)))
+        if name is not None and request.method == "DELETE" and kind == "Pod":
+            return self._delete_pod(namespace, unquote(name), request.json() or {})
+        return 405, status_object(405, "MethodNotAllowed", f"{request.method} is not supported here")
+
+    def _take_fault(self, request: Request) -> Fault | None:
+        for fault in self._faults:
+            matches = request.path.startswith(fault.path_prefix) and fault.method in (None, request.method)
+            if fault.remaining and matches:
+                fault.remaining -= 1
+                return fault
+        return None
+
+    def _review(self, review: dict) -> dict:
+        spec = review.get("spec") or {}
+        wanted = list(spec.get("audiences") or [])
+        with self._lock:
+            info = self._store.tokens.get(spec.get("token", ""))
+        status: dict[str, Any] = {"authenticated": False, "user": {}}
+        if info is None:
+            status["error"] = "[invalid bearer token, square/go-jose: error in cryptographic primitive]"
+        elif wanted and not set(wanted) & set(info.audiences):
+            status["error"] = f"token audiences {list(info.audiences)} is invalid for the target audiences {wanted}"
+        elif self.validate_bindings and info.pod_name and not self._pod_alive(info):
+            status["error"] = f"pod {info.pod_name} has been deleted or its UID differs"
+        else:
+            extra = {}
+            if info.pod_name:
+                extra = {"authentication.kubernetes.io/pod-name": [info.pod_name],
+                         "authentication.kubernetes.io/pod-uid": [info.pod_uid],
+                         "authentication.kubernetes.io/credential-id": ["JTI=fake"]}
+            status = {
+                "authenticated": True,
+                "user": {"username": f"system:serviceaccount:{info.namespace}:{info.service_account}",
+                         "uid": f"uid-sa-{info.service_account}",
+                         "groups": ["system:serviceaccounts", f"system:serviceaccounts:{info.namespace}",
+                                    "system:authenticated"],
+                         "extra": extra},
+                "audiences": [a for a in wanted if a in info.audiences] if wanted else list(info.audiences),
+            }
+        # As the real API does, the answer echoes the spec, token included: the broker must not log it.
+        return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {},
+                "spec": spec, "status": status}
+
+    def _pod_alive(self, info: TokenInfo) -> bool:
+        current = self.get("Pod", info.namespace, info.pod_name or "")
+        return current is not None and current["metadata"]["uid"] == info.pod_uid
+
+    def _list_pods(self, namespace: str, query: str) -> dict:
+        selector = parse_qs(query).get("labelSelector", [""])[0]
+        wanted = dict(term.replace("==", "=").split("=", 1) for term in selector.split(",") if term)
+        with self._lock:
+            pods = [obj for (kind, ns, _), obj in self._store.objects.items() if kind == "Pod" and ns == namespace]
+        items = [p for p in pods if all(p["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())]
+        return {"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}
+
+    def _delete_pod(self, namespace: str, name: str, options: dict) -> tuple[int, Any]:
+        wanted_uid = (options.get("preconditions") or {}).get("uid")
+        with self._lock:
+            current = self._store.objects.get(("Pod", namespace, name))
+            if current is None:
+                return 404, not_found("pods", name)
+            if wanted_uid is not None and current["metadata"]["uid"] != wanted_uid:
+                return 409, status_object(409, "Conflict", f"Precondition failed: UID in precondition: {wanted_uid}, "
+                                                           f"UID in object meta: {current['metadata']['uid']}")
+            del self._store.objects[("Pod", namespace, name)]
+        return 200, current
+
+
+def status_object(code: int, reason: str, message: str) -> dict:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": reason, "code": code}
+
+
+def not_found(resource: str, name: str) -> dict:
+    return status_object(404, "NotFound", f'{resource} "{name}" not found')
+
