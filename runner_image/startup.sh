@@ -1,431 +1,209 @@
 #!/usr/bin/env bash
-# Entrypoint of the runner image: registers one GitHub Actions runner with a
-# repository, runs it, and deregisters it when the pod is told to stop.
+# Entrypoint of the runner image. It holds no GitHub credential: it asks the
+# runner broker (broker.py) for a just-in-time runner configuration, proving
+# which pod it is with the pod's projected ServiceAccount token, runs that one
+# runner, then tells the broker the runner has ended, so that the broker
+# removes it from GitHub (and replaces a base runner's pod).
 #
-# Variables (the contract; the README documents them for users):
-#   RUNNER_REPOSITORY   required, owner/name to register with
-#   RUNNER_TOKEN_FILE   file holding the PAT (a mounted Secret); preferred
-#   GITHUB_RUNNER_PAT   the PAT itself, when no file is given
-#   RUNNER_LABELS       comma-separated labels (default self-hosted;
-#                       GITHUB_RUNNER_LABEL is read when RUNNER_LABELS is unset)
-#   RUNNER_NAME         runner name (default: the host name)
-#   RUNNER_EPHEMERAL    true: take one job, then exit (default false)
-#   GITHUB_API_URL      REST API root (default https://api.github.com)
-#   GITHUB_SERVER_URL   server the runner registers with (default https://github.com)
-#   RUNNER_HOME         folder holding config.sh and run.sh
-#                       (default /home/runner/actions-runner)
+# Variables (the README's table documents them for users):
+#   RUNNER_BROKER_URL              required: the broker's http(s) URL
+#   RUNNER_BROKER_TOKEN_FILE       required: file holding the projected token,
+#                                  read again for each request (kubelet rotates it)
+#   RUNNER_HOME                    folder holding run.sh (default /home/runner/actions-runner)
+#   RUNNER_BROKER_RETRIES          retries after a 5xx other than 502, a refused
+#                                  connection or a timeout (default 30)
+#   RUNNER_BROKER_BACKOFF_SECONDS  first wait between attempts, doubled after
+#                                  each one up to 10 s (default 2)
+#   RUNNER_BROKER_TIMEOUT_SECONDS  time limit of one request (default 15)
 #
-# Tuning knobs for the token requests (each optional):
-#   RUNNER_API_RETRIES                 retries after the first attempt on 5xx, 429
-#                                      or a network failure/timeout (default 5)
-#   RUNNER_API_TIMEOUT_SECONDS         whole-request limit per attempt, may be
-#                                      fractional (default 30)
-#   RUNNER_API_CONNECT_TIMEOUT_SECONDS connection limit per attempt, may be
-#                                      fractional (default 10)
-#   RUNNER_API_BACKOFF_SECONDS         first wait between attempts, doubled after
-#                                      each retry, may be fractional (default 2)
-#   RUNNER_API_BACKOFF_MAX_SECONDS     cap on any one wait, Retry-After included,
-#                                      may be fractional (default 60)
+# Exit status: run.sh's own when it ends by itself; 143 after SIGTERM, 130
+# after SIGINT; 2 for a missing or invalid variable; 3 when the broker refuses
+# (401, 403, 409, 502, any other 4xx) or answers without a runner; 4 when the
+# retries are spent.
 #
-# Exit status: run.sh's own status when it ends by itself; 143 after SIGTERM,
-# 130 after SIGINT; 2 for a missing or invalid variable; 3 when GitHub refuses
-# the request or answers without a token; 4 when retries are exhausted.
-#
-# Tokens (PAT, registration, removal) live only in unexported shell variables:
-# curl reads them from a here-document on stdin, config.sh from
-# ACTIONS_RUNNER_INPUT_TOKEN set for that one command, and nothing prints them.
-# Commands that can block run in the background followed by `wait`, because bash
-# delays a trap until a foreground command returns and the pod must react to
-# SIGTERM within its grace period.
+# The token and the JIT config live only in unexported shell variables: curl
+# reads the token from a here-document on stdin, run.sh gets the JIT config in
+# ACTIONS_RUNNER_INPUT_JITCONFIG (its --jitconfig, which the listener drops
+# from its environment), and nothing prints either. Whatever may block runs in
+# the background followed by `wait`: bash defers traps while a foreground
+# command runs.
 
 set -Eeuo pipefail
 
 readonly EXIT_CONFIG=2 EXIT_REFUSED=3 EXIT_GAVE_UP=4
 
 log() { printf '%s startup.sh: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
-err() { printf '%s startup.sh: error: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
-die() {
-  local code=$1
-  shift
-  err "$@"
-  exit "$code"
-}
+warn() { log "$@" >&2; }
+die() { warn "error: $2"; exit "$1"; }
+check() { [[ $2 =~ $3 ]] || die "$EXIT_CONFIG" "$1 must be $4, got '$2'"; }
 
-# A value inherited from outside would reach config.sh, and through the
-# listener's environment the jobs, without this script knowing.
-for inherited in "${!ACTIONS_RUNNER_INPUT_@}"; do
-  unset "$inherited"
-done
-unset inherited
+# An inherited value would reach the runner as an argument unseen (it reads
+# these names in any case).
+while IFS= read -r inherited; do
+  [[ ${inherited^^} != ACTIONS_RUNNER_INPUT_* ]] || unset "$inherited"
+done < <(compgen -e)
 
-# ---------------------------------------------------------------- settings ---
-
-is_uint() { [[ $1 =~ ^[0-9]{1,9}$ ]]; }
-uint_at_most() { is_uint "$1" && ((10#$1 <= $2)); }
-is_seconds() { [[ $1 =~ ^[0-9]{1,6}([.][0-9]+)?$ ]]; }
-is_positive_seconds() { is_seconds "$1" && [[ ! $1 =~ ^0+([.]0+)?$ ]]; }
-
-# Waits are kept in milliseconds so that bash's integer arithmetic can double
-# and compare them.
-to_ms() {
-  local whole=${1%%.*} fraction=000
-  [[ $1 != *.* ]] || fraction=${1#*.}000
-  printf '%d' "$((10#$whole * 1000 + 10#${fraction:0:3}))"
-}
-seconds_at_most() { is_seconds "$1" && (($(to_ms "$1") <= $2 * 1000)); }
-ms_to_seconds() { printf '%d.%03d' "$(($1 / 1000))" "$(($1 % 1000))"; }
-
-trim() {
-  local value=$1
-  value=${value#"${value%%[![:space:]]*}"}
-  value=${value%"${value##*[![:space:]]}"}
-  printf '%s' "$value"
-}
-
-api_retries=${RUNNER_API_RETRIES:-5}
-api_timeout=${RUNNER_API_TIMEOUT_SECONDS:-30}
-api_connect_timeout=${RUNNER_API_CONNECT_TIMEOUT_SECONDS:-10}
-api_backoff=${RUNNER_API_BACKOFF_SECONDS:-2}
-api_backoff_max=${RUNNER_API_BACKOFF_MAX_SECONDS:-60}
-
-uint_at_most "$api_retries" 100 ||
-  die "$EXIT_CONFIG" "RUNNER_API_RETRIES must be a whole number from 0 to 100, got '$api_retries'"
-is_positive_seconds "$api_timeout" ||
-  die "$EXIT_CONFIG" "RUNNER_API_TIMEOUT_SECONDS must be a positive number of seconds, got '$api_timeout'"
-is_positive_seconds "$api_connect_timeout" ||
-  die "$EXIT_CONFIG" "RUNNER_API_CONNECT_TIMEOUT_SECONDS must be a positive number of seconds, got '$api_connect_timeout'"
-seconds_at_most "$api_backoff" 3600 ||
-  die "$EXIT_CONFIG" "RUNNER_API_BACKOFF_SECONDS must be a number of seconds from 0 to 3600, got '$api_backoff'"
-seconds_at_most "$api_backoff_max" 3600 ||
-  die "$EXIT_CONFIG" "RUNNER_API_BACKOFF_MAX_SECONDS must be a number of seconds from 0 to 3600, got '$api_backoff_max'"
-api_retries=$((10#$api_retries))
-backoff_ms=$(to_ms "$api_backoff")
-backoff_max_ms=$(to_ms "$api_backoff_max")
-
-repository=${RUNNER_REPOSITORY:-}
-[[ -n $repository ]] ||
-  die "$EXIT_CONFIG" "RUNNER_REPOSITORY is not set; it must name the repository to serve, as owner/name"
-[[ $repository =~ ^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$ && ! $repository =~ (^|/)[.]{1,2}(/|$) ]] ||
-  die "$EXIT_CONFIG" "RUNNER_REPOSITORY must be owner/name (letters, digits, '-', '_', '.'), got '$repository'"
-
-api_url=${GITHUB_API_URL:-https://api.github.com}
-api_url=${api_url%/}
-url_pattern='^https?://[^[:space:]"\\]+$'
-[[ $api_url =~ $url_pattern ]] ||
-  die "$EXIT_CONFIG" "GITHUB_API_URL must be an http(s) URL, got '$api_url'"
-
-server_url=${GITHUB_SERVER_URL:-https://github.com}
-server_url=${server_url%/}
-[[ $server_url =~ $url_pattern ]] ||
-  die "$EXIT_CONFIG" "GITHUB_SERVER_URL must be an http(s) URL, got '$server_url'"
-
-if [[ -n ${RUNNER_LABELS:-} ]]; then
-  labels=$RUNNER_LABELS
-elif [[ -n ${GITHUB_RUNNER_LABEL:-} ]]; then
-  labels=$GITHUB_RUNNER_LABEL
-else
-  labels=self-hosted
-fi
-[[ ! $labels =~ [[:space:]] ]] ||
-  die "$EXIT_CONFIG" "RUNNER_LABELS must be comma-separated labels without spaces, got '$labels'"
-
-runner_name=${RUNNER_NAME:-${HOSTNAME:-}}
-[[ -n $runner_name ]] || runner_name=$(hostname)
-[[ -n $runner_name && ! $runner_name =~ [[:space:]] ]] ||
-  die "$EXIT_CONFIG" "RUNNER_NAME must be a name without spaces, got '$runner_name'"
-
-case ${RUNNER_EPHEMERAL:-false} in
-  [Tt][Rr][Uu][Ee] | 1) ephemeral=true ;;
-  [Ff][Aa][Ll][Ss][Ee] | 0 | '') ephemeral=false ;;
-  *) die "$EXIT_CONFIG" "RUNNER_EPHEMERAL must be true or false, got '$RUNNER_EPHEMERAL'" ;;
-esac
-
+broker_url=${RUNNER_BROKER_URL:-}
+check RUNNER_BROKER_URL "$broker_url" '^https?://[^[:space:]"\\]+$' "the broker's http(s) URL"
+broker_url=${broker_url%/}
+token_file=${RUNNER_BROKER_TOKEN_FILE:-}
+[[ -n $token_file && -f $token_file && -r $token_file && -s $token_file ]] ||
+  die "$EXIT_CONFIG" "RUNNER_BROKER_TOKEN_FILE must name a readable, non-empty file (the token), got '$token_file'"
 runner_home=${RUNNER_HOME:-/home/runner/actions-runner}
-runner_home=${runner_home%/}
-for script in config.sh run.sh; do
-  [[ -f $runner_home/$script && -x $runner_home/$script ]] ||
-    die "$EXIT_CONFIG" "RUNNER_HOME ($runner_home) has no executable $script; it must be the runner's install folder"
-done
+[[ -f $runner_home/run.sh && -x $runner_home/run.sh ]] ||
+  die "$EXIT_CONFIG" "RUNNER_HOME ($runner_home) has no executable run.sh; it must be the runner's folder"
+retries=${RUNNER_BROKER_RETRIES:-30} backoff=${RUNNER_BROKER_BACKOFF_SECONDS:-2}
+timeout=${RUNNER_BROKER_TIMEOUT_SECONDS:-15}
+check RUNNER_BROKER_RETRIES "$retries" '^(0|[1-9][0-9]{0,3})$' "a whole number from 0 to 9999"
+check RUNNER_BROKER_BACKOFF_SECONDS "$backoff" '^(0|[1-9][0-9]{0,3})$' "whole seconds from 0 to 9999"
+check RUNNER_BROKER_TIMEOUT_SECONDS "$timeout" '^[1-9][0-9]{0,3}$' "whole seconds from 1 to 9999"
+max_wait=$((backoff > 10 ? backoff : 10))
 
-# The PAT is read into a plain shell variable; the exported copy, if any, is
-# dropped at once so that no child, run.sh least of all, inherits it.
-pat=''
-if [[ -n ${RUNNER_TOKEN_FILE:-} ]]; then
-  [[ -f $RUNNER_TOKEN_FILE && -r $RUNNER_TOKEN_FILE ]] ||
-    die "$EXIT_CONFIG" "RUNNER_TOKEN_FILE ($RUNNER_TOKEN_FILE) is not a readable file"
-  pat=$(<"$RUNNER_TOKEN_FILE")
-  pat=$(trim "$pat")
-  [[ -n $pat ]] || die "$EXIT_CONFIG" "RUNNER_TOKEN_FILE ($RUNNER_TOKEN_FILE) is empty"
-  pat_source=RUNNER_TOKEN_FILE
-elif [[ -n ${GITHUB_RUNNER_PAT:-} ]]; then
-  pat=$(trim "$GITHUB_RUNNER_PAT")
-  pat_source=GITHUB_RUNNER_PAT
-fi
-export -n GITHUB_RUNNER_PAT 2>/dev/null || true
-unset GITHUB_RUNNER_PAT
-[[ -n $pat ]] ||
-  die "$EXIT_CONFIG" "no PAT: set RUNNER_TOKEN_FILE to a file holding it (preferred) or GITHUB_RUNNER_PAT"
-unsafe_pattern='[[:space:]"\\]'
-[[ ! $pat =~ $unsafe_pattern ]] ||
-  die "$EXIT_CONFIG" "the PAT from $pat_source contains spaces, quotes or backslashes; it cannot be a GitHub token"
-
-# API answers (tokens included) land here: mktemp -d makes it private (0700).
-# No global umask: run.sh and the jobs inherit this shell's.
+# A private folder (mktemp -d: 0700) for the answers, the JIT config included.
 work_dir=$(mktemp -d "${TMPDIR:-/tmp}/startup.XXXXXX")
-
-# ------------------------------------------------------------------- state ---
-
-phase=starting     # starting -> configuring -> running -> stopping
-child_pid=''       # the background command this script is waiting on
-runner_pid=''      # run.sh
-signals_seen=0     # bumped by every trapped signal, to tell an interrupted wait
-token=''           # the last token fetched; never exported
-wait_status=0
+phase=starting # -> running (run.sh started) -> finishing
+child_pid='' runner_pid='' caught='' exit_code='' forwarded='' signals=0 waited=0
 
 # shellcheck disable=SC2329 # run by the EXIT trap
 on_exit() {
-  if [[ -n $child_pid ]] && kill -0 "$child_pid" 2>/dev/null; then
-    kill -s TERM "$child_pid" 2>/dev/null || true
-  fi
+  [[ -z $child_pid ]] || kill "$child_pid" 2>/dev/null || true
   rm -rf "$work_dir"
 }
 trap on_exit EXIT
 
-# Waits for a background child and leaves its exit status in wait_status.
-# A trapped signal makes `wait` return early; bash keeps the status of a
-# reaped child, so waiting again still yields the child's own status.
-wait_child() {
-  local pid=$1 seen
-  while :; do
-    seen=$signals_seen
-    wait_status=0
-    wait "$pid" || wait_status=$?
-    ((signals_seen != seen)) || return 0
-  done
-}
-
-sleep_interruptibly() {
-  sleep "$1" &
-  child_pid=$!
-  wait_child "$child_pid"
-  child_pid=''
-}
-
-# ------------------------------------------------------------ GitHub's API ---
-
-# Escapes a value for a double-quoted string in a curl config file.
-curl_quote() {
-  local value=${1//\\/\\\\}
-  printf '"%s"' "${value//\"/\\\"}"
-}
-
-retry_after_ms() {
-  local line name value=''
-  [[ -f $work_dir/headers ]] || return 0
-  while IFS= read -r line; do
-    line=${line%$'\r'}
-    name=${line%%:*}
-    if [[ ${name,,} == retry-after ]]; then
-      value=$(trim "${line#*:}")
-    fi
-  done <"$work_dir/headers"
-  # Only the delay-seconds form; an HTTP date falls back to the backoff.
-  if [[ -n $value ]] && uint_at_most "$value" 86400; then
-    printf '%d' "$((10#$value * 1000))"
-  fi
-}
-
-# request_token KIND: POSTs to .../actions/runners/KIND (registration-token or
-# remove-token) and leaves the answer's token in `token`. Returns 0 on success,
-# EXIT_REFUSED when GitHub says no or answers without a token, EXIT_GAVE_UP
-# when the retries are spent.
-request_token() {
-  local kind=$1 attempt=0 delay_ms=$backoff_ms wait_ms status curl_status hint reason
-  local url="$api_url/repos/$repository/actions/runners/$kind"
-  token=''
-  while :; do
-    attempt=$((attempt + 1))
-    rm -f "$work_dir/body" "$work_dir/headers" "$work_dir/status" "$work_dir/curl.err"
-    curl --config - >"$work_dir/status" 2>"$work_dir/curl.err" <<EOF &
-url = $(curl_quote "$url")
-request = "POST"
-silent
-show-error
-proto = "=http,https"
-max-time = $api_timeout
-connect-timeout = $api_connect_timeout
-output = $(curl_quote "$work_dir/body")
-dump-header = $(curl_quote "$work_dir/headers")
-write-out = "%{http_code}"
-header = "Accept: application/vnd.github+json"
-header = "X-GitHub-Api-Version: 2022-11-28"
-header = $(curl_quote "Authorization: Bearer $pat")
-EOF
-    child_pid=$!
-    wait_child "$child_pid"
-    child_pid=''
-    curl_status=$wait_status
-    status=$(<"$work_dir/status") || status=''
-    [[ $status =~ ^[0-9]{3}$ ]] || status=000
-
-    wait_ms=''
-    if ((curl_status != 0)); then
-      case $curl_status in
-        1 | 2 | 3)
-          err "POST $url could not be sent (curl exit $curl_status): $(head -c 300 "$work_dir/curl.err"); check GITHUB_API_URL"
-          return "$EXIT_REFUSED"
-          ;;
-        28) reason="timed out (RUNNER_API_TIMEOUT_SECONDS=$api_timeout)" ;;
-        *) reason="failed: $(head -c 300 "$work_dir/curl.err" | tr -d '\n')" ;;
-      esac
-    else
-      case $status in
-        2??)
-          token=$(jq -r 'if type == "object" then (.token // "") | tostring else "" end' \
-            "$work_dir/body" 2>/dev/null) || token=''
-          rm -f "$work_dir/body"
-          if [[ -z $token || $token == null || $token =~ [[:space:]] ]]; then
-            token=''
-            err "GitHub answered $kind with HTTP $status but without a token"
-            return "$EXIT_REFUSED"
-          fi
-          return 0
-          ;;
-        401) hint="the PAT is invalid, expired or revoked" ;;
-        403) hint="the PAT lacks the permission to manage this repository's runners (classic PAT: repo scope; fine-grained: Administration read and write), or its API rate limit is spent" ;;
-        404) hint="RUNNER_REPOSITORY ($repository) does not exist or the PAT cannot see it" ;;
-        429 | 5??)
-          reason="answered HTTP $status"
-          wait_ms=$(retry_after_ms)
-          ;;
-        *) hint="unexpected answer" ;;
-      esac
-      if [[ -z ${reason:-} ]]; then
-        err "POST $url answered HTTP $status: $hint"
-        return "$EXIT_REFUSED"
-      fi
-    fi
-
-    if ((attempt > api_retries)); then
-      err "POST $url $reason; gave up after $attempt attempts (RUNNER_API_RETRIES=$api_retries)"
-      return "$EXIT_GAVE_UP"
-    fi
-    if [[ -z $wait_ms ]]; then
-      wait_ms=$delay_ms
-      delay_ms=$((delay_ms * 2))
-    fi
-    ((wait_ms <= backoff_max_ms)) || wait_ms=$backoff_max_ms
-    ((delay_ms <= backoff_max_ms)) || delay_ms=$backoff_max_ms
-    log "POST $url $reason; attempt $attempt of $((api_retries + 1)), retrying in $(ms_to_seconds "$wait_ms")s"
-    reason=''
-    sleep_interruptibly "$(ms_to_seconds "$wait_ms")"
-  done
-}
-
-# ------------------------------------------------------ stopping on signal ---
-
-# shellcheck disable=SC2329 # called from on_signal, which the traps run
-deregister() {
-  local code=$1 signal=$2 status=0
-  if [[ -n $runner_pid ]] && kill -0 "$runner_pid" 2>/dev/null; then
-    log "passing SIG$signal to run.sh (pid $runner_pid) and waiting for it to end"
-    kill -s "$signal" "$runner_pid" 2>/dev/null || true
-    wait_child "$runner_pid"
-    log "run.sh ended with status $wait_status"
-  fi
-  log "fetching a removal token to deregister runner '$runner_name'"
-  request_token remove-token || status=$?
-  if ((status != 0)); then
-    err "could not fetch a removal token; runner '$runner_name' stays registered (offline) until --replace or GitHub's cleanup"
-    exit "$code"
-  fi
-  ACTIONS_RUNNER_INPUT_TOKEN=$token "$runner_home/config.sh" remove --unattended &
-  child_pid=$!
-  token=''
-  wait_child "$child_pid"
-  child_pid=''
-  if ((wait_status == 0)); then
-    log "runner '$runner_name' deregistered"
-  else
-    err "config.sh remove failed with status $wait_status"
-  fi
-  exit "$code"
+forward_signal() {
+  [[ -n $caught && -n $runner_pid && -z $forwarded ]] || return 0
+  forwarded=1
+  log "passing SIG$caught to run.sh (pid $runner_pid) and waiting for it to end"
+  kill -s "$caught" "$runner_pid" 2>/dev/null || true
 }
 
 # shellcheck disable=SC2329 # run by the TERM and INT traps
 on_signal() {
-  local signal=$1 code=$2
-  signals_seen=$((signals_seen + 1))
-  case $phase in
-    stopping)
-      log "SIG$signal received while already stopping; ignored"
-      return 0
-      ;;
-    starting)
-      phase=stopping
-      log "SIG$signal received before registration; exiting without deregistering"
-      exit "$code"
-      ;;
-    configuring)
-      # Leaving config.sh mid-way could leave a runner registered on GitHub
-      # with no local record of it: wait for it (a signal sent to the whole
-      # process group reaches it too), then undo the registration if it went
-      # through.
-      phase=stopping
-      log "SIG$signal received during registration; waiting for config.sh"
-      # The trap may run between `config.sh &` and the assignment of its pid.
-      child_pid=${child_pid:-$!}
-      wait_child "$child_pid"
-      child_pid=''
-      if ((wait_status != 0)); then
-        exit "$code"
-      fi
-      deregister "$code" "$signal"
-      ;;
-    running)
-      phase=stopping
-      log "SIG$signal received; deregistering runner '$runner_name'"
-      runner_pid=${runner_pid:-$!}
-      deregister "$code" "$signal"
-      ;;
-  esac
+  signals=$((signals + 1))
+  if [[ -n $caught || $phase == finishing ]]; then
+    log "SIG$1 ignored: already stopping"
+  elif [[ $phase == starting ]]; then
+    log "SIG$1 before the runner started; exiting"
+    exit "$2"
+  else
+    caught=$1 exit_code=$2
+    forward_signal
+  fi
 }
 trap 'on_signal TERM 143' TERM
 trap 'on_signal INT 130' INT
 
-# -------------------------------------------------------------------- main ---
+# Waits for a background child, leaving its status in `waited`. A trapped
+# signal ends `wait` early; bash keeps the child's status for the next `wait`.
+wait_for() {
+  local seen=-1
+  while ((seen != signals)); do
+    seen=$signals waited=0
+    wait "$1" || waited=$?
+  done
+}
 
-log "registering runner '$runner_name' with $server_url/$repository (labels: $labels, ephemeral: $ephemeral, PAT from $pat_source)"
-request_status=0
-request_token registration-token || request_status=$?
-((request_status == 0)) || exit "$request_status"
+pause() {
+  sleep "$1" &
+  child_pid=$!
+  wait_for "$child_pid"
+  child_pid=''
+}
 
-config_args=(--unattended --url "$server_url/$repository" --name "$runner_name"
-  --labels "$labels" --work _work --replace)
-[[ $ephemeral == false ]] || config_args+=(--ephemeral)
+# post PATH TIMEOUT: one POST to the broker. Sets `outcome` (ok, retry,
+# refused or config) and, unless ok, `reason`.
+post() {
+  local token status
+  token=$(<"$token_file") || token=''
+  if [[ -z $token || $token =~ [[:space:]\"\\] ]]; then
+    outcome=config reason="RUNNER_BROKER_TOKEN_FILE ($token_file) is empty, unreadable or no token"
+    return 0
+  fi
+  rm -f "$work_dir/body"
+  curl --config - --silent --show-error --proto =http,https --max-time "$2" \
+    --header 'Content-Type: application/json' --data '{}' --output "$work_dir/body" \
+    --write-out '%{http_code}' "$broker_url/v1/$1" >"$work_dir/status" 2>"$work_dir/error" <<EOF &
+header = "Authorization: Bearer $token"
+EOF
+  child_pid=$! token=''
+  wait_for "$child_pid"
+  child_pid='' status=$(<"$work_dir/status") reason='' answered=$status
+  if ((waited != 0)); then
+    case $waited in
+      5 | 6 | 7 | 16 | 18 | 28 | 35 | 52 | 55 | 56) outcome=retry ;; # no answer (yet)
+      *) outcome=refused ;;
+    esac
+    reason="failed: $(head -c 300 "$work_dir/error" | tr -d '\n')"
+    return 0
+  fi
+  [[ $status != 2?? ]] || { outcome=ok; return 0; }
+  case $status in
+    502) outcome=refused ;;
+    5??) outcome=retry ;;
+    *) outcome=refused ;;
+  esac
+  reason=$(jq -r '.error? // empty | tostring' "$work_dir/body" 2>/dev/null | head -c 300 | tr -d '\n') || true
+  reason="answered HTTP $status: ${reason:-(no error message)}"
+}
 
-phase=configuring
-ACTIONS_RUNNER_INPUT_TOKEN=$token "$runner_home/config.sh" "${config_args[@]}" &
-child_pid=$!
-token=''
-wait_child "$child_pid"
-child_pid=''
-((wait_status == 0)) || die "$wait_status" "config.sh failed with status $wait_status"
+# Tells the broker this pod's runner has ended, so that it removes it from GitHub
+# (and replaces a base runner's pod); should it not hear of it, its sweep does so
+# once the pod is gone. Short, to fit the grace period.
+tell_broker_finished() {
+  local attempt
+  for attempt in 1 2 3; do
+    post finished $((timeout < 5 ? timeout : 5))
+    [[ $outcome != ok ]] || return 0
+    warn "POST $broker_url/v1/finished $reason (attempt $attempt of 3)"
+    [[ $outcome == retry && $attempt -lt 3 ]] || return 1
+    pause $((backoff < 1 ? backoff : 1))
+  done
+  return 1
+}
 
-# The PAT stays in this shell for the removal token; run.sh inherits only the
-# exported environment, which never held a token.
+delay=$backoff answered=''
+for ((attempt = 1; ; attempt++)); do
+  post jitconfig "$timeout"
+  case $outcome in
+    ok) break ;;
+    config) die "$EXIT_CONFIG" "$reason" ;;
+    refused)
+      refusal="the broker refused a runner: POST $broker_url/v1/jitconfig $reason"
+      # 409: this pod already had its runner (an answer lost on the way, or a
+      # container restarted): let the broker remove it and replace the pod.
+      [[ $answered != 409 ]] || tell_broker_finished || true
+      die "$EXIT_REFUSED" "$refusal"
+      ;;
+  esac
+  ((attempt <= retries)) || die "$EXIT_GAVE_UP" \
+    "POST $broker_url/v1/jitconfig $reason; gave up after $attempt attempts (RUNNER_BROKER_RETRIES=$retries)"
+  log "POST $broker_url/v1/jitconfig $reason; attempt $attempt of $((retries + 1)), retrying in ${delay}s"
+  pause "$delay"
+  delay=$((delay * 2 < max_wait ? delay * 2 : max_wait))
+done
+
+mapfile -t fields < <(jq -r 'select((.name | strings | length > 0) and (.encodedJitConfig | strings | length > 0))
+  | .name, (.labels // [] | map(tostring) | join(",")), .encodedJitConfig' "$work_dir/body" 2>/dev/null)
+rm -f "$work_dir/body"
+((${#fields[@]} == 3)) || die "$EXIT_REFUSED" "the broker's answer holds no runner name and JIT config"
+runner_name=${fields[0]} labels=${fields[1]} jit_config=${fields[2]}
+fields=()
+
 # RUNNER_MANUALLY_TRAP_SIG makes run.sh pass SIGTERM/SIGINT on to the listener
-# instead of dying and leaving it behind. Bash starts background commands with
-# SIGINT ignored, and an ignored signal cannot be trapped, hence
-# --default-signal.
+# instead of leaving it behind. Bash starts background commands with SIGINT
+# ignored, which run.sh could not trap, hence --default-signal.
+log "starting runner '$runner_name' (labels: $labels)"
 phase=running
-RUNNER_MANUALLY_TRAP_SIG=${RUNNER_MANUALLY_TRAP_SIG:-1} \
+ACTIONS_RUNNER_INPUT_JITCONFIG=$jit_config RUNNER_MANUALLY_TRAP_SIG=1 \
   env --default-signal=INT "$runner_home/run.sh" &
-runner_pid=$!
-log "runner '$runner_name' started (run.sh pid $runner_pid)"
-wait_child "$runner_pid"
-run_status=$wait_status
-runner_pid=''
-phase=stopping
-log "run.sh exited with status $run_status"
-exit "$run_status"
+runner_pid=$! jit_config=''
+forward_signal # a signal may have come while run.sh was being started
+wait_for "$runner_pid"
+phase=finishing exit_code=${exit_code:-$waited}
+log "run.sh ended with status $waited"
+
+if tell_broker_finished; then
+  log "told the broker that runner '$runner_name' has ended"
+fi
+exit "$exit_code"

@@ -3,8 +3,12 @@
     .venv/bin/python tests/benchmark.py [runs]
 
 - evaluating the whole program under mocks (what `pulumi preview` costs before the cloud);
-- the entrypoint, against a local fake of GitHub's API with stub config.sh/run.sh:
-  from start until run.sh runs, and from SIGTERM until it has deregistered and exited.
+- the entrypoint, against a local fake of the runner broker with a stub run.sh: from start
+  until run.sh runs, and from SIGTERM until run.sh has stopped, the broker has been told
+  (/v1/finished) and the entrypoint has exited;
+- the runner broker, as a real process against local fakes of GitHub and Kubernetes: JIT
+  request to answer, p50 and p99, over sequential requests and with many pods at once;
+- a runner pod's start to run.sh running, with the real entrypoint and the real broker.
 """
 
 import signal
@@ -16,9 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import broker_harness  # noqa: E402
 from conftest import run_program  # noqa: E402
-from fake_github import FakeGitHub  # noqa: E402
+from fake_broker import FakeBroker  # noqa: E402
 from test_entrypoint import Harness  # noqa: E402
+from test_runner_pod_end_to_end import start_to_runner_seconds  # noqa: E402
 
 
 def figures(name: str, seconds: list[float]) -> None:
@@ -40,8 +46,8 @@ def program_evaluation(runs: int) -> list[float]:
 def entrypoint(runs: int) -> tuple[list[float], list[float]]:
     to_runner, to_exit = [], []
     for _ in range(runs):
-        with tempfile.TemporaryDirectory() as tmp, FakeGitHub() as github:
-            harness = Harness(Path(tmp), github)
+        with tempfile.TemporaryDirectory() as tmp, FakeBroker() as broker:
+            harness = Harness(Path(tmp), broker)
             harness.run_mode("wait")
             started = time.time()
             process = harness.start()
@@ -55,9 +61,32 @@ def entrypoint(runs: int) -> tuple[list[float], list[float]]:
     return to_runner, to_exit
 
 
+def runner_pod_start(runs: int) -> list[float]:
+    times = []
+    with tempfile.TemporaryDirectory() as tmp, broker_harness.BrokerSetup(Path(tmp) / "broker") as setup:
+        broker = setup.start()
+        for run in range(runs):
+            directory = Path(tmp) / f"pod-{run}"
+            directory.mkdir()
+            times.append(start_to_runner_seconds(setup, directory, broker))
+    return times
+
+
+def broker_latency() -> None:
+    result = broker_harness.benchmark(requests=200, concurrent_pods=50)
+    ms = {key: value * 1000 for key, value in result.items() if key.endswith("_seconds")}
+    print(f"{'broker: JIT request -> answer, sequential':<40} p50 {ms['sequential_p50_seconds']:7.1f} ms   "
+          f"p99 {ms['sequential_p99_seconds']:7.1f}   (n={result['requests']})")
+    print(f"{'broker: JIT request -> answer, together':<40} p50 {ms['concurrent_p50_seconds']:7.1f} ms   "
+          f"p99 {ms['concurrent_p99_seconds']:7.1f}   (n={result['concurrent_pods']} pods at once, all answered "
+          f"in {ms['concurrent_all_answered_seconds']:.0f} ms)")
+
+
 if __name__ == "__main__":
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     figures("program under mocks", program_evaluation(runs))
     start, stop = entrypoint(runs)
     figures("entrypoint: start -> run.sh running", start)
-    figures("entrypoint: SIGTERM -> deregistered, exit", stop)
+    figures("entrypoint: SIGTERM -> broker told, exit", stop)
+    broker_latency()
+    figures("runner pod: start -> run.sh (real broker)", runner_pod_start(runs))

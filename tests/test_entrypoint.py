@@ -1,17 +1,18 @@
-"""Behaviour of runner_image/startup.sh, run for real with bash against a fake GitHub.
+"""Behaviour of runner_image/startup.sh, run for real with bash, curl and jq against a fake broker.
 
-config.sh and run.sh are stubs that record their argv and environment; curl and jq
-are reached through shims that record theirs. Every run goes through
-`Harness.check_no_leaks`, so each test also proves that no token reached a command
-line, run.sh's environment or the script's output.
+run.sh is a stub that records its argv, its environment and the signals it gets; curl,
+jq and env are reached through shims that record theirs. Every run goes through
+`Harness.check_no_leaks`, so each test also proves that neither the pod's token nor the
+JIT config reached a command line or the output, and that run.sh got the JIT config
+through ACTIONS_RUNNER_INPUT_JITCONFIG alone.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,61 +20,44 @@ from pathlib import Path
 
 import pytest
 
-from fake_github import FakeGitHub, Reply, runners_path
+from fake_broker import FINISHED, JITCONFIG, FakeBroker, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP = ROOT / "runner_image" / "startup.sh"
 
-REPOSITORY = "acme-ml/models"
-# Fake values: the PAT has a hyphen so no secret scanner takes it for a real one.
-PAT = "ghp_fake-pat-for-entrypoint-tests"
-OTHER_PAT = "ghp_fake-pat-that-must-lose-to-the-file"
-REG_TOKEN = "FAKE-registration-token-0001"
-REMOVE_TOKEN = "FAKE-removal-token-0002"
+# Fake values, shaped so that no secret scanner takes them for real ones.
+TOKEN = "fake-projected-token.for-entrypoint-tests.0001"
+ROTATED_TOKEN = "fake-projected-token.after-rotation.0002"
+JIT_CONFIG = "RkFLRS1qaXQtY29uZmlnLWZvci1lbnRyeXBvaW50LXRlc3Rz"
 STALE_INPUT = "FAKE-inherited-runner-input-0003"
-SECRETS = (PAT, OTHER_PAT, REG_TOKEN, REMOVE_TOKEN, STALE_INPUT)
+SECRETS = (TOKEN, ROTATED_TOKEN, JIT_CONFIG, STALE_INPUT)
 
-REGISTRATION = runners_path(REPOSITORY, "registration-token")
-REMOVAL = runners_path(REPOSITORY, "remove-token")
+RUNNER_NAME = "base-runner-7d9f8-x2x4q"
+GRANTED = Reply(201, {"name": RUNNER_NAME, "labels": ["base-runner"], "encodedJitConfig": JIT_CONFIG})
 
 EXIT_CONFIG, EXIT_REFUSED, EXIT_GAVE_UP = 2, 3, 4
 
-CONFIG_STUB = r"""#!/usr/bin/env bash
-set -eu
-here=$(cd "$(dirname "$0")" && pwd)
-calls=$here/_calls
-n=1
-while [[ -e $calls/config-$n.argv ]]; do n=$((n + 1)); done
-env -0 >"$calls/config-$n.env"
-{ (($#)) && printf '%s\0' "$@"; } >"$calls/config-$n.tmp"
-mv "$calls/config-$n.tmp" "$calls/config-$n.argv"
-if [[ ${1:-} != remove && -f $here/config.delay ]]; then
-  : >"$calls/config-$n.started"
-  sleep "$(<"$here/config.delay")"
-fi
-exit "$(cat "$here/config.exit" 2>/dev/null || echo 0)"
-"""
-
+# run.mode: `wait` (until a signal), `slow-stop` (as wait, but take 0.5 s to stop),
+# or the status to exit with at once.
 RUN_STUB = r"""#!/usr/bin/env bash
 here=$(cd "$(dirname "$0")" && pwd)
 calls=$here/_calls
 { (($#)) && printf '%s\0' "$@"; } >"$calls/run.argv"
 env -0 >"$calls/run.env"
-started() { date +%s.%N >"$calls/run.tmp"; mv "$calls/run.tmp" "$calls/run.started"; }
 mode=$(<"$here/run.mode")
-if [[ $mode == wait ]]; then
-  trap 'echo "TERM $(date +%s.%N)" >"$calls/run.signal"; exit 0' TERM
-  trap 'echo "INT $(date +%s.%N)" >"$calls/run.signal"; exit 0' INT
-  started
-  while :; do sleep 0.02; done
-fi
-started
-exit "$mode"
+stop_after=0
+[[ $mode != slow-stop ]] || stop_after=0.5
+got() { echo "$1 $(date +%s.%N)" >>"$calls/run.signals"; sleep "$stop_after"; exit 0; }
+trap 'got TERM' TERM
+trap 'got INT' INT
+date +%s.%N >"$calls/run.tmp" && mv "$calls/run.tmp" "$calls/run.started"
+[[ $mode == wait || $mode == slow-stop ]] || exit "$mode"
+while :; do sleep 0.02; done
 """
 
 SHIM = r"""#!/usr/bin/env bash
 { (($#)) && printf '%s\0' "$@"; } >"@LOG@/@NAME@-$$.argv"
-env -0 >"@LOG@/@NAME@-$$.env"
+"@ENV@" -0 >"@LOG@/@NAME@-$$.env"
 exec "@REAL@" "$@"
 """
 
@@ -89,6 +73,7 @@ def read_env(path: Path) -> dict[str, str]:
 
 @dataclass
 class Call:
+    name: str
     argv: list[str]
     env: dict[str, str]
 
@@ -106,11 +91,11 @@ class Result:
 
 
 class Harness:
-    """A temporary RUNNER_HOME with stubs, curl/jq shims, and the fake GitHub."""
+    """A temporary RUNNER_HOME with a stub run.sh, a token file, curl/jq/env shims, and the fake broker."""
 
-    def __init__(self, tmp: Path, github: FakeGitHub) -> None:
+    def __init__(self, tmp: Path, broker: FakeBroker) -> None:
         self.tmp = tmp
-        self.github = github
+        self.broker = broker
         self.home = tmp / "actions-runner"
         self.calls_dir = self.home / "_calls"
         self.calls_dir.mkdir(parents=True)
@@ -118,14 +103,16 @@ class Harness:
         self.scratch.mkdir()
         self.shim_log = tmp / "shim-log"
         self.shim_log.mkdir()
+        self.token_file = tmp / "token"
+        self.token_file.write_text(TOKEN)
         shims = tmp / "shims"
         shims.mkdir()
-        for name in ("curl", "jq"):
+        real_env = shutil.which("env")
+        for name in ("curl", "jq", "env"):
             real = shutil.which(name)
-            assert real, f"{name} is needed to run startup.sh"
-            shim = SHIM.replace("@LOG@", str(self.shim_log)).replace("@NAME@", name).replace("@REAL@", real)
-            self._write(shims / name, shim)
-        self._write(self.home / "config.sh", CONFIG_STUB)
+            assert real and real_env, f"{name} is needed to run startup.sh"
+            text = SHIM.replace("@LOG@", str(self.shim_log)).replace("@NAME@", name)
+            self._write(shims / name, text.replace("@ENV@", real_env).replace("@REAL@", real))
         self._write(self.home / "run.sh", RUN_STUB)
         self.run_mode("0")
         self.env = {
@@ -134,33 +121,26 @@ class Harness:
             "LANG": "C.UTF-8",
             "TMPDIR": str(self.scratch),
             "RUNNER_HOME": str(self.home),
-            "RUNNER_REPOSITORY": REPOSITORY,
-            "GITHUB_RUNNER_PAT": PAT,
-            "RUNNER_NAME": "test-runner",
-            "RUNNER_LABELS": "base-runner",
-            "GITHUB_API_URL": github.url,
-            "RUNNER_API_RETRIES": "2",
-            "RUNNER_API_TIMEOUT_SECONDS": "2",
-            "RUNNER_API_CONNECT_TIMEOUT_SECONDS": "1",
-            "RUNNER_API_BACKOFF_SECONDS": "0",
-            "RUNNER_API_BACKOFF_MAX_SECONDS": "3",
+            "RUNNER_BROKER_URL": broker.url,
+            "RUNNER_BROKER_TOKEN_FILE": str(self.token_file),
+            "RUNNER_BROKER_RETRIES": "2",
+            "RUNNER_BROKER_BACKOFF_SECONDS": "0",
+            "RUNNER_BROKER_TIMEOUT_SECONDS": "5",
         }
-        github.default(REGISTRATION, Reply(201, {"token": REG_TOKEN, "expires_at": "2030-01-01T00:00:00Z"}))
-        github.default(REMOVAL, Reply(201, {"token": REMOVE_TOKEN, "expires_at": "2030-01-01T00:00:00Z"}))
+        broker.default(JITCONFIG, GRANTED)
+        broker.default(FINISHED, Reply(200, {}))
+        self._output: tuple[Path, Path] | None = None
 
     @staticmethod
     def _write(path: Path, text: str) -> None:
         path.write_text(text)
         path.chmod(0o755)
 
-    # -------------------------------------------------------------- set up --
+    # --------------------------------------------------------------- set up --
 
     def run_mode(self, mode: str) -> None:
-        """`wait` (run.sh sleeps until signalled) or an exit status run.sh returns at once."""
+        """`wait` or `slow-stop` (run.sh runs until signalled), or an exit status run.sh returns at once."""
         (self.home / "run.mode").write_text(mode)
-
-    def config_delay(self, seconds: float) -> None:
-        (self.home / "config.delay").write_text(str(seconds))
 
     def environment(self, **changes: str | None) -> dict[str, str]:
         env = dict(self.env)
@@ -171,9 +151,10 @@ class Harness:
                 env[key] = value
         return env
 
-    # ----------------------------------------------------------------- run --
+    # ------------------------------------------------------------------ run --
 
     def run(self, timeout: float = 15, **changes: str | None) -> Result:
+        """Runs startup.sh to its end."""
         started = time.monotonic()
         done = subprocess.run(["bash", str(STARTUP)], env=self.environment(**changes), capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -182,11 +163,21 @@ class Harness:
         return result
 
     def start(self, **changes: str | None) -> subprocess.Popen:
-        return subprocess.Popen(["bash", str(STARTUP)], env=self.environment(**changes), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        """Starts startup.sh in the background; its output goes to files `output_so_far` reads."""
+        self._output = (self.tmp / "stdout", self.tmp / "stderr")
+        with self._output[0].open("w") as stdout, self._output[1].open("w") as stderr:
+            return subprocess.Popen(["bash", str(STARTUP)], env=self.environment(**changes), stdout=stdout,
+                                    stderr=stderr, stdin=subprocess.DEVNULL)
+
+    def output_so_far(self) -> str:
+        assert self._output is not None
+        return "".join(path.read_text() for path in self._output)
 
     def finish(self, process: subprocess.Popen, started: float, timeout: float = 15) -> Result:
-        stdout, stderr = process.communicate(timeout=timeout)
+        """Waits for a started startup.sh; `elapsed` counts from `started` (time.monotonic())."""
+        process.wait(timeout=timeout)
+        assert self._output is not None
+        stdout, stderr = (path.read_text() for path in self._output)
         result = Result(process.returncode, stdout, stderr, time.monotonic() - started)
         self.check_no_leaks(result)
         return result
@@ -199,382 +190,320 @@ class Harness:
 
     def wait_until_running(self, process: subprocess.Popen) -> None:
         def ready() -> bool:
-            assert process.poll() is None, f"startup.sh ended early: {process.communicate()}"
+            assert process.poll() is None, f"startup.sh ended early: {self.output_so_far()}"
             return (self.calls_dir / "run.started").exists()
 
         self.wait_for(ready, "run.sh to start")
 
     # -------------------------------------------------------------- records --
 
-    def config_calls(self) -> list[Call]:
-        calls, n = [], 1
-        while (self.calls_dir / f"config-{n}.argv").exists():
-            calls.append(Call(read_nul(self.calls_dir / f"config-{n}.argv"),
-                              read_env(self.calls_dir / f"config-{n}.env")))
-            n += 1
-        return calls
-
     def run_call(self) -> Call | None:
         if not (self.calls_dir / "run.argv").exists():
             return None
-        return Call(read_nul(self.calls_dir / "run.argv"), read_env(self.calls_dir / "run.env"))
+        return Call("run.sh", read_nul(self.calls_dir / "run.argv"), read_env(self.calls_dir / "run.env"))
 
     def run_started_at(self) -> float:
+        """When run.sh started (time.time())."""
         return float((self.calls_dir / "run.started").read_text())
 
-    def run_signal(self) -> tuple[str, float] | None:
-        """The signal run.sh got, and when (time.time())."""
-        path = self.calls_dir / "run.signal"
+    def run_signals(self) -> list[tuple[str, float]]:
+        """The signals run.sh got, and when (time.time())."""
+        path = self.calls_dir / "run.signals"
         if not path.exists():
-            return None
-        name, at = path.read_text().split()
-        return name, float(at)
+            return []
+        return [(name, float(at)) for name, at in (line.split() for line in path.read_text().splitlines())]
 
-    def shim_calls(self) -> list[Call]:
-        return [Call(read_nul(argv), read_env(argv.with_suffix(".env")))
-                for argv in sorted(self.shim_log.glob("*.argv"))]
+    def shim_calls(self, name: str | None = None) -> list[Call]:
+        calls = [Call(argv.name.split("-", 1)[0], read_nul(argv), read_env(argv.with_suffix(".env")))
+                 for argv in sorted(self.shim_log.glob("*.argv"))]
+        return [c for c in calls if name is None or c.name == name]
 
     # --------------------------------------------------------------- checks --
 
     def check_no_leaks(self, result: Result) -> None:
-        """No token on any command line, in run.sh's or curl's environment, in the output,
-        or left on disk; config.sh sees only the one token meant for it."""
+        """Neither token nor JIT config in the output, on a command line, or in an environment but
+        run.sh's (and there only as ACTIONS_RUNNER_INPUT_JITCONFIG); nothing left on disk."""
         for secret in SECRETS:
-            assert secret not in result.output, "a token was printed"
+            assert secret not in result.output, "a secret was printed"
         for call in self.shim_calls():
             for secret in SECRETS:
-                assert not any(secret in arg for arg in call.argv), f"a token on the command line of {call.argv[:3]}"
-                assert not any(secret in f"{k}={v}" for k, v in call.env.items()), "a token in curl's or jq's env"
+                assert not any(secret in arg for arg in call.argv), f"a secret on the command line of {call.name}"
+            if call.name != "env":  # env is how run.sh gets the JIT config; it holds no token (checked in run.sh)
+                assert not any(secret in value for value in call.env.values()), f"a secret in {call.name}'s env"
         run = self.run_call()
         if run is not None:
             for secret in SECRETS:
-                assert not any(secret in arg for arg in run.argv), "a token on run.sh's command line"
-                assert not any(secret in f"{k}={v}" for k, v in run.env.items()), "a token in run.sh's environment"
-            assert not any(k.upper().startswith("ACTIONS_RUNNER_INPUT_") for k in run.env)
-        for call in self.config_calls():
-            for secret in SECRETS:
-                assert not any(secret in arg for arg in call.argv), "a token on config.sh's command line"
-            meant = REMOVE_TOKEN if call.argv[:1] == ["remove"] else REG_TOKEN
-            assert call.env.get("ACTIONS_RUNNER_INPUT_TOKEN") == meant
-            others = {k: v for k, v in call.env.items() if k != "ACTIONS_RUNNER_INPUT_TOKEN"}
-            for secret in SECRETS:
-                assert not any(secret in f"{k}={v}" for k, v in others.items()), "a stray token in config.sh's env"
-        assert not list(self.scratch.iterdir()), "startup.sh left files (answers with tokens) behind"
+                assert not any(secret in arg for arg in run.argv), "a secret on run.sh's command line"
+            inputs = {k: v for k, v in run.env.items() if k.upper().startswith("ACTIONS_RUNNER_INPUT_")}
+            assert inputs == {"ACTIONS_RUNNER_INPUT_JITCONFIG": JIT_CONFIG}
+            for secret in (TOKEN, ROTATED_TOKEN, STALE_INPUT):
+                assert not any(secret in value for value in run.env.values()), "a token in run.sh's environment"
+        assert not list(self.scratch.iterdir()), "startup.sh left files (answers, JIT config) behind"
 
 
 @pytest.fixture
-def github():
-    with FakeGitHub() as fake:
+def broker():
+    with FakeBroker() as fake:
         yield fake
 
 
 @pytest.fixture
-def harness(tmp_path: Path, github: FakeGitHub) -> Harness:
-    return Harness(tmp_path, github)
+def harness(tmp_path: Path, broker: FakeBroker) -> Harness:
+    return Harness(tmp_path, broker)
 
 
-def expected_config_argv(*, name: str = "test-runner", labels: str = "base-runner",
-                         server: str = "https://github.com", ephemeral: bool = False) -> list[str]:
-    argv = ["--unattended", "--url", f"{server}/{REPOSITORY}", "--name", name, "--labels", labels,
-            "--work", "_work", "--replace"]
-    return argv + ["--ephemeral"] if ephemeral else argv
+def paths(broker: FakeBroker) -> list[str]:
+    return [r.path for r in broker.requests]
 
 
-# --------------------------------------------------------------- happy path --
+# ----------------------------------------------------------------- happy path --
 
 
-def test_happy_path_registers_with_token_in_env_only_and_starts_runner(harness: Harness, github: FakeGitHub):
+def test_happy_path_gives_run_sh_the_jit_config_in_its_environment_only(harness: Harness, broker: FakeBroker):
     result = harness.run()
 
     assert result.returncode == 0, result.output
-    [request] = github.requests
-    assert (request.method, request.path) == ("POST", REGISTRATION)
-    assert request.headers["authorization"] == f"Bearer {PAT}"
-    assert request.headers["accept"] == "application/vnd.github+json"
-    assert request.headers["x-github-api-version"] == "2022-11-28"
-    [config] = harness.config_calls()
-    assert config.argv == expected_config_argv()
-    assert config.env["ACTIONS_RUNNER_INPUT_TOKEN"] == REG_TOKEN
-    assert REG_TOKEN not in config.argv
+    assert paths(broker) == [JITCONFIG, FINISHED]
+    request = broker.requests[0]
+    assert request.method == "POST" and request.bearer == TOKEN
+    assert json.loads(request.body) == {} and request.headers["content-type"] == "application/json"
     run = harness.run_call()
     assert run is not None and run.argv == []
-    assert "GITHUB_RUNNER_PAT" not in run.env and "GITHUB_RUNNER_PAT" not in config.env
+    assert run.env["ACTIONS_RUNNER_INPUT_JITCONFIG"] == JIT_CONFIG
     assert run.env["RUNNER_MANUALLY_TRAP_SIG"] == "1"
-    assert not github.requests_to(REMOVAL)
+    assert RUNNER_NAME in result.stdout and "base-runner" in result.stdout
 
 
-def test_curl_gets_the_pat_on_stdin_not_argv(harness: Harness):
+def test_curl_reads_the_token_from_stdin_never_from_its_command_line(harness: Harness):
     harness.run()
 
-    curl_calls = [c for c in harness.shim_calls() if c.argv[:2] == ["--config", "-"]]
-    assert len(curl_calls) == 1
-    assert not any("Authorization" in arg for arg in curl_calls[0].argv)
+    curls = harness.shim_calls("curl")
+    assert len(curls) == 2
+    for curl in curls:
+        assert curl.argv[:2] == ["--config", "-"]
+        assert not any("Authorization" in arg for arg in curl.argv)
 
 
-def test_run_sh_exit_status_is_passed_on(harness: Harness, github: FakeGitHub):
-    harness.run_mode("5")
+def test_token_file_is_read_again_for_each_request(harness: Harness, broker: FakeBroker):
+    broker.script(JITCONFIG, Reply(503, {"error": "GitHub unavailable"},
+                                   action=lambda: harness.token_file.write_text(ROTATED_TOKEN)))
 
     result = harness.run()
 
-    assert result.returncode == 5
-    assert not github.requests_to(REMOVAL)
+    assert result.returncode == 0, result.output
+    assert [r.bearer for r in broker.requests] == [TOKEN, ROTATED_TOKEN, ROTATED_TOKEN]
 
 
-# ------------------------------------------------------------- PAT sources --
-
-
-def test_pat_is_read_from_runner_token_file(harness: Harness, github: FakeGitHub, tmp_path: Path):
-    token_file = tmp_path / "pat"
-    token_file.write_text(f"{PAT}\n")
-
-    result = harness.run(RUNNER_TOKEN_FILE=str(token_file), GITHUB_RUNNER_PAT=None)
+def test_trailing_slash_of_the_broker_url_is_ignored(harness: Harness, broker: FakeBroker):
+    result = harness.run(RUNNER_BROKER_URL=broker.url + "/")
 
     assert result.returncode == 0, result.output
-    assert github.requests[0].headers["authorization"] == f"Bearer {PAT}"
+    assert paths(broker) == [JITCONFIG, FINISHED]
 
 
-def test_token_file_wins_over_github_runner_pat(harness: Harness, github: FakeGitHub, tmp_path: Path):
-    token_file = tmp_path / "pat"
-    token_file.write_text(PAT)
-
-    result = harness.run(RUNNER_TOKEN_FILE=str(token_file), GITHUB_RUNNER_PAT=OTHER_PAT)
-
-    assert result.returncode == 0, result.output
-    assert github.requests[0].headers["authorization"] == f"Bearer {PAT}"
-    assert "GITHUB_RUNNER_PAT" not in harness.run_call().env
+# -------------------------------------------------------------------- retries --
 
 
-def test_pat_is_read_from_github_runner_pat(harness: Harness, github: FakeGitHub):
-    result = harness.run(GITHUB_RUNNER_PAT=f"  {PAT}\n")
+@pytest.mark.parametrize("status", [500, 503, 504])
+def test_unavailable_broker_is_retried_then_the_runner_starts(harness: Harness, broker: FakeBroker, status: int):
+    broker.script(JITCONFIG, Reply(status, {"error": "GitHub unavailable"}), Reply(status, "not json"))
+
+    result = harness.run()
 
     assert result.returncode == 0, result.output
-    assert github.requests[0].headers["authorization"] == f"Bearer {PAT}"
-    assert "GITHUB_RUNNER_PAT" not in harness.config_calls()[0].env
-    assert "GITHUB_RUNNER_PAT" not in harness.run_call().env
+    assert paths(broker) == [JITCONFIG] * 3 + [FINISHED]
+    assert f"HTTP {status}: GitHub unavailable" in result.stdout
+    assert harness.run_call() is not None
 
 
-def test_inherited_runner_inputs_are_dropped(harness: Harness):
-    result = harness.run(ACTIONS_RUNNER_INPUT_TOKEN=STALE_INPUT, ACTIONS_RUNNER_INPUT_NAME="other")
-
-    assert result.returncode == 0, result.output
-    [config] = harness.config_calls()
-    assert config.env["ACTIONS_RUNNER_INPUT_TOKEN"] == REG_TOKEN
-    assert "ACTIONS_RUNNER_INPUT_NAME" not in config.env
-
-
-# ------------------------------------------------------ labels, name, flags --
-
-
-def test_github_runner_label_is_used_when_runner_labels_is_unset(harness: Harness):
-    result = harness.run(RUNNER_LABELS=None, GITHUB_RUNNER_LABEL="gpu-runner,gpu-runner-42")
+def test_refused_connection_while_the_broker_starts_is_retried(tmp_path: Path):
+    with FakeBroker(listening=False) as broker:
+        harness = Harness(tmp_path, broker)
+        process = harness.start(RUNNER_BROKER_BACKOFF_SECONDS="1")
+        harness.wait_for(lambda: "retrying in 1s" in harness.output_so_far(), "the first attempt to fail")
+        broker.listen()
+        result = harness.finish(process, time.monotonic())
 
     assert result.returncode == 0, result.output
-    assert harness.config_calls()[0].argv == expected_config_argv(labels="gpu-runner,gpu-runner-42")
+    assert "failed" in result.stdout and "attempt 1 of 3" in result.stdout
+    assert paths(broker) == [JITCONFIG, FINISHED]
 
 
-def test_runner_labels_wins_over_github_runner_label(harness: Harness):
-    result = harness.run(RUNNER_LABELS="base-runner", GITHUB_RUNNER_LABEL="gpu-runner")
+def test_wait_between_attempts_doubles(harness: Harness, broker: FakeBroker):
+    broker.script(JITCONFIG, Reply(503), Reply(503))
 
-    assert result.returncode == 0, result.output
-    assert harness.config_calls()[0].argv == expected_config_argv(labels="base-runner")
-
-
-def test_defaults_are_self_hosted_label_host_name_and_github_com(harness: Harness, github: FakeGitHub):
-    result = harness.run(RUNNER_LABELS=None, RUNNER_NAME=None, RUNNER_EPHEMERAL=None)
+    result = harness.run(RUNNER_BROKER_BACKOFF_SECONDS="1")
 
     assert result.returncode == 0, result.output
-    assert harness.config_calls()[0].argv == expected_config_argv(name=socket.gethostname(), labels="self-hosted")
+    first, second, third = (r.at for r in broker.requests_to(JITCONFIG))
+    assert 0.95 <= second - first < 1.6 and 1.95 <= third - second < 2.6
 
 
-def test_github_server_url_sets_the_registration_url(harness: Harness):
-    result = harness.run(GITHUB_SERVER_URL="https://ghe.example.test/")
+def test_spent_retries_exit_4(harness: Harness, broker: FakeBroker):
+    broker.default(JITCONFIG, Reply(503, {"error": "GitHub is unavailable"}))
 
-    assert result.returncode == 0, result.output
-    assert harness.config_calls()[0].argv == expected_config_argv(server="https://ghe.example.test")
+    result = harness.run()
 
-
-def test_ephemeral_runner_exits_with_run_sh_status_without_removal(harness: Harness, github: FakeGitHub):
-    harness.run_mode("7")
-
-    result = harness.run(RUNNER_EPHEMERAL="true")
-
-    assert result.returncode == 7
-    assert harness.config_calls()[0].argv == expected_config_argv(ephemeral=True)
-    assert len(harness.config_calls()) == 1
-    assert [r.path for r in github.requests] == [REGISTRATION]
+    assert result.returncode == EXIT_GAVE_UP
+    assert paths(broker) == [JITCONFIG] * 3  # RUNNER_BROKER_RETRIES=2
+    assert "gave up after 3 attempts" in result.stderr and "GitHub is unavailable" in result.stderr
+    assert harness.run_call() is None
 
 
-# ---------------------------------------------------------- refused requests --
+def test_hung_broker_times_out_and_gives_up_in_bounded_time(harness: Harness, broker: FakeBroker):
+    broker.default(JITCONFIG, Reply(201, GRANTED.body, delay=30))
+
+    result = harness.run(RUNNER_BROKER_TIMEOUT_SECONDS="1", RUNNER_BROKER_RETRIES="0")
+
+    assert result.returncode == EXIT_GAVE_UP
+    assert "timed out" in result.stderr and "gave up after 1 attempts" in result.stderr
+    assert result.elapsed < 4
+    assert harness.run_call() is None
 
 
-@pytest.mark.parametrize(("status", "meaning"), [
-    (401, "invalid, expired or revoked"),
-    (403, "lacks the permission"),
-    (404, "does not exist or the PAT cannot see it"),
+# ------------------------------------------------------------------- refusals --
+
+
+@pytest.mark.parametrize(("status", "message"), [
+    (401, "the token is not valid for this broker"),
+    (403, "pod default/debug is not a runner pod"),
+    (502, "GitHub refused the broker's credential: Bad credentials"),
+    (404, "no such route"),
 ])
-def test_refused_request_ends_at_once_without_retry(harness: Harness, github: FakeGitHub, status: int, meaning: str):
-    github.script(REGISTRATION, Reply(status, {"message": "nope"}))
+def test_refusal_exits_3_at_once_with_the_brokers_message(harness: Harness, broker: FakeBroker, status, message):
+    broker.script(JITCONFIG, Reply(status, {"error": message}))
 
     result = harness.run()
 
     assert result.returncode == EXIT_REFUSED
-    assert len(github.requests) == 1
-    assert f"HTTP {status}" in result.stderr and meaning in result.stderr
-    assert harness.config_calls() == [] and harness.run_call() is None
+    assert paths(broker) == [JITCONFIG]
+    assert f"HTTP {status}: {message}" in result.stderr
+    assert harness.run_call() is None
 
 
-@pytest.mark.parametrize("body", [{}, {"token": None}, {"token": ""}, {"token": "null"}, "not json", None],
-                         ids=["no-token", "token-null", "token-empty", "token-null-text", "not-json", "no-body"])
-def test_answer_without_token_ends_at_once(harness: Harness, github: FakeGitHub, body):
-    github.script(REGISTRATION, Reply(201, body))
+def test_a_pod_that_already_had_its_runner_tells_the_broker_so_it_is_replaced(harness: Harness, broker: FakeBroker):
+    """A 409 means an answer was lost or the container restarted: the broker removes that runner and the pod."""
+    broker.script(JITCONFIG, Reply(409, {"error": "pod base-runner-abc already had a runner"}))
 
     result = harness.run()
 
     assert result.returncode == EXIT_REFUSED
-    assert len(github.requests) == 1
-    assert "without a token" in result.stderr
-    assert harness.config_calls() == []
+    assert paths(broker) == [JITCONFIG, FINISHED]
+    assert "HTTP 409: pod base-runner-abc already had a runner" in result.stderr
+    assert harness.run_call() is None
 
 
-# ------------------------------------------------------------------ retries --
-
-
-def test_server_error_is_retried_then_succeeds(harness: Harness, github: FakeGitHub):
-    github.script(REGISTRATION, Reply(500, {"message": "boom"}), Reply(502))
-
-    result = harness.run()
-
-    assert result.returncode == 0, result.output
-    assert [r.path for r in github.requests] == [REGISTRATION] * 3
-    assert harness.config_calls()[0].env["ACTIONS_RUNNER_INPUT_TOKEN"] == REG_TOKEN
-
-
-def test_rate_limit_waits_for_retry_after(harness: Harness, github: FakeGitHub):
-    github.script(REGISTRATION, Reply(429, {"message": "slow down"}, headers={"Retry-After": "1"}))
+@pytest.mark.parametrize("body", [{}, {"name": RUNNER_NAME, "labels": []}, {"encodedJitConfig": JIT_CONFIG},
+                                  {"name": RUNNER_NAME, "encodedJitConfig": ""}, [], "not json", None],
+                         ids=["empty", "no-config", "no-name", "empty-config", "array", "not-json", "no-body"])
+def test_answer_without_a_runner_exits_3(harness: Harness, broker: FakeBroker, body):
+    broker.script(JITCONFIG, Reply(201, body))
 
     result = harness.run()
 
-    assert result.returncode == 0, result.output
-    first, second = github.requests
-    assert second.at - first.at >= 0.95
-    assert "HTTP 429" in result.output
+    assert result.returncode == EXIT_REFUSED
+    assert "no runner name and JIT config" in result.stderr
+    assert paths(broker) == [JITCONFIG]
+    assert harness.run_call() is None
 
 
-def test_backoff_doubles_between_attempts(harness: Harness, github: FakeGitHub):
-    github.script(REGISTRATION, Reply(503), Reply(503))
-
-    result = harness.run(RUNNER_API_BACKOFF_SECONDS="0.2")
-
-    assert result.returncode == 0, result.output
-    times = [r.at for r in github.requests]
-    assert len(times) == 3
-    first, second = times[1] - times[0], times[2] - times[1]
-    assert 0.19 <= first < 0.45 and 0.39 <= second < 0.65
-    assert second - first >= 0.15
-
-
-def test_backoff_is_capped(harness: Harness, github: FakeGitHub):
-    github.script(REGISTRATION, Reply(503), Reply(503, headers={"Retry-After": "60"}))
-
-    result = harness.run(RUNNER_API_BACKOFF_SECONDS="0.3", RUNNER_API_BACKOFF_MAX_SECONDS="0.2")
-
-    assert result.returncode == 0, result.output
-    times = [r.at for r in github.requests]
-    assert len(times) == 3
-    assert times[2] - times[0] < 0.6
-
-
-def test_persistent_server_errors_give_up_after_the_retries(harness: Harness, github: FakeGitHub):
-    github.default(REGISTRATION, Reply(500))
-
-    result = harness.run()
-
-    assert result.returncode == EXIT_GAVE_UP
-    assert len(github.requests) == 3  # RUNNER_API_RETRIES=2
-    assert "gave up after 3 attempts" in result.stderr
-    assert harness.config_calls() == []
-
-
-def test_hanging_server_times_out_and_gives_up_in_bounded_time(harness: Harness, github: FakeGitHub):
-    github.default(REGISTRATION, Reply(201, {"token": REG_TOKEN}, delay=30))
-
-    result = harness.run(RUNNER_API_TIMEOUT_SECONDS="0.5")
-
-    assert result.returncode == EXIT_GAVE_UP
-    assert len(github.requests) == 3
-    assert "timed out" in result.stderr and "gave up" in result.stderr
-    assert result.elapsed < 5
-    assert harness.config_calls() == []
-
-
-def test_unreachable_api_is_retried_then_gives_up(harness: Harness, github: FakeGitHub):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-
-    result = harness.run(GITHUB_API_URL=f"http://127.0.0.1:{closed_port}")
-
-    assert result.returncode == EXIT_GAVE_UP
-    assert "gave up after 3 attempts" in result.stderr
-    assert harness.config_calls() == []
-
-
-# ------------------------------------------------------- invalid variables --
+# ---------------------------------------------------------- invalid variables --
 
 
 @pytest.mark.parametrize(("changes", "variable"), [
-    ({"RUNNER_REPOSITORY": None}, "RUNNER_REPOSITORY"),
-    ({"RUNNER_REPOSITORY": "acme-ml"}, "RUNNER_REPOSITORY"),
-    ({"RUNNER_REPOSITORY": "acme-ml/models/extra"}, "RUNNER_REPOSITORY"),
-    ({"RUNNER_REPOSITORY": "acme-ml/.."}, "RUNNER_REPOSITORY"),
-    ({"RUNNER_REPOSITORY": "acme ml/models"}, "RUNNER_REPOSITORY"),
-    ({"GITHUB_RUNNER_PAT": None}, "RUNNER_TOKEN_FILE"),
-    ({"GITHUB_RUNNER_PAT": "   "}, "GITHUB_RUNNER_PAT"),
-    ({"RUNNER_TOKEN_FILE": "/nonexistent/pat"}, "RUNNER_TOKEN_FILE"),
-    ({"RUNNER_EPHEMERAL": "maybe"}, "RUNNER_EPHEMERAL"),
-    ({"GITHUB_API_URL": "ftp://example.test"}, "GITHUB_API_URL"),
-    ({"RUNNER_API_RETRIES": "many"}, "RUNNER_API_RETRIES"),
-    ({"RUNNER_API_TIMEOUT_SECONDS": "0"}, "RUNNER_API_TIMEOUT_SECONDS"),
-    ({"RUNNER_API_BACKOFF_SECONDS": "-1"}, "RUNNER_API_BACKOFF_SECONDS"),
-    ({"RUNNER_API_BACKOFF_MAX_SECONDS": "7200"}, "RUNNER_API_BACKOFF_MAX_SECONDS"),
-], ids=lambda v: str(v) if isinstance(v, str) else "-".join(f"{k}={v}" for k, v in v.items()))
-def test_invalid_variable_ends_at_once_naming_it(harness: Harness, github: FakeGitHub, changes, variable):
+    ({"RUNNER_BROKER_URL": None}, "RUNNER_BROKER_URL"),
+    ({"RUNNER_BROKER_URL": "ftp://broker.test"}, "RUNNER_BROKER_URL"),
+    ({"RUNNER_BROKER_URL": "runner-broker:8080"}, "RUNNER_BROKER_URL"),
+    ({"RUNNER_BROKER_TOKEN_FILE": None}, "RUNNER_BROKER_TOKEN_FILE"),
+    ({"RUNNER_BROKER_TOKEN_FILE": "/nonexistent/token"}, "RUNNER_BROKER_TOKEN_FILE"),
+    ({"RUNNER_BROKER_TOKEN_FILE": "/"}, "RUNNER_BROKER_TOKEN_FILE"),
+    ({"RUNNER_HOME": "/nonexistent"}, "RUNNER_HOME"),
+    ({"RUNNER_BROKER_RETRIES": "many"}, "RUNNER_BROKER_RETRIES"),
+    ({"RUNNER_BROKER_RETRIES": "-1"}, "RUNNER_BROKER_RETRIES"),
+    ({"RUNNER_BROKER_BACKOFF_SECONDS": "2s"}, "RUNNER_BROKER_BACKOFF_SECONDS"),
+    ({"RUNNER_BROKER_TIMEOUT_SECONDS": "0"}, "RUNNER_BROKER_TIMEOUT_SECONDS"),
+    ({"RUNNER_BROKER_TIMEOUT_SECONDS": "1.5"}, "RUNNER_BROKER_TIMEOUT_SECONDS"),
+], ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={v}" for k, v in v.items()))
+def test_invalid_variable_exits_2_naming_it(harness: Harness, broker: FakeBroker, changes, variable):
     result = harness.run(**changes)
 
     assert result.returncode == EXIT_CONFIG
     assert variable in result.stderr
-    assert github.requests == []
-    assert harness.config_calls() == []
+    assert broker.requests == [] and harness.run_call() is None
 
 
-def test_empty_token_file_ends_at_once_naming_it(harness: Harness, github: FakeGitHub, tmp_path: Path):
-    token_file = tmp_path / "pat"
-    token_file.write_text("\n")
+@pytest.mark.parametrize("content", ["", "\n", "two words"], ids=["empty", "newline", "spaces"])
+def test_token_file_without_a_token_exits_2(harness: Harness, broker: FakeBroker, content: str):
+    harness.token_file.write_text(content)
 
-    result = harness.run(RUNNER_TOKEN_FILE=str(token_file))
-
-    assert result.returncode == EXIT_CONFIG
-    assert "RUNNER_TOKEN_FILE" in result.stderr and "empty" in result.stderr
-    assert github.requests == []
-
-
-def test_runner_home_without_the_runner_ends_at_once_naming_it(harness: Harness, github: FakeGitHub,
-                                                               tmp_path: Path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-
-    result = harness.run(RUNNER_HOME=str(empty))
+    result = harness.run()
 
     assert result.returncode == EXIT_CONFIG
-    assert "RUNNER_HOME" in result.stderr and "config.sh" in result.stderr
-    assert github.requests == []
+    assert "RUNNER_BROKER_TOKEN_FILE" in result.stderr
+    assert broker.requests == []
 
 
-# ------------------------------------------------------------------ signals --
+def test_run_sh_that_is_not_executable_exits_2(harness: Harness, broker: FakeBroker):
+    (harness.home / "run.sh").chmod(0o644)
+
+    result = harness.run()
+
+    assert result.returncode == EXIT_CONFIG
+    assert "RUNNER_HOME" in result.stderr and "run.sh" in result.stderr
+    assert broker.requests == []
+
+
+def test_inherited_runner_inputs_do_not_reach_run_sh(harness: Harness):
+    result = harness.run(ACTIONS_RUNNER_INPUT_FOO=STALE_INPUT, ACTIONS_RUNNER_INPUT_JITCONFIG=STALE_INPUT,
+                         Actions_Runner_Input_Name=STALE_INPUT)  # the runner reads these names in any case
+
+    assert result.returncode == 0, result.output
+    inputs = {k: v for k, v in harness.run_call().env.items() if k.upper().startswith("ACTIONS_RUNNER_INPUT_")}
+    assert inputs == {"ACTIONS_RUNNER_INPUT_JITCONFIG": JIT_CONFIG}
+
+
+# -------------------------------------------------------- run.sh ends by itself --
+
+
+@pytest.mark.parametrize("status", [0, 7])
+def test_run_sh_status_is_passed_on_after_telling_the_broker(harness: Harness, broker: FakeBroker, status: int):
+    harness.run_mode(str(status))
+
+    result = harness.run()
+
+    assert result.returncode == status, result.output
+    assert paths(broker) == [JITCONFIG, FINISHED]
+    finished = broker.requests_to(FINISHED)[0]
+    assert finished.method == "POST" and finished.bearer == TOKEN and json.loads(finished.body) == {}
+    assert "told the broker" in result.stdout
+
+
+def test_failing_finished_call_is_retried_briefly_and_only_logged(harness: Harness, broker: FakeBroker):
+    harness.run_mode("7")
+    broker.default(FINISHED, Reply(503, {"error": "broker busy"}))
+
+    result = harness.run()
+
+    assert result.returncode == 7
+    assert paths(broker) == [JITCONFIG] + [FINISHED] * 3
+    assert "broker busy" in result.stderr
+
+
+def test_refused_finished_call_is_not_retried(harness: Harness, broker: FakeBroker):
+    broker.default(FINISHED, Reply(401, {"error": "token expired"}))
+
+    result = harness.run()
+
+    assert result.returncode == 0
+    assert paths(broker) == [JITCONFIG, FINISHED]
+    assert "token expired" in result.stderr
+
+
+# -------------------------------------------------------------------- signals --
 
 
 @pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "TERM"), (signal.SIGINT, 130, "INT")])
-def test_signal_deregisters_once_with_a_fresh_removal_token(harness: Harness, github: FakeGitHub, sig, code, name):
+def test_signal_stops_run_sh_then_tells_the_broker_once(harness: Harness, broker: FakeBroker, sig, code, name):
     harness.run_mode("wait")
     process = harness.start()
     harness.wait_until_running(process)
@@ -584,105 +513,70 @@ def test_signal_deregisters_once_with_a_fresh_removal_token(harness: Harness, gi
     result = harness.finish(process, signalled)
 
     assert result.returncode == code, result.output
-    assert [r.path for r in github.requests] == [REGISTRATION, REMOVAL]
-    removal = github.requests_to(REMOVAL)[0]
-    assert removal.method == "POST" and removal.headers["authorization"] == f"Bearer {PAT}"
-    register, remove = harness.config_calls()
-    assert remove.argv == ["remove", "--unattended"]
-    assert remove.env["ACTIONS_RUNNER_INPUT_TOKEN"] == REMOVE_TOKEN != REG_TOKEN
-    got, at = harness.run_signal()
-    assert got == name and at <= removal.wall, "run.sh must be told, and have ended, before the removal"
+    assert paths(broker) == [JITCONFIG, FINISHED]
+    [(got, at)] = harness.run_signals()
+    assert got == name
+    assert at <= broker.requests_to(FINISHED)[0].wall, "run.sh must have been told before the broker"
+    assert result.elapsed < 3
 
 
-def test_second_sigterm_while_deregistering_does_not_remove_twice(harness: Harness, github: FakeGitHub):
-    github.script(REMOVAL, Reply(201, {"token": REMOVE_TOKEN}, delay=0.6))
-    harness.run_mode("wait")
+def test_second_signal_while_stopping_is_ignored(harness: Harness, broker: FakeBroker):
+    harness.run_mode("slow-stop")
+    broker.default(FINISHED, Reply(200, {}, delay=0.5))
     process = harness.start()
     harness.wait_until_running(process)
 
     signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
-    harness.wait_for(lambda: github.requests_to(REMOVAL), "the removal token request")
-    process.send_signal(signal.SIGTERM)
-    time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    harness.wait_for(lambda: harness.run_signals(), "run.sh to get the signal")
+    process.send_signal(signal.SIGINT)  # while run.sh stops
+    harness.wait_for(lambda: broker.requests_to(FINISHED), "the finished call")
+    process.send_signal(signal.SIGTERM)  # while the broker is being told
     result = harness.finish(process, signalled)
 
     assert result.returncode == 143, result.output
-    assert len(github.requests_to(REMOVAL)) == 1
-    assert [c.argv[0] for c in harness.config_calls()] == ["--unattended", "remove"]
+    assert [name for name, _ in harness.run_signals()] == ["TERM"]
+    assert paths(broker) == [JITCONFIG, FINISHED]
+    assert result.stdout.count("ignored: already stopping") == 2
 
 
-def test_signals_sent_back_to_back_remove_once(harness: Harness, github: FakeGitHub):
-    harness.run_mode("wait")
+def test_signal_while_the_broker_is_told_after_run_sh_ended_keeps_its_status(harness: Harness, broker: FakeBroker):
+    harness.run_mode("7")
+    broker.default(FINISHED, Reply(200, {}, delay=0.5))
     process = harness.start()
-    harness.wait_until_running(process)
-
-    signalled = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    process.send_signal(signal.SIGTERM)
-    result = harness.finish(process, signalled)
-
-    assert result.returncode == 143, result.output
-    assert len(github.requests_to(REMOVAL)) == 1
-    assert len(harness.config_calls()) == 2
-
-
-def test_signal_before_registration_exits_without_removal(harness: Harness, github: FakeGitHub):
-    github.script(REGISTRATION, Reply(201, {"token": REG_TOKEN}, delay=10))
-    process = harness.start(RUNNER_API_TIMEOUT_SECONDS="20")
-    harness.wait_for(lambda: github.requests, "the registration request")
-
-    signalled = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    result = harness.finish(process, signalled)
-
-    assert result.returncode == 143
-    assert result.elapsed < 2
-    assert [r.path for r in github.requests] == [REGISTRATION]
-    assert harness.config_calls() == [] and harness.run_call() is None
-
-
-def test_signal_during_backoff_exits_at_once(harness: Harness, github: FakeGitHub):
-    github.script(REGISTRATION, Reply(503))
-    process = harness.start(RUNNER_API_BACKOFF_SECONDS="30", RUNNER_API_BACKOFF_MAX_SECONDS="30")
-    harness.wait_for(lambda: github.requests, "the first registration request")
-    time.sleep(0.2)
-
-    signalled = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    result = harness.finish(process, signalled)
-
-    assert result.returncode == 143
-    assert result.elapsed < 2
-    assert len(github.requests) == 1
-
-
-def test_signal_during_config_waits_for_it_then_deregisters(harness: Harness, github: FakeGitHub):
-    harness.config_delay(0.5)
-    harness.run_mode("wait")
-    process = harness.start()
-    harness.wait_for(lambda: (harness.calls_dir / "config-1.started").exists(), "config.sh to start")
-
-    signalled = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    result = harness.finish(process, signalled)
-
-    assert result.returncode == 143, result.output
-    assert harness.run_call() is None
-    assert [r.path for r in github.requests] == [REGISTRATION, REMOVAL]
-    assert [c.argv[0] for c in harness.config_calls()] == ["--unattended", "remove"]
-
-
-def test_failed_removal_token_still_exits_143_without_config_remove(harness: Harness, github: FakeGitHub):
-    github.script(REMOVAL, Reply(401, {"message": "Bad credentials"}))
-    harness.run_mode("wait")
-    process = harness.start()
-    harness.wait_until_running(process)
+    harness.wait_for(lambda: broker.requests_to(FINISHED), "the finished call")
 
     process.send_signal(signal.SIGTERM)
     result = harness.finish(process, time.monotonic())
 
+    assert result.returncode == 7, result.output
+    assert paths(broker) == [JITCONFIG, FINISHED]
+
+
+def test_signal_before_run_sh_started_exits_at_once_without_finished(harness: Harness, broker: FakeBroker):
+    broker.script(JITCONFIG, Reply(201, GRANTED.body, delay=10))
+    process = harness.start(RUNNER_BROKER_TIMEOUT_SECONDS="20")
+    harness.wait_for(lambda: broker.requests, "the JIT config request")
+
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    result = harness.finish(process, signalled)
+
     assert result.returncode == 143
-    assert "HTTP 401" in result.stderr and "stays registered" in result.stderr
-    assert len(harness.config_calls()) == 1
+    assert result.elapsed < 2
+    assert paths(broker) == [JITCONFIG]
+    assert harness.run_call() is None
+
+
+def test_signal_during_the_wait_between_attempts_exits_at_once(harness: Harness, broker: FakeBroker):
+    broker.script(JITCONFIG, Reply(503))
+    process = harness.start(RUNNER_BROKER_BACKOFF_SECONDS="30")
+    harness.wait_for(lambda: "retrying in 30s" in harness.output_so_far(), "the first attempt to fail")
+
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    result = harness.finish(process, signalled)
+
+    assert result.returncode == 130
+    assert result.elapsed < 2
+    assert paths(broker) == [JITCONFIG]

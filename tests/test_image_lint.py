@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "runner_image"
 DOCKERFILE = IMAGE / "Dockerfile"
 STARTUP = IMAGE / "startup.sh"
+DOCKERIGNORE = IMAGE / ".dockerignore"
 
 
 def tool(name: str) -> str:
@@ -46,6 +47,11 @@ def instructions() -> list[tuple[str, str]]:
 
 def args() -> dict[str, str]:
     return dict(rest.split("=", 1) for keyword, rest in instructions() if keyword == "ARG" and "=" in rest)
+
+
+def apt_packages() -> str:
+    """The arguments of every apt-get install, joined."""
+    return " ".join(rest for keyword, rest in instructions() if keyword == "RUN" and "apt-get install" in rest)
 
 
 def test_hadolint_passes():
@@ -97,10 +103,26 @@ def test_kubectl_is_pinned_and_verified():
 
 
 def test_tools_jobs_need_are_installed():
-    apt = " ".join(rest for keyword, rest in instructions() if keyword == "RUN" and "apt-get install" in rest)
+    apt = apt_packages()
     for package in ("ca-certificates", "curl", "gettext-base", "git", "jq", "procps", "python3", "python3-pip",
                     "python3-venv", "tini"):
         assert re.search(rf"(?<![\w-]){re.escape(package)}(?![\w-])", apt), f"{package} is not installed"
+
+
+def test_broker_ships_in_the_image_with_the_package_that_signs_app_jwts():
+    assert re.search(r"(?<![\w-])python3-cryptography(?![\w-])", apt_packages()), "no python3-cryptography"
+    assert ("COPY", "--chmod=0755 broker.py /usr/local/bin/broker.py") in instructions()
+
+
+def test_build_context_admits_exactly_the_files_the_dockerfile_copies():
+    lines = (line.strip() for line in DOCKERIGNORE.read_text().splitlines())
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*", "the context must start from nothing"
+    admitted = {rule[1:] for rule in rules[1:] if rule.startswith("!")}
+    copied = {rest.split()[-2] for keyword, rest in instructions() if keyword == "COPY"}
+    assert copied == admitted == {"startup.sh", "broker.py"}
+    for name in copied:
+        assert (IMAGE / name).is_file(), f"{name} is copied into the image but missing from runner_image/"
 
 
 def test_runs_as_numeric_non_root_user_with_tini_entrypoint():
@@ -111,7 +133,7 @@ def test_runs_as_numeric_non_root_user_with_tini_entrypoint():
     assert "--gid 10001 runner" in runs and "--uid 10001 --gid 10001" in runs
     [entrypoint] = [rest for keyword, rest in found if keyword == "ENTRYPOINT"]
     assert entrypoint == '["/usr/bin/tini", "--", "/usr/local/bin/startup.sh"]'
-    assert any(keyword == "COPY" and rest.endswith("startup.sh /usr/local/bin/startup.sh") for keyword, rest in found)
+    assert ("COPY", "--chmod=0755 startup.sh /usr/local/bin/startup.sh") in found
 
 
 def test_runner_home_and_gpu_driver_paths():
