@@ -5,14 +5,29 @@ import pulumi_gcp as gcp
 import pulumi_github as github
 import pulumi_kubernetes as k8s
 
+from components.broker import RunnerBroker, RunnerBrokerArgs
 from components.ci_access import CiAccess, CiAccessArgs
 from components.cluster import GkeCluster, GkeClusterArgs, NodePoolSpec, gpu_pool_spec
+from components.github_repository import require_repository_fit_for_runners
 from components.github_secrets import GitHubSecrets, GitHubSecretsArgs
+from components.project_services import (
+    ARTIFACT_REGISTRY, CONTAINER, IAM, IMAGE_STREAMING, SECRET_MANAGER, ProjectServices, ProjectServicesArgs,
+)
+from components.registry import PullThroughRegistry, PullThroughRegistryArgs
 from components.runner_image import RunnerImage, RunnerImageArgs
 from components.runners import Runners, RunnersArgs
 from components.settings import load_settings
 
 settings = load_settings()
+repository = f"{settings.github_owner}/{settings.github_repository}"
+github_provider = github.Provider("github", owner=settings.github_owner, token=settings.github_token)
+# Before anything is created: a public repository would run forks' code on our runners.
+require_repository_fit_for_runners(repository, settings.allow_public_repository, github_provider)
+
+in_project = pulumi.ResourceOptions(
+    providers={"gcp": gcp.Provider("gcp", project=settings.gcp_project, zone=settings.zone)}
+)
+apis = ProjectServices("apis", ProjectServicesArgs(gcp_project=settings.gcp_project), opts=in_project).apis
 
 cluster = GkeCluster(
     "gke",
@@ -36,10 +51,9 @@ cluster = GkeCluster(
             max_nodes=settings.gpu_max_nodes,
             spot=settings.gpu_spot,
         ),
+        services=(apis[CONTAINER], apis[IMAGE_STREAMING], apis[IAM]),
     ),
-    opts=pulumi.ResourceOptions(
-        providers={"gcp": gcp.Provider("gcp", project=settings.gcp_project, zone=settings.zone)}
-    ),
+    opts=in_project,
 )
 
 # Built from the registry token alone, so it builds while GKE creates the cluster.
@@ -51,6 +65,20 @@ runner_image = RunnerImage(
         registry_token=settings.registry_token,
     ),
 )
+# The cluster pulls the same digest through Artifact Registry: no registry credential in the cluster.
+registry = PullThroughRegistry(
+    "registry",
+    PullThroughRegistryArgs(
+        gcp_project=settings.gcp_project,
+        zone=settings.zone,
+        name_prefix=settings.cluster_name,
+        github_owner=settings.github_owner,
+        pull_token=settings.registry_pull_token,
+        services=(apis[ARTIFACT_REGISTRY], apis[SECRET_MANAGER]),
+    ),
+    opts=in_project,
+)
+cluster_runner_image = registry.image_for(runner_image.image)
 
 # Everything in the cluster goes through this provider, never the ambient kubeconfig.
 # delete_unreachable lets `pulumi destroy` finish if the cluster is already gone.
@@ -58,18 +86,31 @@ in_cluster = pulumi.ResourceOptions(
     providers={"kubernetes": k8s.Provider("gke", kubeconfig=cluster.kubeconfig, delete_unreachable=True)}
 )
 
+# The only holder of the runner credential; runner pods get single-use JIT runners from it.
+broker = RunnerBroker(
+    "broker",
+    RunnerBrokerArgs(
+        runner_namespace=settings.namespace,
+        repository=repository,
+        credential=settings.runner_credential,
+        image=cluster_runner_image,
+        cpu_pool=cluster.cpu_pool,
+    ),
+    opts=in_cluster,
+)
+
 runners = Runners(
     "runners",
     RunnersArgs(
         namespace=settings.namespace,
-        github_owner=settings.github_owner,
-        github_repository=settings.github_repository,
-        image=runner_image.image,
-        runner_token=settings.runner_token,
-        registry_token=settings.registry_token,
+        image=cluster_runner_image,
+        broker_url=broker.url,
+        broker_subject=broker.subject,
+        broker=broker.deployment,
         base_runner_replicas=settings.base_runner_replicas,
         gpu_count=settings.gpu_count,
         gpu_machine_type=settings.gpu_machine_type,
+        gpu_max_nodes=settings.gpu_max_nodes,
         gpu_runner_deadline_minutes=settings.gpu_runner_deadline_minutes,
         cpu_pool=cluster.cpu_pool,
     ),
@@ -97,14 +138,13 @@ GitHubSecrets(
             "GCP_K8S_CLUSTER_ZONE": cluster.location,
         },
     ),
-    opts=pulumi.ResourceOptions(
-        providers={"github": github.Provider("github", owner=settings.github_owner, token=settings.github_token)}
-    ),
+    opts=pulumi.ResourceOptions(providers={"github": github_provider}),
 )
 
 pulumi.export("clusterName", cluster.name)
 pulumi.export("clusterLocation", cluster.location)
 pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("runnerImage", runner_image.image)
+pulumi.export("clusterRunnerImage", cluster_runner_image)
 pulumi.export("namespace", runners.namespace)
 pulumi.export("gpuRunnerTemplate", runners.gpu_runner_template)

@@ -52,6 +52,8 @@ class GkeClusterArgs:
     deletion_protection: bool = False
     """When true, GKE refuses to delete the cluster, and so does `pulumi destroy`."""
     release_channel: str = "REGULAR"
+    services: tuple[pulumi.Resource, ...] = ()
+    """The APIs (Kubernetes Engine, image streaming, IAM) that must be enabled first."""
 
 
 def gpu_pool_spec(gpu_type: str, gpu_count: int, driver_version: str, machine_type: str,
@@ -77,7 +79,7 @@ def gpu_pool_spec(gpu_type: str, gpu_count: int, driver_version: str, machine_ty
 class GkeCluster(pulumi.ComponentResource):
     """A zonal GKE cluster with a CPU pool and a GPU pool, run by a least-privilege node account.
 
-    Needs: a GCP project with the Container API enabled, GPU quota in the zone.
+    Needs: the APIs it names in `services` enabled, GPU quota in the zone.
     Gives: the cluster's name, location, endpoint and CA, an operator kubeconfig
     (secret, credentials from `gke-gcloud-auth-plugin`), and both pools, so callers
     can wait for the pool they need and no other.
@@ -96,7 +98,7 @@ class GkeCluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GkeClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gke-gpu-runners:index:GkeCluster", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = pulumi.ResourceOptions(parent=self, depends_on=list(args.services))
 
         node_account = gcp.serviceaccount.Account(
             f"{name}-nodes",
@@ -139,7 +141,9 @@ class GkeCluster(pulumi.ComponentResource):
             enable_legacy_abac=False,
             master_auth={"client_certificate_config": {"issue_client_certificate": False}},
             deletion_protection=args.deletion_protection,
-            opts=pulumi.ResourceOptions(parent=self, custom_timeouts=GKE_TIMEOUTS, depends_on=node_roles),
+            opts=pulumi.ResourceOptions(
+                parent=self, custom_timeouts=GKE_TIMEOUTS, depends_on=[*node_roles, *args.services]
+            ),
         )
 
         def pool(role: str, spec: NodePoolSpec) -> gcp.container.NodePool:
@@ -162,6 +166,8 @@ class GkeCluster(pulumi.ComponentResource):
                     "guest_accelerators": list(spec.guest_accelerators),
                     "spot": spec.spot,
                     "workload_metadata_config": {"mode": "GKE_METADATA"},
+                    # Image streaming: a container starts before its image has fully arrived.
+                    "gcfs_config": {"enabled": True},
                     "shielded_instance_config": {"enable_secure_boot": True, "enable_integrity_monitoring": True},
                     "metadata": {"disable-legacy-endpoints": "true"},
                 },

@@ -1,11 +1,8 @@
-"""Documents the program hands to tools: kubeconfigs and a docker config.
+"""Documents the program hands to tools: kubeconfigs.
 
 Plain functions from values to text, built as dicts and serialised, so their shape is
 tested directly and no value can break out of a string template.
 """
-
-import base64
-import json
 
 import yaml
 
@@ -60,9 +57,3 @@ def operator_kubeconfig(name: str, endpoint: str, ca_certificate_b64: str) -> st
 def ci_kubeconfig(name: str, endpoint: str, ca_certificate_b64: str, token: str, namespace: str) -> str:
     """CI's kubeconfig: one ServiceAccount's bearer token, no Google credentials."""
     return _kubeconfig(name, endpoint, ca_certificate_b64, {"token": token}, namespace)
-
-
-def docker_config_json(server: str, username: str, password: str) -> str:
-    """A `.dockerconfigjson` document that lets the kubelet pull from `server`."""
-    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return json.dumps({"auths": {server: {"username": username, "password": password, "auth": auth}}})

@@ -1,38 +1,49 @@
 """Kubernetes documents for the runners, as plain dicts built from the settings.
 
 The base runner's pod and the GPU runner Job share one container shape, so a
-hardening fixed here is fixed for both. The GPU runner is published as a YAML
+hardening fixed here is fixed for both. Neither holds a credential: each asks the
+runner broker for a single-use JIT runner, proving which pod it is with a token
+bound to the pod. The GPU runner is published as a YAML
 template: `${GITHUB_RUN_ID}` and `${GITHUB_RUN_ATTEMPT}` are left for the
 workflow's `envsubst`, which makes one uniquely named runner per run attempt.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
 from components.gpu_catalog import RunnerShare
 
 RUNNER_UID = 10001
-PAT_SECRET = "github-runner-pat"
-PAT_KEY = "token"
-PAT_DIR = "/run/secrets/github-runner"
-PULL_SECRET = "ghcr-pull"
 RUNNER_ACCOUNT = "github-runner"
 BASE_RUNNER = "base-runner"
 GPU_RUNNER = "gpu-runner"
 TEMPLATE_CONFIGMAP = "gpu-runner-template"
 TEMPLATE_KEY = "runner-gpu.yaml"
 GPU_RESOURCE = "nvidia.com/gpu"
+PART_OF = "gke-gpu-runners"
+RUN_ID_LABEL = "gke-gpu-runners/run-id"
+RUN_ATTEMPT_LABEL = "gke-gpu-runners/run-attempt"
+
+# Runner pods meet the `restricted` Pod Security Standard; enforce it so nothing
+# weaker can be started in our namespaces.
+POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
 
 RUN_ID = "${GITHUB_RUN_ID}"
 RUN_ATTEMPT = "${GITHUB_RUN_ATTEMPT}"
 GPU_RUNNER_JOB = f"{GPU_RUNNER}-{RUN_ID}-{RUN_ATTEMPT}"
 
-# Deregistering asks GitHub for a removal token and runs config.sh remove; give it
-# time for a few short tries (see API_TIMEOUT_SECONDS).
+# A runner pod proves who it is to the broker with a token the kubelet projects
+# for this audience alone: the API server refuses it, and it dies with the pod.
+BROKER_AUDIENCE = "runner-broker.gke-gpu-runners"
+BROKER_TOKEN_DIR = "/run/secrets/runner-broker"
+BROKER_TOKEN_KEY = "token"
+# The shortest lifetime Kubernetes allows; the kubelet renews the file before then.
+BROKER_TOKEN_SECONDS = 600
+
+# On SIGTERM the runner stops its listener and tells the broker, which removes
+# it from GitHub; a job being cancelled needs a little of this too.
 TERMINATION_GRACE_SECONDS = 90
-# Each token request may take this long before the entrypoint retries it.
-API_TIMEOUT_SECONDS = 10
 # A finished GPU runner's Job stays this long for its logs, then goes.
 FINISHED_JOB_TTL_SECONDS = 3600
 
@@ -49,18 +60,8 @@ def gpu_resources(gpu_count: int, share: RunnerShare) -> dict:
     return {"requests": amounts, "limits": dict(amounts)}
 
 
-@dataclass(frozen=True)
-class RunnerSpec:
-    """What differs between one kind of runner and another."""
-
-    image: str
-    repository: str
-    """owner/name"""
-    labels: tuple[str, ...]
-    ephemeral: bool
-    resources: dict
-    name: str | None = None
-    """The runner's name; None: the pod's name."""
+def app_labels(name: str) -> dict:
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": PART_OF}
 
 
 def pod_security_context() -> dict:
@@ -68,20 +69,20 @@ def pod_security_context() -> dict:
         "runAsNonRoot": True,
         "runAsUser": RUNNER_UID,
         "runAsGroup": RUNNER_UID,
+        # Makes the projected broker token readable by the runner user.
         "fsGroup": RUNNER_UID,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
-def container_security_context() -> dict:
+def container_security_context(read_only_root: bool) -> dict:
     return {
         "runAsNonRoot": True,
         "runAsUser": RUNNER_UID,
         "allowPrivilegeEscalation": False,
         "privileged": False,
         "capabilities": {"drop": ["ALL"]},
-        # Jobs install tools and write their workspace inside the container.
-        "readOnlyRootFilesystem": False,
+        "readOnlyRootFilesystem": read_only_root,
     }
 
 
@@ -95,93 +96,109 @@ def _listener_probe(period_seconds: int, failure_threshold: int) -> dict:
     }
 
 
-def runner_container(spec: RunnerSpec, extra_mounts: tuple[dict, ...] = ()) -> dict:
-    """The runner container: the PAT as a read-only file, never in the environment."""
-    name_env = (
-        {"name": "RUNNER_NAME", "value": spec.name}
-        if spec.name
-        else {"name": "RUNNER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
-    )
+@dataclass(frozen=True)
+class RunnerPod:
+    """What differs between one kind of runner pod and another."""
+
+    image: str
+    broker_url: str
+    resources: dict
+    node_selector: dict
+    extra_spec: dict = field(default_factory=dict)
+    extra_volumes: tuple[dict, ...] = ()
+    extra_mounts: tuple[dict, ...] = ()
+
+
+def runner_container(pod: RunnerPod) -> dict:
+    """The runner container: it holds no credential, only a token that says which pod it is."""
     return {
         "name": "runner",
-        "image": spec.image,
-        "imagePullPolicy": "Always",
+        "image": pod.image,
+        "imagePullPolicy": "IfNotPresent",
         "env": [
-            {"name": "RUNNER_REPOSITORY", "value": spec.repository},
-            {"name": "RUNNER_TOKEN_FILE", "value": f"{PAT_DIR}/{PAT_KEY}"},
-            {"name": "RUNNER_LABELS", "value": ",".join(spec.labels)},
-            {"name": "RUNNER_EPHEMERAL", "value": "true" if spec.ephemeral else "false"},
-            {"name": "RUNNER_API_TIMEOUT_SECONDS", "value": str(API_TIMEOUT_SECONDS)},
-            name_env,
+            {"name": "RUNNER_BROKER_URL", "value": pod.broker_url},
+            {"name": "RUNNER_BROKER_TOKEN_FILE", "value": f"{BROKER_TOKEN_DIR}/{BROKER_TOKEN_KEY}"},
         ],
-        "resources": spec.resources,
-        "securityContext": container_security_context(),
-        "volumeMounts": [{"name": "github-pat", "mountPath": PAT_DIR, "readOnly": True}, *extra_mounts],
-        # Registration may retry for minutes while GitHub is unwell: liveness only
-        # counts once the listener has started.
+        "resources": pod.resources,
+        # Jobs install tools and write their workspace inside the container; it is
+        # thrown away with the pod after one job.
+        "securityContext": container_security_context(read_only_root=False),
+        "volumeMounts": [{"name": "broker-token", "mountPath": BROKER_TOKEN_DIR, "readOnly": True}, *pod.extra_mounts],
+        # The broker may retry GitHub for a while: liveness only counts once the
+        # listener has started.
         "startupProbe": _listener_probe(period_seconds=10, failure_threshold=60),
         "livenessProbe": _listener_probe(period_seconds=30, failure_threshold=3),
         "readinessProbe": _listener_probe(period_seconds=10, failure_threshold=1),
     }
 
 
-def runner_pod_spec(spec: RunnerSpec, node_selector: dict, extra: dict | None = None,
-                    extra_volumes: tuple[dict, ...] = (), extra_mounts: tuple[dict, ...] = ()) -> dict:
-    """A pod spec for a runner: hardened, no API token, a private image."""
+def broker_token_volume() -> dict:
+    """A pod-bound ServiceAccount token for the broker's audience alone, short-lived."""
+    return {
+        "name": "broker-token",
+        "projected": {
+            "defaultMode": 0o440,
+            "sources": [
+                {
+                    "serviceAccountToken": {
+                        "audience": BROKER_AUDIENCE,
+                        "expirationSeconds": BROKER_TOKEN_SECONDS,
+                        "path": BROKER_TOKEN_KEY,
+                    }
+                }
+            ],
+        },
+    }
+
+
+def runner_pod_spec(pod: RunnerPod) -> dict:
+    """A pod spec for a runner: hardened, no Kubernetes API token, no secret of any kind."""
     return {
         "serviceAccountName": RUNNER_ACCOUNT,
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
-        "imagePullSecrets": [{"name": PULL_SECRET}],
-        "nodeSelector": node_selector,
+        "nodeSelector": pod.node_selector,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "containers": [runner_container(spec, extra_mounts)],
-        "volumes": [
-            {
-                "name": "github-pat",
-                "secret": {"secretName": PAT_SECRET, "defaultMode": 0o440, "items": [{"key": PAT_KEY, "path": PAT_KEY}]},
-            },
-            *extra_volumes,
-        ],
-        **(extra or {}),
+        "containers": [runner_container(pod)],
+        "volumes": [broker_token_volume(), *pod.extra_volumes],
+        **pod.extra_spec,
     }
 
 
-def app_labels(name: str) -> dict:
-    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "gke-gpu-runners"}
-
-
-def base_runner_pod_spec(image: str, repository: str) -> dict:
-    """The long-lived runner that starts and stops GPU runners: on the CPU pool only."""
+def base_runner_pod_spec(image: str, broker_url: str) -> dict:
+    """A base runner: one job on the CPU pool, then the broker replaces its pod with a fresh one."""
     return runner_pod_spec(
-        RunnerSpec(image=image, repository=repository, labels=(BASE_RUNNER,), ephemeral=False, resources=BASE_RESOURCES),
-        node_selector={"gpu": "false"},
+        RunnerPod(image=image, broker_url=broker_url, resources=BASE_RESOURCES, node_selector={"gpu": "false"})
     )
 
 
-def gpu_runner_job(image: str, repository: str, namespace: str, gpu_count: int,
+def gpu_runner_labels() -> dict:
+    return {**app_labels(GPU_RUNNER), RUN_ID_LABEL: RUN_ID, RUN_ATTEMPT_LABEL: RUN_ATTEMPT}
+
+
+def gpu_runner_job(image: str, broker_url: str, namespace: str, gpu_count: int,
                    share: RunnerShare, deadline_minutes: int) -> dict:
-    """The GPU runner Job for one run attempt, with the run's IDs left as placeholders."""
-    labels = {**app_labels(GPU_RUNNER), "gke-gpu-runners/run": f"run-{RUN_ID}-{RUN_ATTEMPT}"}
-    spec = RunnerSpec(
-        image=image,
-        repository=repository,
-        labels=(GPU_RUNNER, f"{GPU_RUNNER}-{RUN_ID}"),
-        ephemeral=True,
-        resources=gpu_resources(gpu_count, share),
-        name=GPU_RUNNER_JOB,
-    )
+    """The GPU runner Job for one run attempt, with the run's IDs left as placeholders.
+
+    The broker names its runner after the Job and labels it `gpu-runner-<run id>`
+    from the Job's own label: nothing in the pod chooses either.
+    """
+    labels = gpu_runner_labels()
     pod_spec = runner_pod_spec(
-        spec,
-        node_selector={"gpu": "true"},
-        extra={
-            "restartPolicy": "Never",
-            "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
-        },
-        # Data loaders share tensors through /dev/shm; the container default is 64 MiB.
-        # It is memory the runner's limit counts, so it gets a quarter of it.
-        extra_volumes=({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{share.memory_mib // 4}Mi"}},),
-        extra_mounts=({"name": "dshm", "mountPath": "/dev/shm"},),
+        RunnerPod(
+            image=image,
+            broker_url=broker_url,
+            resources=gpu_resources(gpu_count, share),
+            node_selector={"gpu": "true"},
+            extra_spec={
+                "restartPolicy": "Never",
+                "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+            },
+            # Data loaders share tensors through /dev/shm; the container default is 64 MiB.
+            # It is memory the runner's limit counts, so it gets a quarter of it.
+            extra_volumes=({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{share.memory_mib // 4}Mi"}},),
+            extra_mounts=({"name": "dshm", "mountPath": "/dev/shm"},),
+        )
     )
     return {
         "apiVersion": "batch/v1",

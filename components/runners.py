@@ -1,4 +1,4 @@
-"""The runners in the cluster: namespace, secrets, the base runner, the GPU runner template."""
+"""The runners in the cluster: their namespace, the base runner, the GPU runner template."""
 
 from dataclasses import dataclass
 
@@ -6,30 +6,35 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import runner_manifests as m
-from components.documents import docker_config_json
 from components.gpu_catalog import runner_share
-from components.runner_image import REGISTRY
 
-# Runner pods meet the `restricted` Pod Security Standard; enforce it so nothing
-# weaker can be started in the namespace.
-POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
+# What the broker may do here: read what owns a runner pod, and replace a spent
+# base runner with a fresh pod. Nothing else, and no Secret.
+BROKER_RULES = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
+    {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},
+]
+BROKER_ACCESS = "runner-broker"
+GPU_QUOTA = "gpu-runners"
 
 
 @dataclass(frozen=True)
 class RunnersArgs:
     namespace: str
-    github_owner: str
-    github_repository: str
     image: pulumi.Input[str]
-    """The runner image, pinned by digest."""
-    runner_token: pulumi.Input[str]
-    """The PAT runners use to ask for registration tokens; mounted as a file."""
-    registry_token: pulumi.Input[str]
-    """A token that may read the image from GHCR."""
+    """The runner image, pinned by digest, as the cluster pulls it."""
+    broker_url: str
+    broker_subject: dict
+    """The broker's ServiceAccount, granted its rights in the runner namespace."""
+    broker: pulumi.Resource
+    """The runner namespace waits for the broker, so destroy removes the runners first."""
     base_runner_replicas: int
     gpu_count: int
     gpu_machine_type: str
     """The GPU runner is sized to take what GKE leaves of one such machine."""
+    gpu_max_nodes: int
+    """The namespace may request no more GPUs than this many nodes carry."""
     gpu_runner_deadline_minutes: int
     cpu_pool: pulumi.Resource
     """The base runner waits for this pool, and for no other."""
@@ -38,10 +43,11 @@ class RunnersArgs:
 class Runners(pulumi.ComponentResource):
     """Puts the runners in the cluster through the caller's Kubernetes provider.
 
-    Creates: the namespace (Pod Security `restricted`), the PAT Secret, the GHCR pull
-    Secret, the runners' ServiceAccount (no API token), a NetworkPolicy refusing all
-    ingress to runner pods, the base-runner Deployment on the CPU pool, and ConfigMap
-    `gpu-runner-template` holding the GPU runner Job template.
+    Creates: the runner namespace (Pod Security `restricted`) holding no Secret, the
+    runners' ServiceAccount (no API token, no rights), a NetworkPolicy refusing all
+    ingress to runner pods, a ResourceQuota capping GPU requests at what the GPU pool
+    holds, the broker's Role and RoleBinding, the base-runner Deployment on the CPU
+    pool, and ConfigMap `gpu-runner-template` holding the GPU runner Job template.
     """
 
     namespace: pulumi.Output[str]
@@ -50,35 +56,17 @@ class Runners(pulumi.ComponentResource):
     def __init__(self, name: str, args: RunnersArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gke-gpu-runners:index:Runners", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        repository = f"{args.github_owner}/{args.github_repository}"
 
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
-            metadata={"name": args.namespace, "labels": {**m.app_labels("gke-gpu-runners"), **POD_SECURITY}},
-            opts=child,
+            metadata={"name": args.namespace, "labels": {**m.app_labels(m.PART_OF), **m.POD_SECURITY}},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.broker]),
         )
+
         # Every object below names the namespace through its output, so it waits for it.
         def metadata(object_name: str, labels: dict | None = None) -> dict:
             return {"name": object_name, "namespace": namespace.metadata.name, "labels": labels or m.app_labels(object_name)}
 
-        pat = k8s.core.v1.Secret(
-            f"{name}-pat",
-            metadata=metadata(m.PAT_SECRET),
-            type="Opaque",
-            string_data={m.PAT_KEY: pulumi.Output.secret(args.runner_token)},
-            opts=child,
-        )
-        pull = k8s.core.v1.Secret(
-            f"{name}-pull",
-            metadata=metadata(m.PULL_SECRET),
-            type="kubernetes.io/dockerconfigjson",
-            string_data={
-                ".dockerconfigjson": pulumi.Output.secret(args.registry_token).apply(
-                    lambda token: docker_config_json(REGISTRY, args.github_owner, token)
-                )
-            },
-            opts=child,
-        )
         account = k8s.core.v1.ServiceAccount(
             f"{name}-account",
             metadata=metadata(m.RUNNER_ACCOUNT),
@@ -89,6 +77,20 @@ class Runners(pulumi.ComponentResource):
             f"{name}-deny-ingress",
             metadata=metadata("runners-deny-ingress"),
             spec={"podSelector": {}, "policyTypes": ["Ingress"]},
+            opts=child,
+        )
+        k8s.core.v1.ResourceQuota(
+            f"{name}-gpu-quota",
+            metadata=metadata(GPU_QUOTA),
+            spec={"hard": {f"requests.{m.GPU_RESOURCE}": str(args.gpu_max_nodes * args.gpu_count)}},
+            opts=child,
+        )
+        broker_role = k8s.rbac.v1.Role(f"{name}-broker", metadata=metadata(BROKER_ACCESS), rules=BROKER_RULES, opts=child)
+        broker_binding = k8s.rbac.v1.RoleBinding(
+            f"{name}-broker",
+            metadata=metadata(BROKER_ACCESS),
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": broker_role.metadata.name},
+            subjects=[args.broker_subject],
             opts=child,
         )
 
@@ -102,17 +104,18 @@ class Runners(pulumi.ComponentResource):
                 "template": {
                     "metadata": {"labels": base_labels},
                     "spec": pulumi.Output.from_input(args.image).apply(
-                        lambda image: m.base_runner_pod_spec(image, repository)
+                        lambda image: m.base_runner_pod_spec(image, args.broker_url)
                     ),
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[pat, pull, account, args.cpu_pool]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[account, broker_binding, args.cpu_pool]),
         )
 
         share = runner_share(args.gpu_machine_type)
         self.gpu_runner_template = pulumi.Output.all(args.image, namespace.metadata.name).apply(
             lambda values: m.render_template(
-                m.gpu_runner_job(values[0], repository, values[1], args.gpu_count, share, args.gpu_runner_deadline_minutes)
+                m.gpu_runner_job(values[0], args.broker_url, values[1], args.gpu_count, share,
+                                 args.gpu_runner_deadline_minutes)
             )
         )
         k8s.core.v1.ConfigMap(

@@ -17,9 +17,24 @@ PROJECT = "gke-gpu-runners"
 DRIVER_VERSIONS = ("DEFAULT", "LATEST")
 ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
 CLUSTER_NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,38}[a-z0-9])?$")
-DNS_LABEL = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+# A DNS label short enough that `<namespace>-system` is one too.
+NAMESPACE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,54}[a-z0-9])?$")
 MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z0-9-]+$")
 GITHUB_REPOSITORY = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9-]{0,38}))/([A-Za-z0-9._-]{1,100})$")
+
+
+@dataclass(frozen=True)
+class RunnerCredential:
+    """What the runner broker registers runners with: a PAT, or a GitHub App."""
+
+    pat: pulumi.Output[str] | None = None
+    app_id: str | None = None
+    app_installation_id: str | None = None
+    app_private_key: pulumi.Output[str] | None = None
+
+    @property
+    def is_app(self) -> bool:
+        return self.app_id is not None
 
 
 @dataclass(frozen=True)
@@ -33,8 +48,12 @@ class Settings:
     github_repository: str
     """The repository's name, without its owner."""
     github_token: pulumi.Output[str]
-    runner_token: pulumi.Output[str]
+    runner_credential: "RunnerCredential"
     registry_token: pulumi.Output[str]
+    """Pushes the runner image to GHCR, where `pulumi up` runs; never in the cluster."""
+    registry_pull_token: pulumi.Output[str]
+    """Reads the image from GHCR: Artifact Registry's upstream credential, in Secret Manager."""
+    allow_public_repository: bool
     cpu_machine_type: str
     cpu_min_nodes: int
     cpu_max_nodes: int
@@ -152,10 +171,9 @@ def load_settings() -> Settings:
     github_token = read.secret("github:token")
     if github_token is None:
         read.problem("github:token", "required; accepted: a GitHub token (pulumi config set --secret github:token ...)")
-    runner_token = read.secret("runnerToken") or github_token
-    if runner_token is None:
-        read.problem("runnerToken", "required when github:token is unset; accepted: a PAT that may administer the repository's runners")
+    runner_credential = _runner_credential(read, github_token)
     registry_token = read.secret("registryToken") or github_token
+    registry_pull_token = read.secret("registryPullToken") or registry_token
 
     cpu_machine_type = read.matching("cpuMachineType", MACHINE_TYPE, "a Compute Engine machine type", "e2-standard-4")
     cpu_min, cpu_max = read.bounds("cpu", 1, 3, least_max=1)
@@ -172,8 +190,10 @@ def load_settings() -> Settings:
         github_owner=owner,
         github_repository=name,
         github_token=github_token,
-        runner_token=runner_token,
+        runner_credential=runner_credential,
         registry_token=registry_token,
+        registry_pull_token=registry_pull_token,
+        allow_public_repository=read.boolean("allowPublicRepository", False),
         cpu_machine_type=cpu_machine_type,
         cpu_min_nodes=cpu_min,
         cpu_max_nodes=cpu_max,
@@ -184,7 +204,7 @@ def load_settings() -> Settings:
         gpu_max_nodes=gpu_max,
         gpu_spot=read.boolean("gpuSpot", False),
         gpu_driver_version=read.choice("gpuDriverVersion", DRIVER_VERSIONS, "DEFAULT"),
-        namespace=read.matching("namespace", DNS_LABEL, "a DNS label: up to 63 lowercase letters, digits or '-'", "github-runners"),
+        namespace=read.matching("namespace", NAMESPACE, "a DNS label of up to 56 lowercase letters, digits or '-' (the broker's namespace adds '-system')", "github-runners"),
         base_runner_replicas=read.integer("baseRunnerReplicas", 1, minimum=1),
         gpu_runner_deadline_minutes=read.integer("gpuRunnerDeadlineMinutes", 240, minimum=5),
         deletion_protection=read.boolean("deletionProtection", False),
@@ -193,6 +213,35 @@ def load_settings() -> Settings:
         listed = "\n".join(f"  - {p}" for p in read.problems)
         raise pulumi.RunError(f"{len(read.problems)} configuration problem(s); nothing was created:\n{listed}")
     return settings
+
+
+APP_KEYS = ("githubAppId", "githubAppInstallationId", "githubAppPrivateKey")
+NUMERIC_ID = re.compile(r"^[0-9]{1,20}$")
+
+
+def _runner_credential(read: _Reader, github_token: pulumi.Output[str] | None) -> RunnerCredential:
+    """A GitHub App when all three App keys are set, else a PAT (`runnerToken`, then `github:token`)."""
+    app_id = read.text("githubAppId")
+    installation_id = read.text("githubAppInstallationId")
+    private_key = read.secret("githubAppPrivateKey")
+    given = [key for key, value in zip(APP_KEYS, (app_id, installation_id, private_key)) if value is not None]
+    pat = read.secret("runnerToken")
+    if not given:
+        pat = pat or github_token
+        if pat is None:
+            read.problem("runnerToken", "required when github:token is unset; accepted: a PAT that may administer the repository's runners")
+        return RunnerCredential(pat=pat)
+    if len(given) < len(APP_KEYS):
+        missing = ", ".join(read.qualified(k) for k in APP_KEYS if k not in given)
+        read.problem(given[0], f"a GitHub App needs all three App keys; missing: {missing}; accepted: all of them, or none (a PAT in runnerToken)")
+    if pat is not None:
+        read.problem("runnerToken", "set together with a GitHub App; accepted: runnerToken or the githubApp* keys, not both")
+    for key, value in (("githubAppId", app_id), ("githubAppInstallationId", installation_id)):
+        if value is not None and not NUMERIC_ID.match(value):
+            read.problem(key, f"got {value!r}; accepted: the numeric ID GitHub shows for the App")
+    if private_key is not None and "PRIVATE KEY-----" not in (get_config(read.qualified("githubAppPrivateKey")) or ""):
+        read.problem("githubAppPrivateKey", "is not a PEM private key; accepted: the App's key file, pulumi config set --secret githubAppPrivateKey < app.private-key.pem")
+    return RunnerCredential(app_id=app_id, app_installation_id=installation_id, app_private_key=private_key)
 
 
 def _gpu_machine(read: _Reader, gpu_type: str, gpu_count: int) -> str:

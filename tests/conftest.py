@@ -29,7 +29,8 @@ BASE_CONFIG = {
     f"{PROJECT}:githubRepository": "Acme/Models",
     "github:token": GITHUB_TOKEN,
 }
-SECRET_KEYS = ("github:token", f"{PROJECT}:runnerToken", f"{PROJECT}:registryToken")
+SECRET_KEYS = ("github:token", f"{PROJECT}:runnerToken", f"{PROJECT}:registryToken", f"{PROJECT}:registryPullToken",
+               f"{PROJECT}:githubAppPrivateKey")
 
 FAKE_ENDPOINT = "203.0.113.10"
 FAKE_CA_B64 = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n").decode()
@@ -49,6 +50,13 @@ def fake_outputs(args: MockResourceArgs, cluster: dict) -> dict:
         repository = inputs["imageName"].rsplit(":", 1)[0]
         digest = hashlib.sha256(inputs["imageName"].encode()).hexdigest()
         return {"repoDigest": f"{repository}@sha256:{digest}"}
+    if args.typ == "gcp:projects/serviceIdentity:ServiceIdentity":
+        email = f"service-123456789012@gcp-sa-{inputs['service'].split('.')[0]}.iam.gserviceaccount.com"
+        return {"email": email, "member": f"serviceAccount:{email}"}
+    if args.typ == "gcp:secretmanager/secret:Secret":
+        return {"id": f"projects/{inputs['project']}/secrets/{inputs['secretId']}"}
+    if args.typ == "gcp:secretmanager/secretVersion:SecretVersion":
+        return {"name": f"{inputs['secret']}/versions/1"}
     if args.typ == "kubernetes:core/v1:Secret" and inputs.get("type") == "kubernetes.io/service-account-token":
         return {"data": {"token": base64.b64encode(cluster["sa_token"].encode()).decode(), "ca.crt": cluster["ca_b64"]}}
     return {}
@@ -83,6 +91,8 @@ class Program:
     """Stack outputs by name, resolved (None where unknown)."""
     secret_outputs: set = field(default_factory=set)
     """Names of the stack outputs that are Pulumi secrets."""
+    calls: list = field(default_factory=list)
+    """Invokes, as (token, args, provider reference)."""
 
     def of_type(self, typ: str) -> list[Registration]:
         return [r for r in self.resources if r.typ == typ]
@@ -141,14 +151,19 @@ def wrapped(value: Any) -> Any:
 
 
 class RecordingMocks(Mocks):
-    def __init__(self, cluster: dict) -> None:
+    def __init__(self, cluster: dict, repository: dict, program: "Program") -> None:
         self.cluster = cluster
+        self.repository = repository
+        self.program = program
 
     def new_resource(self, args: MockResourceArgs):
         outputs = {**args.inputs, **fake_outputs(args, self.cluster)}
-        return f"{args.name}-id", outputs
+        return outputs.get("id", f"{args.name}-id"), outputs
 
     def call(self, args):
+        self.program.calls.append((args.token, dict(args.args), args.provider))
+        if args.token == "github:index/getRepository:getRepository":
+            return {"fullName": args.args.get("fullName"), **self.repository}
         return {}
 
 
@@ -184,7 +199,7 @@ class RecordingMonitor(MockMonitor):
 
 def run_program(config: dict[str, str] | None = None, *, preview: bool = False, cluster: dict | None = None,
                 drop: tuple[str, ...] = (), on_run: Callable[[Program], None] | None = None,
-                plain_text: bool = False) -> Program:
+                plain_text: bool = False, repository: dict | None = None) -> Program:
     """Run `__main__.py` once with BASE_CONFIG updated by `config`, minus the `drop` keys."""
     values = {**BASE_CONFIG, **(config or {})}
     for key in drop:
@@ -195,7 +210,8 @@ def run_program(config: dict[str, str] | None = None, *, preview: bool = False, 
     if on_run:
         on_run(program)
     fake_cluster = {"endpoint": FAKE_ENDPOINT, "ca_b64": FAKE_CA_B64, "sa_token": FAKE_SA_TOKEN, **(cluster or {})}
-    mocks = RecordingMocks(fake_cluster)
+    fake_repository = {"visibility": "private", "private": True, "repoId": 424242, **(repository or {})}
+    mocks = RecordingMocks(fake_cluster, fake_repository, program)
     settings.set_root_resource(None)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="test", preview=preview,
                              monitor=RecordingMonitor(mocks, program))

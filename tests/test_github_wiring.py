@@ -59,8 +59,12 @@ def test_ci_token_comes_from_a_token_secret_bound_to_the_ci_account_after_it_exi
     assert account.inputs["automountServiceAccountToken"] is False
 
 
+def ci_role(program) -> dict:
+    return next(r.inputs for r in program.of_type(ROLE) if r.inputs["metadata"]["name"] == "ci-runner-launcher")
+
+
 def test_ci_role_allows_exactly_starting_and_stopping_gpu_runners_in_the_namespace(program):
-    role = program.one(ROLE).inputs
+    role = ci_role(program)
     assert role["metadata"]["namespace"] == "github-runners"
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): r for r in role["rules"]}
     assert set(rules[(("batch",), ("jobs",))]["verbs"]) == {"create", "get", "list", "watch", "delete"}
@@ -76,13 +80,20 @@ def test_ci_role_allows_exactly_starting_and_stopping_gpu_runners_in_the_namespa
 
 
 def test_ci_binding_ties_the_role_to_the_ci_account_only(program):
-    binding = program.one(BINDING).inputs
+    binding = next(b.inputs for b in program.of_type(BINDING) if b.inputs["metadata"]["name"] == "ci-runner-launcher")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ci-runner-launcher"}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ci-runner-launcher", "namespace": "github-runners"}]
 
 
-def test_no_cluster_wide_rbac(program):
-    assert not [r for r in program.resources if "ClusterRole" in r.typ]
+def test_the_only_cluster_wide_right_is_the_brokers_token_review(program):
+    (role,) = program.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+    assert role.inputs["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ]
+    (binding,) = program.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding")
+    assert binding.inputs["subjects"] == [
+        {"kind": "ServiceAccount", "name": "runner-broker", "namespace": "github-runners-system"}
+    ]
 
 
 def test_destroy_removes_everything_in_the_cluster_before_the_cluster(program):
@@ -94,7 +105,7 @@ def test_destroy_removes_everything_in_the_cluster_before_the_cluster(program):
 
 
 def test_destroy_stops_the_base_runner_before_its_pool_and_cluster_go(program):
-    deployment = program.one("kubernetes:apps/v1:Deployment")
+    deployment = program.one("kubernetes:apps/v1:Deployment", "base-runner")
     assert program.depends_on(deployment, program.one("gcp:container/nodePool:NodePool", "cpu-pool"))
     assert program.depends_on(deployment, program.one("gcp:container/cluster:Cluster"))
 

@@ -10,7 +10,8 @@ import yaml
 from components.gpu_catalog import RunnerShare
 from components.runner_manifests import gpu_runner_job, render_template
 
-IMAGE = "ghcr.io/acme/models/github-runner@sha256:" + "a" * 64
+IMAGE = "us-central1-docker.pkg.dev/acme-ml/gpu-runners-ghcr/acme/models/github-runner@sha256:" + "a" * 64
+BROKER_URL = "http://runner-broker.github-runners-system.svc.cluster.local:80"
 SHARE = RunnerShare(cpu_millis=2900, memory_mib=10496)
 RUNS = [("9876543210", "1"), ("9876543211", "1"), ("9876543210", "2")]  # two runs, and a re-run
 
@@ -29,7 +30,7 @@ def envsubst(template: str, run_id: str, attempt: str) -> dict:
 
 @pytest.fixture(scope="module")
 def jobs() -> list[dict]:
-    template = render_template(gpu_runner_job(IMAGE, "Acme/Models", "github-runners", 1, SHARE, 240))
+    template = render_template(gpu_runner_job(IMAGE, BROKER_URL, "github-runners", 1, SHARE, 240))
     return [envsubst(template, run_id, attempt) for run_id, attempt in RUNS]
 
 
@@ -46,12 +47,19 @@ def test_each_run_attempt_gets_a_distinct_job_name(jobs):
     assert names == ["gpu-runner-9876543210-1", "gpu-runner-9876543211-1", "gpu-runner-9876543210-2"]
 
 
-def test_each_runner_registers_ephemeral_with_the_generic_and_the_run_label(jobs):
+def test_each_job_carries_the_contract_labels_the_broker_names_and_labels_its_runner_from(jobs):
     for (run_id, attempt), job in zip(RUNS, jobs):
-        variables = runner_env(job)
-        assert variables["RUNNER_LABELS"] == f"gpu-runner,gpu-runner-{run_id}"
-        assert variables["RUNNER_EPHEMERAL"] == "true"
-        assert variables["RUNNER_NAME"] == f"gpu-runner-{run_id}-{attempt}"
+        for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+            assert labels["app.kubernetes.io/name"] == "gpu-runner"
+            assert labels["gke-gpu-runners/run-id"] == run_id
+            assert labels["gke-gpu-runners/run-attempt"] == attempt
+            assert labels["app.kubernetes.io/part-of"] == "gke-gpu-runners"  # what the broker's sweep lists
+
+
+def test_the_pod_chooses_neither_its_runner_name_nor_its_labels(jobs):
+    variables = runner_env(jobs[0])
+    assert set(variables) == {"RUNNER_BROKER_URL", "RUNNER_BROKER_TOKEN_FILE"}
+    assert variables["RUNNER_BROKER_URL"] == BROKER_URL
 
 
 def test_numeric_ids_stay_strings_after_substitution(jobs):
@@ -84,15 +92,28 @@ def test_runner_has_a_memory_backed_dev_shm(jobs):
     assert volume["emptyDir"]["medium"] == "Memory"
 
 
-def test_runner_has_the_base_runners_hardening_pat_file_and_pull_secret(jobs):
+def test_runner_has_the_base_runners_hardening_and_no_credential(jobs):
     pod = jobs[0]["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
-    assert pod["imagePullSecrets"] == [{"name": "ghcr-pull"}]
+    assert "imagePullSecrets" not in pod  # the nodes pull through Artifact Registry
+    assert not [v for v in pod["volumes"] if "secret" in v]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container(jobs[0])["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container(jobs[0])["securityContext"]["allowPrivilegeEscalation"] is False
-    assert runner_env(jobs[0])["RUNNER_TOKEN_FILE"] == "/run/secrets/github-runner/token"
+    assert runner_env(jobs[0])["RUNNER_BROKER_TOKEN_FILE"] == "/run/secrets/runner-broker/token"
     assert container(jobs[0])["image"] == IMAGE
+
+
+def test_runner_presents_a_short_lived_token_bound_to_the_brokers_audience(jobs):
+    pod = jobs[0]["spec"]["template"]["spec"]
+    mount = next(m for m in container(jobs[0])["volumeMounts"] if m["mountPath"] == "/run/secrets/runner-broker")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    (source,) = volume["projected"]["sources"]
+    assert source["serviceAccountToken"] == {
+        "audience": "runner-broker.gke-gpu-runners", "expirationSeconds": 600, "path": "token",
+    }
+    assert mount["readOnly"] is True
+    assert volume["projected"]["defaultMode"] & 0o007 == 0
 
 
 def test_a_bare_placeholder_is_quoted_so_a_numeric_id_stays_a_string():

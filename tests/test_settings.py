@@ -95,7 +95,7 @@ def test_defaults_follow_the_contract(program):
     assert cluster["name"] == "gpu-runners" and cluster["location"] == "us-central1-a"
     assert cluster["deletionProtection"] is False
     assert program.outputs["namespace"] == "github-runners"
-    assert program.one("kubernetes:apps/v1:Deployment").inputs["spec"]["replicas"] == 1
+    assert program.one("kubernetes:apps/v1:Deployment", "base-runner").inputs["spec"]["replicas"] == 1
     job = yaml.safe_load(program.outputs["gpuRunnerTemplate"])
     assert job["spec"]["activeDeadlineSeconds"] == 240 * 60
 

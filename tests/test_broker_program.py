@@ -1,0 +1,271 @@
+"""The runner broker, the pull-through registry and the repository check, as the whole program registers them."""
+
+import json
+
+import pytest
+import yaml
+from pulumi import RunError
+
+from conftest import GITHUB_TOKEN, is_secret, run_program
+
+P = "gke-gpu-runners"
+SYSTEM_NS = "github-runners-system"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+SECRET = "kubernetes:core/v1:Secret"
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEfake\n-----END RSA PRIVATE KEY-----\n"
+APP = {f"{P}:githubAppId": "123456", f"{P}:githubAppInstallationId": "7890123", f"{P}:githubAppPrivateKey": PEM}
+
+
+def broker(program):
+    return program.one(DEPLOYMENT, "broker")
+
+
+def broker_container(program):
+    (container,) = broker(program).inputs["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def broker_env(program):
+    return {e["name"]: e["value"] for e in broker_container(program)["env"]}
+
+
+def credential(program):
+    return next(s for s in program.of_type(SECRET) if s.inputs["metadata"]["name"] == "runner-credential")
+
+
+# ----------------------------------------------------------------- the broker --
+
+def test_broker_runs_the_runner_image_in_its_own_namespace_on_the_cpu_pool(program):
+    deployment = broker(program).inputs
+    assert deployment["metadata"]["namespace"] == SYSTEM_NS
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # its per-pod memory is never split
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"gpu": "false"}
+    container = broker_container(program)
+    assert container["image"] == program.outputs["clusterRunnerImage"]
+    assert container["command"] == ["python3", "/usr/local/bin/broker.py"]
+
+
+def test_broker_gets_the_contract_variables(program):
+    assert broker_env(program) == {
+        "BROKER_REPOSITORY": "Acme/Models",
+        "BROKER_RUNNER_NAMESPACE": "github-runners",
+        "BROKER_AUDIENCE": "runner-broker.gke-gpu-runners",
+        "BROKER_LISTEN": "0.0.0.0:8080",
+        "BROKER_BASE_RUNNER_DEPLOYMENT": "base-runner",
+        "BROKER_SWEEP_SECONDS": "30",
+        "GITHUB_TOKEN_FILE": "/run/secrets/runner-credential/token",
+    }
+
+
+def test_the_runner_credential_lives_in_the_broker_namespace_as_a_pulumi_secret(program):
+    secret = credential(program)
+    assert secret.inputs["metadata"]["namespace"] == SYSTEM_NS
+    assert is_secret(secret.raw_inputs["stringData"])
+    assert secret.inputs["stringData"] == {"token": GITHUB_TOKEN}
+
+
+def test_runner_token_overrides_the_github_token_for_the_broker():
+    assert credential(run_program({f"{P}:runnerToken": "runner-pat"})).inputs["stringData"] == {"token": "runner-pat"}
+
+
+def test_a_github_app_replaces_the_pat_and_only_its_key_is_secret():
+    program = run_program(APP)
+    assert credential(program).inputs["stringData"] == {"private-key": PEM}
+    assert is_secret(credential(program).raw_inputs["stringData"])
+    variables = broker_env(program)
+    assert variables["GITHUB_APP_ID"] == "123456"
+    assert variables["GITHUB_APP_INSTALLATION_ID"] == "7890123"
+    assert variables["GITHUB_APP_PRIVATE_KEY_FILE"] == "/run/secrets/runner-credential/private-key"
+    assert "GITHUB_TOKEN_FILE" not in variables
+    assert GITHUB_TOKEN not in json.dumps(credential(program).inputs)
+
+
+def test_the_credential_is_mounted_whole_read_only_so_rotation_reaches_the_broker(program):
+    pod = broker(program).inputs["spec"]["template"]["spec"]
+    mount = next(m for m in broker_container(program)["volumeMounts"] if m["name"] == "credential")
+    volume = next(v for v in pod["volumes"] if v["name"] == "credential")
+    assert mount == {"name": "credential", "mountPath": "/run/secrets/runner-credential", "readOnly": True}
+    assert "subPath" not in mount  # a subPath mount is never updated by the kubelet
+    assert volume["secret"]["secretName"] == "runner-credential"
+    assert volume["secret"]["defaultMode"] & 0o007 == 0
+
+
+def test_broker_is_hardened_and_probed_on_its_health_endpoint(program):
+    pod = broker(program).inputs["spec"]["template"]["spec"]
+    container = broker_container(program)
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 8080}
+    assert pod["terminationGracePeriodSeconds"] >= 30  # its final sweep
+
+
+def test_broker_mounts_an_api_token_of_its_own_and_no_other_secret(program):
+    pod = broker(program).inputs["spec"]["template"]["spec"]
+    kube_api = next(v for v in pod["volumes"] if v["name"] == "kube-api")
+    sources = kube_api["projected"]["sources"]
+    assert {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}} in sources
+    assert [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v] == ["runner-credential"]
+    assert pod["serviceAccountName"] == "runner-broker"
+
+
+def test_only_pods_of_the_runner_namespace_reach_the_broker_and_only_on_its_port(program):
+    policy = next(p.inputs for p in program.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+                  if p.inputs["metadata"]["namespace"] == SYSTEM_NS)
+    assert policy["spec"]["podSelector"] == {"matchLabels": broker(program).inputs["spec"]["selector"]["matchLabels"]}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "github-runners"}}}],
+        "ports": [{"protocol": "TCP", "port": 8080}],
+    }]
+    service = program.one("kubernetes:core/v1:Service").inputs
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]
+
+
+def test_broker_rbac_is_token_review_and_the_runner_namespace_role_only(program):
+    names = {(r.typ.rsplit(":", 1)[1], r.inputs["metadata"]["name"]) for r in program.resources
+             if r.typ.startswith("kubernetes:rbac")}
+    assert names == {
+        ("ClusterRole", "github-runners-system-runner-broker-token-review"),
+        ("ClusterRoleBinding", "github-runners-system-runner-broker-token-review"),
+        ("Role", "runner-broker"), ("RoleBinding", "runner-broker"),
+        ("Role", "ci-runner-launcher"), ("RoleBinding", "ci-runner-launcher"),
+    }
+    for rule in [r for role in program.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role") for r in role.inputs["rules"]]:
+        assert "secrets" not in rule["resources"] and "*" not in rule["verbs"]
+
+
+# ------------------------------------------------------------------ teardown --
+
+def test_destroy_removes_every_runner_object_before_the_broker(program):
+    """Pulumi deletes dependents first: the runner namespace and all in it go, then the broker runs its final sweep."""
+    deployment = broker(program)
+    for resource in program.resources:
+        namespace = resource.inputs.get("metadata", {}).get("namespace")
+        is_runner_namespace = resource.typ == "kubernetes:core/v1:Namespace" and resource.inputs["metadata"]["name"] == "github-runners"
+        if namespace == "github-runners" or is_runner_namespace:
+            assert program.depends_on(resource, deployment), resource.name
+
+
+def test_destroy_keeps_what_the_broker_needs_until_the_broker_is_gone(program):
+    deployment = broker(program)
+    for typ in ("kubernetes:core/v1:Secret", "kubernetes:core/v1:ServiceAccount",
+                "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding", "kubernetes:core/v1:Service"):
+        needed = [r for r in program.of_type(typ) if r.inputs["metadata"].get("namespace", SYSTEM_NS) == SYSTEM_NS]
+        assert needed, typ
+        for resource in needed:
+            assert program.depends_on(deployment, resource), resource.name
+    assert program.depends_on(deployment, program.one("gcp:container/nodePool:NodePool", "cpu-pool"))
+    assert deployment.inputs["metadata"]["annotations"] == {"pulumi.com/deletionPropagationPolicy": "foreground"}
+
+
+# --------------------------------------------------------- configured refusals --
+
+@pytest.mark.parametrize("keys, named, words", [
+    ({f"{P}:githubAppId": "123456"}, f"{P}:githubAppId", f"missing: {P}:githubAppInstallationId, {P}:githubAppPrivateKey"),
+    ({f"{P}:githubAppId": "123456", f"{P}:githubAppPrivateKey": PEM}, f"{P}:githubAppId", f"missing: {P}:githubAppInstallationId"),
+    ({**APP, f"{P}:runnerToken": "pat"}, f"{P}:runnerToken", "not both"),
+    ({**APP, f"{P}:githubAppId": "my-app"}, f"{P}:githubAppId", "numeric ID"),
+    ({**APP, f"{P}:githubAppPrivateKey": "not a key"}, f"{P}:githubAppPrivateKey", "PEM private key"),
+    ({f"{P}:namespace": "n" * 57}, f"{P}:namespace", "up to 56"),
+])
+def test_bad_runner_credential_settings_are_refused_before_any_resource(keys, named, words):
+    runs = []
+    with pytest.raises(RunError) as refused:
+        run_program(keys, on_run=runs.append)
+    line = next((l for l in str(refused.value).splitlines() if l.strip().startswith(f"- {named}:")), "")
+    assert words in line, str(refused.value)
+    assert runs[0].resources == []
+
+
+def test_a_public_repository_is_refused_before_any_cloud_resource():
+    runs = []
+    with pytest.raises(RunError) as refused:
+        run_program(repository={"visibility": "public", "private": False}, on_run=runs.append)
+    message = str(refused.value)
+    assert f"{P}:githubRepository: Acme/Models is public" in message and "allowPublicRepository" in message
+    assert [r.typ for r in runs[0].resources] == ["pulumi:providers:github"]
+
+
+def test_a_public_repository_is_accepted_when_allowed_explicitly():
+    program = run_program({f"{P}:allowPublicRepository": "true"}, repository={"visibility": "public"})
+    assert program.one(DEPLOYMENT, "broker")
+
+
+def test_the_repository_is_looked_up_by_its_full_name_with_the_github_provider(program):
+    (call,) = [c for c in program.calls if c[0] == "github:index/getRepository:getRepository"]
+    assert call[1]["fullName"] == "Acme/Models"
+    assert call[2].startswith(program.one("pulumi:providers:github").urn)
+
+
+# ------------------------------------------------------- the pull-through cache --
+
+def test_the_cluster_pulls_through_an_artifact_registry_remote_repository_of_ghcr(program):
+    repository = program.one("gcp:artifactregistry/repository:Repository").inputs
+    assert repository["location"] == "us-central1"
+    assert repository["format"] == "DOCKER" and repository["mode"] == "REMOTE_REPOSITORY"
+    remote = repository["remoteRepositoryConfig"]
+    assert remote["dockerRepository"] == {"customRepository": {"uri": "https://ghcr.io"}}
+    credentials = remote["upstreamCredentials"]["usernamePasswordCredentials"]
+    version = program.one("gcp:secretmanager/secretVersion:SecretVersion")
+    assert credentials == {"username": "Acme", "passwordSecretVersion": version.inputs["secret"] + "/versions/1"}
+
+
+def test_the_upstream_token_is_a_secret_readable_only_by_artifact_registrys_agent():
+    program = run_program({f"{P}:registryPullToken": "read-only-token"})
+    version = program.one("gcp:secretmanager/secretVersion:SecretVersion")
+    assert version.inputs["secretData"] == "read-only-token"
+    assert is_secret(version.raw_inputs["secretData"])
+    (member,) = program.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+    assert member.inputs["role"] == "roles/secretmanager.secretAccessor"
+    assert member.inputs["member"] == "serviceAccount:service-123456789012@gcp-sa-artifactregistry.iam.gserviceaccount.com"
+    assert len(program.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")) == 1
+    repository = program.one("gcp:artifactregistry/repository:Repository")
+    assert program.depends_on(repository, member)
+
+
+def test_the_pull_token_defaults_to_the_registry_token(program):
+    assert program.one("gcp:secretmanager/secretVersion:SecretVersion").inputs["secretData"] == GITHUB_TOKEN
+    program = run_program({f"{P}:registryToken": "push-token"})
+    assert program.one("gcp:secretmanager/secretVersion:SecretVersion").inputs["secretData"] == "push-token"
+
+
+def test_apis_are_enabled_before_what_uses_them_and_left_enabled_on_destroy(program):
+    services = {s.inputs["service"]: s for s in program.of_type("gcp:projects/service:Service")}
+    assert set(services) == {"container.googleapis.com", "containerfilesystem.googleapis.com",
+                             "artifactregistry.googleapis.com", "secretmanager.googleapis.com", "iam.googleapis.com"}
+    for service in services.values():
+        assert service.inputs["disableOnDestroy"] is False
+    users = {
+        "container.googleapis.com": program.one("gcp:container/cluster:Cluster"),
+        "containerfilesystem.googleapis.com": program.one("gcp:container/cluster:Cluster"),
+        "iam.googleapis.com": program.one("gcp:serviceaccount/account:Account"),
+        "artifactregistry.googleapis.com": program.one("gcp:artifactregistry/repository:Repository"),
+        "secretmanager.googleapis.com": program.one("gcp:secretmanager/secret:Secret"),
+    }
+    for api, user in users.items():
+        assert program.depends_on(user, services[api]), api
+
+
+def test_image_streaming_is_on_for_both_pools(program):
+    for pool in program.of_type("gcp:container/nodePool:NodePool"):
+        assert pool.inputs["nodeConfig"]["gcfsConfig"] == {"enabled": True}, pool.name
+
+
+def test_cluster_image_keeps_the_path_and_digest():
+    from components.registry import cluster_image
+
+    digest = "sha256:" + "b" * 64
+    assert cluster_image(f"ghcr.io/acme/models/github-runner@{digest}", "europe-west4", "p", "r") == (
+        f"europe-west4-docker.pkg.dev/p/r/acme/models/github-runner@{digest}"
+    )
+    with pytest.raises(ValueError):
+        cluster_image(f"docker.io/acme/runner@{digest}", "europe-west4", "p", "r")
+
+
+def test_outputs_include_both_images_and_the_template_is_plain_yaml(program):
+    assert program.outputs["clusterRunnerImage"].endswith(program.outputs["runnerImage"].split("@")[1])
+    assert yaml.safe_load(program.outputs["gpuRunnerTemplate"])["kind"] == "Job"

@@ -1,0 +1,41 @@
+"""Every Kubernetes object the program registers, and the GPU runner Job, against the real OpenAPI schemas."""
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from conftest import unwrap_secrets
+
+# GKE's REGULAR channel runs these minor versions as this is written; both must accept every object.
+KUBERNETES_VERSIONS = ("1.34.0", "1.35.0")
+
+
+def manifests(program) -> list[dict]:
+    documents = [unwrap_secrets(r.inputs) for r in program.resources if r.typ.startswith("kubernetes:")]
+    job = program.outputs["gpuRunnerTemplate"].replace("${GITHUB_RUN_ID}", "42").replace("${GITHUB_RUN_ATTEMPT}", "1")
+    return [*documents, yaml.safe_load(job)]
+
+
+def test_every_kind_the_program_renders_is_checked(program):
+    kinds = {document["kind"] for document in manifests(program)}
+    assert kinds >= {"Namespace", "Deployment", "Job", "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+                     "ClusterRoleBinding", "NetworkPolicy", "ResourceQuota", "Service", "ConfigMap"}
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_object_is_valid_in_strict_mode(program, version):
+    problems = []
+    for document in manifests(program):
+        try:
+            kubernetes_validate.validate(document, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            problems.append(f"{document['kind']} {document['metadata']['name']}: {error.message} at {list(error.path)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_strict_validation_catches_a_misspelt_field(program):
+    """The check above can fail: a field the schema does not know is refused."""
+    job = manifests(program)[-1]
+    job["spec"]["template"]["spec"]["tolerration"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(job, KUBERNETES_VERSIONS[-1], strict=True)
