@@ -123,11 +123,11 @@ output() {
 }
 
 namespace="$(output namespace)"
-runner_image="$(output runnerImage)"
+runner_image="$(output clusterRunnerImage)"
 output kubeconfig >"$workdir/kubeconfig"
 missing=()
 [[ -n "$namespace" ]] || missing+=(namespace)
-[[ -n "$runner_image" ]] || missing+=(runnerImage)
+[[ -n "$runner_image" ]] || missing+=(clusterRunnerImage)
 [[ -s "$workdir/kubeconfig" ]] || missing+=(kubeconfig)
 if ((${#missing[@]} > 0)); then
   fail "stack outputs" "missing: ${missing[*]}" "run pulumi up to completion, then try again"
@@ -145,7 +145,7 @@ check_base_runner_deployment() {
     pass "$check" "deployment/base-runner is available in namespace $namespace"
   else
     fail "$check" "not available after ${ROLLOUT_TIMEOUT_SECONDS}s: $(one_line <"$workdir/rollout.out")" \
-      "kubectl -n $namespace describe deploy/base-runner; kubectl -n $namespace logs deploy/base-runner (image pull from GHCR? gke-gcloud-auth-plugin and gcloud login?)"
+      "kubectl -n $namespace describe deploy/base-runner; kubectl -n $namespace logs deploy/base-runner; kubectl -n $namespace-system logs deploy/runner-broker (image pull through Artifact Registry? gke-gcloud-auth-plugin and gcloud login?)"
   fi
 }
 
@@ -174,7 +174,7 @@ fetch_runners() {
 
 check_base_runner_online() {
   local check="base runner online" repo status online deadline
-  local runner_hint="check the runner PAT (pulumi config set --secret runnerToken ...) and kubectl -n $namespace logs deploy/base-runner"
+  local runner_hint="kubectl -n $namespace-system logs deploy/runner-broker says why GitHub refused a runner (the runner PAT or GitHub App: pulumi config set --secret runnerToken ...); kubectl -n $namespace logs deploy/base-runner"
   if [[ -z "${GITHUB_TOKEN:-}" ]]; then
     fail "$check" "GITHUB_TOKEN is not set" \
       "export a token that may list the repository's runners, e.g. GITHUB_TOKEN=\"\$(gh auth token)\""
@@ -245,7 +245,6 @@ gpu_pod_manifest() {
         automountServiceAccountToken: false,
         nodeSelector: {gpu: "true"},
         tolerations: [{key: "nvidia.com/gpu", operator: "Equal", value: "present", effect: "NoSchedule"}],
-        imagePullSecrets: [{name: "ghcr-pull"}],
         securityContext: {runAsNonRoot: true, runAsUser: 10001, seccompProfile: {type: "RuntimeDefault"}},
         containers: [{
           name: "nvidia-smi",
@@ -278,7 +277,7 @@ pod_waiting_reason() {
 gpu_hint() {
   case "$1" in
     *ImagePull* | *ErrImage*)
-      echo "the GPU node cannot pull $runner_image: check the ghcr-pull secret (registryToken) and that the image exists"
+      echo "the GPU node cannot pull $runner_image through Artifact Registry: check that registryPullToken (or registryToken) may read the GHCR package and that the image exists in GHCR"
       ;;
     *)
       echo "the GPU pool did not give a node: check the GPU quota of the region (NVIDIA_*_GPUS and GPUS_ALL_REGIONS), that the zone offers gpuType (gcloud compute accelerator-types list --filter=zone:<zone>), and kubectl -n $namespace get events --field-selector involvedObject.name=$gpu_pod"

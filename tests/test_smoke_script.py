@@ -20,7 +20,7 @@ SCRIPT = ROOT / "scripts" / "smoke-test.sh"
 
 TOKEN = "ghp_smoke-test-token-never-shown"
 NAMESPACE = "github-runners"
-IMAGE = "ghcr.io/acme/gpu-runner@sha256:" + "ab" * 32
+IMAGE = "us-central1-docker.pkg.dev/acme-ml/gpu-runners-ghcr/acme/gpu-runner@sha256:" + "ab" * 32
 RUNNERS_PATH = "/repos/o/r/actions/runners"
 KUBECONFIG_TEXT = operator_kubeconfig("gpu-runners", "203.0.113.10", "Q0EK")
 SHORT_GPU_WAIT = {"SMOKE_GPU_TIMEOUT_SECONDS": "1", "SMOKE_POLL_SECONDS": "0.2"}
@@ -102,7 +102,8 @@ def scenario(**changes) -> dict:
                         "clusterLocation": "us-central1-a",
                         "kubeconfig": KUBECONFIG_TEXT,
                         "namespace": NAMESPACE,
-                        "runnerImage": IMAGE,
+                        "runnerImage": "ghcr.io/acme/gpu-runner@sha256:" + "ab" * 32,
+                        "clusterRunnerImage": IMAGE,
                         "gpuRunnerTemplate": "kind: Job\n",
                     }
                 )
@@ -335,7 +336,7 @@ def test_gpu_pod_manifest_is_json_built_for_the_gpu_pool(healthy):
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["image"] == IMAGE
     assert container["command"] == ["nvidia-smi", "-L"]
-    assert spec["imagePullSecrets"] == [{"name": "ghcr-pull"}]
+    assert "imagePullSecrets" not in spec  # the nodes pull through Artifact Registry
     assert spec["restartPolicy"] == "Never"
     assert spec["automountServiceAccountToken"] is False
     assert spec["activeDeadlineSeconds"] == 30
@@ -368,6 +369,7 @@ def test_base_runner_offline_fails_with_the_runner_hint(tmp_path, tools):
     failure = run.line("FAIL  base runner online")
     assert "base-runner-x offline" in failure
     assert "logs deploy/base-runner" in run.output and "PAT" in run.output
+    assert "logs deploy/runner-broker" in run.output
     assert "1 check(s) failed: base runner online" in run.stdout
     assert run.line("PASS  GPU pod")
     assert_pod_deleted(run)
@@ -428,14 +430,14 @@ def test_gpu_pool_that_never_scales_up_fails_with_a_quota_hint(tmp_path, tools):
     assert_pod_deleted(run)
 
 
-def test_image_pull_failure_gets_the_pull_secret_hint(tmp_path, tools):
+def test_image_pull_failure_gets_the_pull_token_hint(tmp_path, tools):
     waiting = {"reason": "ImagePullBackOff", "message": "403 Forbidden"}
     pulling = pod("Pending", containerStatuses=[{"state": {"waiting": waiting}}])
     run = smoke(tmp_path, tools, scenario(kubectl__get=[pulling]), **SHORT_GPU_WAIT)
 
     assert run.returncode == 1
     assert "ImagePullBackOff" in run.line("FAIL  GPU pod")
-    assert "ghcr-pull" in run.output
+    assert "registryPullToken" in run.output
     assert_pod_deleted(run)
 
 
@@ -496,5 +498,5 @@ def test_missing_outputs_are_named(tmp_path, tools):
     run = smoke(tmp_path, tools, scenario(pulumi__stack_output=partial))
 
     assert run.returncode == 1
-    assert "missing: runnerImage kubeconfig" in run.line("FAIL  stack outputs")
+    assert "missing: clusterRunnerImage kubeconfig" in run.line("FAIL  stack outputs")
     assert [call["tool"] for call in run.calls] == ["pulumi"]
