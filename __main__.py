@@ -10,6 +10,7 @@ from components.ci_access import CiAccess, CiAccessArgs
 from components.cluster import GkeCluster, GkeClusterArgs, NodePoolSpec, gpu_pool_spec
 from components.github_repository import require_repository_fit_for_runners
 from components.github_secrets import GitHubSecrets, GitHubSecretsArgs
+from components.gpu_warmup import GpuWarmup, GpuWarmupArgs
 from components.project_services import (
     ARTIFACT_REGISTRY, CONTAINER, IAM, IMAGE_STREAMING, SECRET_MANAGER, ProjectServices, ProjectServicesArgs,
 )
@@ -41,6 +42,7 @@ cluster = GkeCluster(
             min_nodes=settings.cpu_min_nodes,
             max_nodes=settings.cpu_max_nodes,
             labels={"gpu": "false"},
+            spot=settings.cpu_spot,
         ),
         gpu_pool=gpu_pool_spec(
             gpu_type=settings.gpu_type,
@@ -51,6 +53,7 @@ cluster = GkeCluster(
             max_nodes=settings.gpu_max_nodes,
             spot=settings.gpu_spot,
         ),
+        autoscaling_profile=settings.autoscaling_profile,
         services=(apis[CONTAINER], apis[IMAGE_STREAMING], apis[IAM]),
     ),
     opts=in_project,
@@ -113,6 +116,19 @@ runners = Runners(
         gpu_max_nodes=settings.gpu_max_nodes,
         gpu_runner_deadline_minutes=settings.gpu_runner_deadline_minutes,
         cpu_pool=cluster.cpu_pool,
+    ),
+    opts=in_cluster,
+)
+
+# The image pulled while a new GPU node installs its driver, and optional warm GPU nodes.
+GpuWarmup(
+    "gpu-warmup",
+    GpuWarmupArgs(
+        namespace=broker.namespace,
+        image=cluster_runner_image,
+        gpu_count=settings.gpu_count,
+        gpu_machine_type=settings.gpu_machine_type,
+        warm_runners=settings.gpu_warm_runners,
     ),
     opts=in_cluster,
 )

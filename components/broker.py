@@ -5,13 +5,18 @@ pod-bound token; it decides the runner's name and labels from the pod's owner,
 and removes from GitHub every runner whose pod is gone.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components import runner_manifests as m
-from components.settings import RunnerCredential
+
+if TYPE_CHECKING:
+    from components.settings import RunnerCredential
 
 BROKER = "runner-broker"
 CREDENTIAL_SECRET = "runner-credential"
@@ -24,7 +29,12 @@ BROKER_GRACE_SECONDS = 90
 # The broker's ServiceAccount token, mounted by hand so that nothing else is.
 KUBE_API_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-BROKER_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
+BROKER_CPU_MILLIS = 50
+BROKER_MEMORY_MIB = 64
+BROKER_RESOURCES = {
+    "requests": {"cpu": f"{BROKER_CPU_MILLIS}m", "memory": f"{BROKER_MEMORY_MIB}Mi"},
+    "limits": {"cpu": "500m", "memory": "256Mi"},
+}
 
 # TokenReview is cluster-scoped: the one right the broker has outside the two namespaces.
 TOKEN_REVIEW_RULES = [
@@ -141,6 +151,8 @@ class RunnerBroker(pulumi.ComponentResource):
     """
 
     url: str
+    namespace: pulumi.Output[str]
+    """`<runner namespace>-system`."""
     deployment: k8s.apps.v1.Deployment
     subject: dict
     """The broker's ServiceAccount, as an RBAC subject."""
@@ -245,4 +257,5 @@ class RunnerBroker(pulumi.ComponentResource):
             ),
         )
         self.url = broker_url(runner_namespace)
+        self.namespace = namespace.metadata.name
         self.register_outputs({"url": self.url})

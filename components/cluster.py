@@ -52,6 +52,8 @@ class GkeClusterArgs:
     deletion_protection: bool = False
     """When true, GKE refuses to delete the cluster, and so does `pulumi destroy`."""
     release_channel: str = "REGULAR"
+    autoscaling_profile: str = "OPTIMIZE_UTILIZATION"
+    """OPTIMIZE_UTILIZATION removes an idle node within minutes; BALANCED waits about twenty."""
     services: tuple[pulumi.Resource, ...] = ()
     """The APIs (Kubernetes Engine, image streaming, IAM) that must be enabled first."""
 
@@ -137,6 +139,8 @@ class GkeCluster(pulumi.ComponentResource):
             ip_allocation_policy={},
             workload_identity_config={"workload_pool": f"{args.gcp_project}.svc.id.goog"},
             release_channel={"channel": args.release_channel},
+            # Node pool autoscaling stays per pool; this only chooses how eagerly idle nodes go.
+            cluster_autoscaling={"autoscaling_profile": args.autoscaling_profile},
             enable_shielded_nodes=True,
             enable_legacy_abac=False,
             master_auth={"client_certificate_config": {"issue_client_certificate": False}},

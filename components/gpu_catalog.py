@@ -105,7 +105,7 @@ def machine_shape(machine_type: str) -> tuple[int, float]:
     return FIXED_SHAPES[machine_type]
 
 
-def _allocatable(vcpus: int, memory_gib: float) -> tuple[float, float]:
+def allocatable(vcpus: int, memory_gib: float) -> tuple[float, float]:
     """(cores, GiB) that GKE leaves to pods on a node of this shape, by its published reservations."""
     reserved_cores = sum(
         share * max(0.0, min(vcpus, upper) - lower)
@@ -128,7 +128,7 @@ class RunnerShare:
 
 
 def runner_share(machine_type: str) -> RunnerShare:
-    cores, gib = _allocatable(*machine_shape(machine_type))
+    cores, gib = allocatable(*machine_shape(machine_type))
     # Round down to steps a person reads easily: 100m of CPU, 256 MiB of memory.
     cpu_millis = int((cores * 1000 - SYSTEM_PODS_CPU_MILLIS) // 100 * 100)
     memory_mib = int((gib * 1024 - SYSTEM_PODS_MEMORY_MIB) // 256 * 256)

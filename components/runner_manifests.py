@@ -47,7 +47,12 @@ TERMINATION_GRACE_SECONDS = 90
 # A finished GPU runner's Job stays this long for its logs, then goes.
 FINISHED_JOB_TTL_SECONDS = 3600
 
-BASE_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
+BASE_RUNNER_CPU_MILLIS = 250
+BASE_RUNNER_MEMORY_MIB = 512
+BASE_RESOURCES = {
+    "requests": {"cpu": f"{BASE_RUNNER_CPU_MILLIS}m", "memory": f"{BASE_RUNNER_MEMORY_MIB}Mi"},
+    "limits": {"cpu": "1", "memory": "2Gi"},
+}
 
 
 def gpu_resources(gpu_count: int, share: RunnerShare) -> dict:

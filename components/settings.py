@@ -10,11 +10,16 @@ from dataclasses import dataclass
 import pulumi
 from pulumi.runtime.config import get_config, is_config_secret
 
+from components import broker, runner_manifests
+from components.cpu_sizing import smallest_cpu_machine
 from components.gpu_catalog import ACCELERATORS, machine_problem, smallest_machine
 
 PROJECT = "gke-gpu-runners"
 
 DRIVER_VERSIONS = ("DEFAULT", "LATEST")
+# OPTIMIZE_UTILIZATION removes an idle GPU node within minutes, BALANCED after about twenty.
+AUTOSCALING_PROFILES = ("OPTIMIZE_UTILIZATION", "BALANCED")
+DEFAULT_GPU_MAX_NODES = 2
 ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
 CLUSTER_NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,38}[a-z0-9])?$")
 # A DNS label short enough that `<namespace>-system` is one too.
@@ -57,6 +62,8 @@ class Settings:
     cpu_machine_type: str
     cpu_min_nodes: int
     cpu_max_nodes: int
+    cpu_spot: bool
+    autoscaling_profile: str
     gpu_type: str
     gpu_count: int
     gpu_machine_type: str
@@ -66,6 +73,7 @@ class Settings:
     gpu_driver_version: str
     namespace: str
     base_runner_replicas: int
+    gpu_warm_runners: int
     gpu_runner_deadline_minutes: int
     deletion_protection: bool
 
@@ -175,13 +183,19 @@ def load_settings() -> Settings:
     registry_token = read.secret("registryToken") or github_token
     registry_pull_token = read.secret("registryPullToken") or registry_token
 
-    cpu_machine_type = read.matching("cpuMachineType", MACHINE_TYPE, "a Compute Engine machine type", "e2-standard-4")
-    cpu_min, cpu_max = read.bounds("cpu", 1, 3, least_max=1)
-
     gpu_type = read.choice("gpuType", sorted(ACCELERATORS), "nvidia-tesla-t4")
     gpu_count = read.integer("gpuCount", 1, minimum=1)
     gpu_machine_type = _gpu_machine(read, gpu_type, gpu_count)
-    gpu_min, gpu_max = read.bounds("gpu", 0, 2, least_max=1)
+    gpu_min, gpu_max = read.bounds("gpu", 0, DEFAULT_GPU_MAX_NODES, least_max=1)
+    gpu_warm_runners = read.integer("gpuWarmRunners", 0, minimum=0)
+    if gpu_warm_runners > gpu_max:
+        read.problem("gpuWarmRunners", f"got {gpu_warm_runners}; accepted: 0 to {read.qualified('gpuMaxNodes')} ({gpu_max})")
+
+    # 0: one base runner per GPU node, so runs started together never wait for each other's GPU.
+    base_runner_replicas = read.integer("baseRunnerReplicas", 0, minimum=0) or default_base_runner_replicas(gpu_max)
+    cpu_machine_type = read.matching("cpuMachineType", MACHINE_TYPE, "a Compute Engine machine type",
+                                     default_cpu_machine(base_runner_replicas))
+    cpu_min, cpu_max = read.bounds("cpu", 1, 3, least_max=1)
 
     settings = Settings(
         gcp_project=gcp_project or "",
@@ -197,6 +211,8 @@ def load_settings() -> Settings:
         cpu_machine_type=cpu_machine_type,
         cpu_min_nodes=cpu_min,
         cpu_max_nodes=cpu_max,
+        cpu_spot=read.boolean("cpuSpot", False),
+        autoscaling_profile=read.choice("autoscalingProfile", AUTOSCALING_PROFILES, "OPTIMIZE_UTILIZATION"),
         gpu_type=gpu_type,
         gpu_count=gpu_count,
         gpu_machine_type=gpu_machine_type,
@@ -205,7 +221,8 @@ def load_settings() -> Settings:
         gpu_spot=read.boolean("gpuSpot", False),
         gpu_driver_version=read.choice("gpuDriverVersion", DRIVER_VERSIONS, "DEFAULT"),
         namespace=read.matching("namespace", NAMESPACE, "a DNS label of up to 56 lowercase letters, digits or '-' (the broker's namespace adds '-system')", "github-runners"),
-        base_runner_replicas=read.integer("baseRunnerReplicas", 1, minimum=1),
+        base_runner_replicas=base_runner_replicas,
+        gpu_warm_runners=gpu_warm_runners,
         gpu_runner_deadline_minutes=read.integer("gpuRunnerDeadlineMinutes", 240, minimum=5),
         deletion_protection=read.boolean("deletionProtection", False),
     )
@@ -213,6 +230,20 @@ def load_settings() -> Settings:
         listed = "\n".join(f"  - {p}" for p in read.problems)
         raise pulumi.RunError(f"{len(read.problems)} configuration problem(s); nothing was created:\n{listed}")
     return settings
+
+
+def default_base_runner_replicas(gpu_max_nodes: int) -> int:
+    """One per GPU node: each run's start job holds a base runner until its GPU runner is up."""
+    return max(1, gpu_max_nodes)
+
+
+def default_cpu_machine(base_runner_replicas: int) -> str:
+    """The smallest machine one node of which holds the base runners, the broker and GKE's own pods."""
+    return smallest_cpu_machine(
+        base_runner_replicas,
+        runner_manifests.BASE_RUNNER_CPU_MILLIS, runner_manifests.BASE_RUNNER_MEMORY_MIB,
+        broker.BROKER_CPU_MILLIS, broker.BROKER_MEMORY_MIB,
+    )
 
 
 APP_KEYS = ("githubAppId", "githubAppInstallationId", "githubAppPrivateKey")

@@ -228,3 +228,9 @@ def run_program(config: dict[str, str] | None = None, *, preview: bool = False, 
 def program() -> Program:
     """The program run once with the sample configuration; read-only for tests."""
     return run_program()
+
+
+@pytest.fixture(scope="session")
+def every_object() -> Program:
+    """The program with every optional object turned on (warm GPU runners), for whole-manifest checks."""
+    return run_program({f"{PROJECT}:gpuWarmRunners": "1"})

@@ -39,9 +39,9 @@ def render(program, directory: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def report(program, tmp_path_factory) -> dict:
+def report(every_object, tmp_path_factory) -> dict:
     directory = tmp_path_factory.mktemp("manifests")
-    render(program, directory)
+    render(every_object, directory)
     result = subprocess.run(
         [checkov_binary(), "--directory", str(directory), "--framework", "kubernetes", "--output", "json",
          "--skip-download"],

@@ -16,16 +16,17 @@ def manifests(program) -> list[dict]:
     return [*documents, yaml.safe_load(job)]
 
 
-def test_every_kind_the_program_renders_is_checked(program):
-    kinds = {document["kind"] for document in manifests(program)}
+def test_every_kind_the_program_renders_is_checked(every_object):
+    kinds = {document["kind"] for document in manifests(every_object)}
     assert kinds >= {"Namespace", "Deployment", "Job", "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
-                     "ClusterRoleBinding", "NetworkPolicy", "ResourceQuota", "Service", "ConfigMap"}
+                     "ClusterRoleBinding", "NetworkPolicy", "ResourceQuota", "Service", "ConfigMap", "DaemonSet",
+                     "PriorityClass"}
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_every_object_is_valid_in_strict_mode(program, version):
+def test_every_object_is_valid_in_strict_mode(every_object, version):
     problems = []
-    for document in manifests(program):
+    for document in manifests(every_object):
         try:
             kubernetes_validate.validate(document, version, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -33,9 +34,9 @@ def test_every_object_is_valid_in_strict_mode(program, version):
     assert not problems, "\n".join(problems)
 
 
-def test_strict_validation_catches_a_misspelt_field(program):
+def test_strict_validation_catches_a_misspelt_field(every_object):
     """The check above can fail: a field the schema does not know is refused."""
-    job = manifests(program)[-1]
+    job = manifests(every_object)[-1]
     job["spec"]["template"]["spec"]["tolerration"] = []
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, KUBERNETES_VERSIONS[-1], strict=True)

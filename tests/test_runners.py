@@ -115,7 +115,7 @@ def test_runner_pods_mount_no_credential_and_carry_the_projected_broker_token(pr
 def test_base_runner_is_a_deployment_of_the_configured_size_on_the_cpu_pool(program):
     deployment = base_runner(program).inputs
     assert deployment["metadata"]["name"] == "base-runner"
-    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["replicas"] == 2  # one per GPU node: runs started together do not queue
     pod = base_pod(program)
     assert pod["nodeSelector"] == {"gpu": "false"}
     assert not pod.get("tolerations")

@@ -35,7 +35,11 @@ BAD = [
     ({f"{P}:gpuSpot": "yes"}, (), f"{P}:gpuSpot", "true, false"),
     ({f"{P}:clusterName": "GPU_Runners"}, (), f"{P}:clusterName", "lowercase"),
     ({f"{P}:namespace": "Runners!"}, (), f"{P}:namespace", "DNS label"),
-    ({f"{P}:baseRunnerReplicas": "0"}, (), f"{P}:baseRunnerReplicas", ">= 1"),
+    ({f"{P}:baseRunnerReplicas": "-1"}, (), f"{P}:baseRunnerReplicas", ">= 0"),
+    ({f"{P}:gpuWarmRunners": "-1"}, (), f"{P}:gpuWarmRunners", ">= 0"),
+    ({f"{P}:gpuWarmRunners": "3"}, (), f"{P}:gpuWarmRunners", "0 to gke-gpu-runners:gpuMaxNodes (2)"),
+    ({f"{P}:autoscalingProfile": "AGGRESSIVE"}, (), f"{P}:autoscalingProfile", "OPTIMIZE_UTILIZATION, BALANCED"),
+    ({f"{P}:cpuSpot": "maybe"}, (), f"{P}:cpuSpot", "true, false"),
     ({f"{P}:gpuRunnerDeadlineMinutes": "1"}, (), f"{P}:gpuRunnerDeadlineMinutes", ">= 5"),
 ]
 
@@ -81,10 +85,16 @@ def test_runner_token_alone_is_enough_for_the_runners():
     assert "- github:token:" in message  # the GitHub provider still needs its token
 
 
+def cluster_autoscaling_profile(program) -> str:
+    return program.one("gcp:container/cluster:Cluster").inputs["clusterAutoscaling"]["autoscalingProfile"]
+
+
 def test_defaults_follow_the_contract(program):
     pools = {r.inputs["name"]: r.inputs for r in program.of_type("gcp:container/nodePool:NodePool")}
     cpu, gpu = pools["cpu-pool"], pools["gpu-pool"]
-    assert cpu["nodeConfig"]["machineType"] == "e2-standard-4"
+    assert cpu["nodeConfig"]["machineType"] == "e2-standard-2"
+    assert cpu["nodeConfig"]["spot"] is False
+    assert cluster_autoscaling_profile(program) == "OPTIMIZE_UTILIZATION"
     assert cpu["autoscaling"] == {"minNodeCount": 1, "maxNodeCount": 3}
     assert gpu["nodeConfig"]["guestAccelerators"][0]["type"] == "nvidia-tesla-t4"
     assert gpu["nodeConfig"]["guestAccelerators"][0]["count"] == 1
@@ -95,7 +105,8 @@ def test_defaults_follow_the_contract(program):
     assert cluster["name"] == "gpu-runners" and cluster["location"] == "us-central1-a"
     assert cluster["deletionProtection"] is False
     assert program.outputs["namespace"] == "github-runners"
-    assert program.one("kubernetes:apps/v1:Deployment", "base-runner").inputs["spec"]["replicas"] == 1
+    assert program.one("kubernetes:apps/v1:Deployment", "base-runner").inputs["spec"]["replicas"] == 2
+    assert not program.of_type("kubernetes:scheduling.k8s.io/v1:PriorityClass")  # gpuWarmRunners 0
     job = yaml.safe_load(program.outputs["gpuRunnerTemplate"])
     assert job["spec"]["activeDeadlineSeconds"] == 240 * 60
 
@@ -123,22 +134,22 @@ def test_every_default_gpu_machine_passes_its_own_check():
 
 
 def test_gke_allocatable_matches_its_published_figures_for_n1_standard_4():
-    from components.gpu_catalog import _allocatable
+    from components.gpu_catalog import allocatable
 
-    cores, gib = _allocatable(4, 15.0)
+    cores, gib = allocatable(4, 15.0)
     assert round(cores, 2) == 3.92
     assert 12.2 <= gib <= 12.5
 
 
 @pytest.mark.parametrize("gpu_type", sorted(ACCELERATORS))
 def test_gpu_runner_share_leaves_gke_room_on_every_default_machine(gpu_type):
-    from components.gpu_catalog import (MIN_RUNNER_CPU_MILLIS, MIN_RUNNER_MEMORY_MIB, _allocatable, machine_shape,
+    from components.gpu_catalog import (MIN_RUNNER_CPU_MILLIS, MIN_RUNNER_MEMORY_MIB, allocatable, machine_shape,
                                         runner_share)
 
     for count in ACCELERATORS[gpu_type].counts:
         machine = smallest_machine(gpu_type, count)
         share = runner_share(machine)
-        cores, gib = _allocatable(*machine_shape(machine))
+        cores, gib = allocatable(*machine_shape(machine))
         assert MIN_RUNNER_CPU_MILLIS <= share.cpu_millis <= cores * 1000 - 1000, machine
         assert MIN_RUNNER_MEMORY_MIB <= share.memory_mib <= gib * 1024 - 2048, machine
 
@@ -147,3 +158,35 @@ def test_a_machine_too_small_for_a_runner_is_refused():
     message, _ = refusal({f"{P}:gpuMachineType": "n1-standard-1"})
     line = next(l for l in message.splitlines() if f"{P}:gpuMachineType" in l)
     assert "less than 500m CPU" in line and "n1-standard-4 or larger" in line
+
+
+def test_base_runners_default_to_one_per_gpu_node_and_size_the_cpu_machine():
+    from components.settings import default_cpu_machine
+
+    program = run_program({f"{P}:gpuMaxNodes": "6"})
+    assert program.one("kubernetes:apps/v1:Deployment", "base-runner").inputs["spec"]["replicas"] == 6
+    cpu = next(p.inputs for p in program.of_type("gcp:container/nodePool:NodePool") if p.inputs["name"] == "cpu-pool")
+    assert cpu["nodeConfig"]["machineType"] == default_cpu_machine(6) == "e2-standard-4"
+    assert run_program({f"{P}:baseRunnerReplicas": "1", f"{P}:gpuMaxNodes": "6"}).one(
+        "kubernetes:apps/v1:Deployment", "base-runner").inputs["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize("replicas, machine", [(1, "e2-standard-2"), (2, "e2-standard-2"), (3, "e2-standard-4"),
+                                               (8, "e2-standard-4"), (12, "e2-standard-8")])
+def test_default_cpu_machine_is_the_smallest_that_holds_its_pods_with_room(replicas, machine):
+    from components.cpu_sizing import HEADROOM, SYSTEM_PODS_CPU_MILLIS, E2_STANDARD
+    from components.gpu_catalog import allocatable
+    from components.settings import default_cpu_machine
+
+    assert default_cpu_machine(replicas) == machine
+    cores, _ = allocatable(*E2_STANDARD[machine])
+    assert (SYSTEM_PODS_CPU_MILLIS + replicas * 250 + 50) * HEADROOM <= cores * 1000
+
+
+def test_the_autoscaling_profile_and_cpu_spot_follow_config():
+    program = run_program({f"{P}:autoscalingProfile": "BALANCED", f"{P}:cpuSpot": "true",
+                           f"{P}:cpuMachineType": "n2-standard-4"})
+    assert cluster_autoscaling_profile(program) == "BALANCED"
+    cpu = next(p.inputs for p in program.of_type("gcp:container/nodePool:NodePool") if p.inputs["name"] == "cpu-pool")
+    assert cpu["nodeConfig"]["spot"] is True
+    assert cpu["nodeConfig"]["machineType"] == "n2-standard-4"

@@ -1,0 +1,129 @@
+"""Shorter GPU cold starts: the image pulled while the driver installs, and optional warm nodes."""
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import runner_manifests as m
+from components.gpu_catalog import runner_share
+
+PRELOADER = "gpu-image-preloader"
+PLACEHOLDER = "gpu-warm-placeholder"
+# Below every pod's default of 0, so any GPU runner preempts a placeholder at once;
+# a placeholder itself never preempts anything.
+PLACEHOLDER_PRIORITY = -10
+
+PRELOADER_RESOURCES = {"requests": {"cpu": "1m", "memory": "8Mi"}, "limits": {"cpu": "10m", "memory": "16Mi"}}
+GPU_TOLERATION = {"key": m.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def _idle_container(name: str, image: str, resources: dict) -> dict:
+    """A container that only sleeps: it is there for its image or for the room it holds."""
+    always = {"exec": {"command": ["true"]}, "periodSeconds": 60, "timeoutSeconds": 5}
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sleep", "infinity"],
+        "resources": resources,
+        "securityContext": m.container_security_context(read_only_root=True),
+        "readinessProbe": always,
+        "livenessProbe": always,
+    }
+
+
+def _gpu_node_pod_spec(container: dict, extra: dict | None = None) -> dict:
+    return {
+        "automountServiceAccountToken": False,
+        "securityContext": m.pod_security_context(),
+        "nodeSelector": {"gpu": "true"},
+        "tolerations": [GPU_TOLERATION],
+        # Nothing to clean up: a preempted placeholder should free its node at once.
+        "terminationGracePeriodSeconds": 1,
+        "containers": [container],
+        **(extra or {}),
+    }
+
+
+def preloader_pod_spec(image: str) -> dict:
+    """On every GPU node as soon as it joins; asks for no GPU, so it runs while the driver installs."""
+    return _gpu_node_pod_spec(_idle_container("preload", image, PRELOADER_RESOURCES))
+
+
+def placeholder_pod_spec(image: str, gpu_count: int, gpu_machine_type: str, priority_class: str) -> dict:
+    """Holds a whole GPU node, as a GPU runner would, until a runner preempts it."""
+    resources = m.gpu_resources(gpu_count, runner_share(gpu_machine_type))
+    return _gpu_node_pod_spec(
+        _idle_container("hold", image, resources),
+        {"priorityClassName": priority_class},
+    )
+
+
+@dataclass(frozen=True)
+class GpuWarmupArgs:
+    namespace: pulumi.Input[str]
+    """Outside the runner namespace, so placeholders count against no runner quota."""
+    image: pulumi.Input[str]
+    """The runner image as the cluster pulls it."""
+    gpu_count: int
+    gpu_machine_type: str
+    warm_runners: int
+    """GPU nodes to keep free for the next run; 0 keeps none."""
+
+
+class GpuWarmup(pulumi.ComponentResource):
+    """Creates DaemonSet `gpu-image-preloader`, which pulls the runner image on each GPU node the
+    moment it joins, so the pull overlaps GKE's driver install (the GPU runner cannot start before
+    the driver). With `warm_runners` > 0, also a PriorityClass below 0 and Deployment
+    `gpu-warm-placeholder`: pods that each hold a GPU node as a runner would, which a GPU runner
+    preempts; the Deployment then asks for a new one and the autoscaler adds a node for it.
+    """
+
+    def __init__(self, name: str, args: GpuWarmupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("gke-gpu-runners:index:GpuWarmup", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        image = pulumi.Output.from_input(args.image)
+
+        def metadata(object_name: str) -> dict:
+            return {"name": object_name, "namespace": args.namespace, "labels": m.app_labels(object_name)}
+
+        k8s.apps.v1.DaemonSet(
+            f"{name}-preloader",
+            metadata=metadata(PRELOADER),
+            spec={
+                "selector": {"matchLabels": m.app_labels(PRELOADER)},
+                "template": {"metadata": {"labels": m.app_labels(PRELOADER)}, "spec": image.apply(preloader_pod_spec)},
+            },
+            opts=child,
+        )
+        if args.warm_runners == 0:
+            self.register_outputs({})
+            return
+
+        priority = k8s.scheduling.v1.PriorityClass(
+            f"{name}-placeholder-priority",
+            metadata={"name": pulumi.Output.from_input(args.namespace).apply(lambda ns: f"{ns}-{PLACEHOLDER}"),
+                      "labels": m.app_labels(PLACEHOLDER)},
+            value=PLACEHOLDER_PRIORITY,
+            preemption_policy="Never",
+            global_default=False,
+            description="Warm GPU capacity: any GPU runner preempts these placeholders.",
+            opts=child,
+        )
+        k8s.apps.v1.Deployment(
+            f"{name}-placeholder",
+            metadata=metadata(PLACEHOLDER),
+            spec={
+                "replicas": args.warm_runners,
+                "selector": {"matchLabels": m.app_labels(PLACEHOLDER)},
+                "template": {
+                    "metadata": {"labels": m.app_labels(PLACEHOLDER)},
+                    "spec": pulumi.Output.all(image, priority.metadata.name).apply(
+                        lambda values: placeholder_pod_spec(values[0], args.gpu_count, args.gpu_machine_type, values[1])
+                    ),
+                },
+            },
+            opts=child,
+        )
+        self.register_outputs({})
