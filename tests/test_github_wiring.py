@@ -1,6 +1,5 @@
 """What lands in GitHub, and the least-privilege access it carries."""
 
-import pytest
 import yaml
 
 from conftest import FAKE_CA_B64, FAKE_ENDPOINT, FAKE_SA_TOKEN, GITHUB_TOKEN, is_secret

@@ -59,8 +59,9 @@ def test_hadolint_passes():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_shellcheck_passes():
-    done = run_tool(tool("shellcheck"), "--severity", "style", str(STARTUP))
+@pytest.mark.parametrize("script", ["startup.sh", "gpu-runner.sh"])
+def test_shellcheck_passes(script):
+    done = run_tool(tool("shellcheck"), "--severity", "style", str(IMAGE / script))
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -120,7 +121,7 @@ def test_build_context_admits_exactly_the_files_the_dockerfile_copies():
     assert rules[0] == "*", "the context must start from nothing"
     admitted = {rule[1:] for rule in rules[1:] if rule.startswith("!")}
     copied = {rest.split()[-2] for keyword, rest in instructions() if keyword == "COPY"}
-    assert copied == admitted == {"startup.sh", "broker.py"}
+    assert copied == admitted == {"startup.sh", "broker.py", "gpu-runner.sh"}
     for name in copied:
         assert (IMAGE / name).is_file(), f"{name} is copied into the image but missing from runner_image/"
 
@@ -149,3 +150,10 @@ def test_startup_script_is_executable_bash_with_strict_mode():
     lines = STARTUP.read_text().splitlines()
     assert lines[0] == "#!/usr/bin/env bash"
     assert "set -Eeuo pipefail" in lines
+
+
+def test_the_runner_carries_node24_which_current_actions_need():
+    """actions/checkout v5 and later run on node24, which the runner bundles from v2.327.1 on."""
+    (version,) = [rest.split("=", 1)[1] for keyword, rest in instructions()
+                  if keyword == "ARG" and rest.startswith("RUNNER_VERSION=")]
+    assert tuple(int(part) for part in version.split(".")) >= (2, 327, 1)

@@ -1,6 +1,5 @@
 """The project files: every key the program reads is declared, with the program's defaults."""
 
-from pathlib import Path
 
 import pytest
 import yaml
