@@ -149,7 +149,9 @@ def machine_problem(gpu_type: str, gpu_count: int, machine_type: str) -> str | N
         if share.cpu_millis < MIN_RUNNER_CPU_MILLIS or share.memory_mib < MIN_RUNNER_MEMORY_MIB:
             return (f"{machine_type} leaves a GPU runner less than {MIN_RUNNER_CPU_MILLIS}m CPU and "
                     f"{MIN_RUNNER_MEMORY_MIB // 1024} GiB once GKE has taken its share; "
-                    f"accepted: {smallest_machine(gpu_type, gpu_count)} or larger")
+                    f"accepted: {_smallest_n1_that_fits(gpu_count, limit)} or larger, up to {limit} vCPUs "
+                    f"(the default, {smallest_machine(gpu_type, gpu_count)}, gives the runner about "
+                    f"{N1_MIN_RUNNER_VCPUS} vCPUs per GPU)")
         return None
     carried = accelerator.machines.get(machine_type)
     if carried is None:
@@ -158,6 +160,15 @@ def machine_problem(gpu_type: str, gpu_count: int, machine_type: str) -> str | N
     if carried != gpu_count:
         return f"{machine_type} carries {carried} x {gpu_type}, not {gpu_count}"
     return None
+
+
+def _smallest_n1_that_fits(gpu_count: int, most_vcpus: int) -> str:
+    """The smallest N1 standard machine that leaves a runner its minimum beside `gpu_count` GPUs."""
+    for vcpus in N1_VCPUS:
+        share = runner_share(f"n1-standard-{vcpus}")
+        if vcpus <= most_vcpus and share.cpu_millis >= MIN_RUNNER_CPU_MILLIS and share.memory_mib >= MIN_RUNNER_MEMORY_MIB:
+            return f"n1-standard-{vcpus}"
+    return f"n1-standard-{most_vcpus}"
 
 
 def smallest_machine(gpu_type: str, gpu_count: int) -> str:

@@ -4,6 +4,7 @@ Components never read `pulumi.Config` themselves: they take what they need from 
 `Settings` built here, so a bad value is refused before any cloud resource exists.
 """
 
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ from components.cpu_sizing import smallest_cpu_machine
 from components.gpu_catalog import ACCELERATORS, machine_problem, smallest_machine
 
 PROJECT = "gke-gpu-runners"
+# The placeholders of the sample stack, Pulumi.dev.yaml: they pass every pattern, so name them.
+SAMPLE_PROJECT = "my-gcp-project"
+SAMPLE_REPOSITORY = "my-org/my-ml-repository"
 
 DRIVER_VERSIONS = ("DEFAULT", "LATEST")
 # OPTIMIZE_UTILIZATION removes an idle GPU node within minutes, BALANCED after about twenty.
@@ -112,7 +116,8 @@ class _Reader:
             return None
         if not is_config_secret(qualified):
             # Stored in plain text in the stack file: refuse rather than spread it further.
-            self.problem(key, f"is stored in plain text; accepted: pulumi config set --secret {qualified} ...")
+            self.problem(key, f"is stored in plain text in Pulumi.{pulumi.get_stack()}.yaml (rotate the token if "
+                              f"that file was committed or shared); accepted: pulumi config set --secret {qualified} ...")
         namespace, name = self._split(key)
         return self._config(namespace).get_secret(name)
 
@@ -167,23 +172,34 @@ def load_settings() -> Settings:
     gcp_project = read.text("gcp:project")
     if gcp_project is None:
         read.problem("gcp:project", "required; accepted: the ID of your GCP project")
+    elif gcp_project == SAMPLE_PROJECT:
+        read.problem("gcp:project", f"is the sample stack's placeholder {SAMPLE_PROJECT!r}; accepted: the ID of your "
+                                    "GCP project (gcloud projects list)")
     zone_key = "location" if read.text("location") else "gcp:zone"
-    zone = read.matching(zone_key, ZONE, "a zone such as us-central1-a (set location or gcp:zone)")
+    zone = read.text(zone_key) or ""
+    if not ZONE.match(zone):
+        read.problem(zone_key, f"{_got(zone)}; accepted: {zone_hint(zone)}")
 
     cluster_name = read.matching(
         "clusterName", CLUSTER_NAME, "1-40 lowercase letters, digits or '-', starting with a letter", "gpu-runners"
     )
     repository = read.matching("githubRepository", GITHUB_REPOSITORY, "owner/name, e.g. octo-org/ml-models")
+    if repository == SAMPLE_REPOSITORY:
+        read.problem("githubRepository", f"is the sample stack's placeholder {SAMPLE_REPOSITORY!r}; accepted: "
+                                         "the owner/name of the repository whose workflows the runners serve")
     owner, _, name = repository.partition("/")
 
     github_token = read.secret("github:token")
     if github_token is None:
-        read.problem("github:token", "required; accepted: a GitHub token (pulumi config set --secret github:token ...)")
+        read.problem("github:token", "required; accepted: a GitHub token (pulumi config set --secret github:token ...); "
+                                     "it also registers the runners unless runnerToken or a GitHub App is set")
     runner_credential = _runner_credential(read, github_token)
     registry_token = read.secret("registryToken") or github_token
     registry_pull_token = read.secret("registryPullToken") or registry_token
 
-    gpu_type = read.choice("gpuType", sorted(ACCELERATORS), "nvidia-tesla-t4")
+    gpu_type = read.text("gpuType", "nvidia-tesla-t4")
+    if gpu_type not in ACCELERATORS:
+        read.problem("gpuType", f"got {gpu_type!r}; {did_you_mean(gpu_type)}accepted: {', '.join(sorted(ACCELERATORS))}")
     gpu_count = read.integer("gpuCount", 1, minimum=1)
     gpu_machine_type = _gpu_machine(read, gpu_type, gpu_count)
     gpu_min, gpu_max = read.bounds("gpu", 0, DEFAULT_GPU_MAX_NODES, least_max=1)
@@ -232,6 +248,26 @@ def load_settings() -> Settings:
     return settings
 
 
+def _got(value: str) -> str:
+    return f"got {value!r}" if value else "required"
+
+
+def zone_hint(value: str) -> str:
+    """What a zone looks like, from what was given: a region gets its zones suggested."""
+    if re.match(r"^[a-z]+-[a-z]+[0-9]+$", value):
+        return (f"a zone of that region, such as {value}-a, {value}-b or {value}-c "
+                f"(gcloud compute zones list --filter=region:{value}); set location or gcp:zone")
+    return "a zone such as us-central1-a (set location or gcp:zone)"
+
+
+def did_you_mean(gpu_type: str) -> str:
+    """The GPU type whose model matches the last part of `gpu_type` (nvidia-t4 -> nvidia-tesla-t4), or a close spelling."""
+    model = gpu_type.lower().rsplit("-", 1)[-1]
+    by_model = [name for name in sorted(ACCELERATORS) if name.rsplit("-", 1)[-1] == model]
+    close = by_model or difflib.get_close_matches(gpu_type.lower(), sorted(ACCELERATORS), n=1, cutoff=0.6)
+    return f"did you mean {close[0]}? " if close else ""
+
+
 def default_base_runner_replicas(gpu_max_nodes: int) -> int:
     """One per GPU node: each run's start job holds a base runner until its GPU runner is up."""
     return max(1, gpu_max_nodes)
@@ -258,10 +294,8 @@ def _runner_credential(read: _Reader, github_token: pulumi.Output[str] | None) -
     given = [key for key, value in zip(APP_KEYS, (app_id, installation_id, private_key)) if value is not None]
     pat = read.secret("runnerToken")
     if not given:
-        pat = pat or github_token
-        if pat is None:
-            read.problem("runnerToken", "required when github:token is unset; accepted: a PAT that may administer the repository's runners")
-        return RunnerCredential(pat=pat)
+        # With neither token, the github:token line already says what to set.
+        return RunnerCredential(pat=pat or github_token)
     if len(given) < len(APP_KEYS):
         missing = ", ".join(read.qualified(k) for k in APP_KEYS if k not in given)
         read.problem(given[0], f"a GitHub App needs all three App keys; missing: {missing}; accepted: all of them, or none (a PAT in runnerToken)")

@@ -30,7 +30,12 @@ BAD = [
     ({f"{P}:gpuDriverVersion": "INSTALLATION_DISABLED"}, (), f"{P}:gpuDriverVersion", "DEFAULT, LATEST"),
     ({}, ("gcp:zone",), "gcp:zone", "zone"),
     ({f"{P}:location": "us-central1"}, (), f"{P}:location", "us-central1-a"),
-    ({}, ("github:token",), f"{P}:runnerToken", "PAT"),
+    ({}, ("github:token",), "github:token", "unless runnerToken or a GitHub App is set"),
+    ({"gcp:project": "my-gcp-project"}, (), "gcp:project", "sample stack's placeholder"),
+    ({f"{P}:githubRepository": "my-org/my-ml-repository"}, (), f"{P}:githubRepository", "sample stack's placeholder"),
+    ({f"{P}:gpuType": "nvidia-t4"}, (), f"{P}:gpuType", "did you mean nvidia-tesla-t4?"),
+    ({f"{P}:gpuType": "nvidia-l44"}, (), f"{P}:gpuType", "did you mean nvidia-l4?"),
+    ({"gcp:zone": "europe-west4"}, (), "gcp:zone", "europe-west4-a, europe-west4-b or europe-west4-c"),
     ({}, ("gcp:project",), "gcp:project", "required"),
     ({f"{P}:gpuSpot": "yes"}, (), f"{P}:gpuSpot", "true, false"),
     ({f"{P}:clusterName": "GPU_Runners"}, (), f"{P}:clusterName", "lowercase"),
@@ -75,7 +80,8 @@ def test_every_problem_is_reported_at_once():
 
 def test_a_token_stored_in_plain_text_is_refused():
     message, _ = refusal({f"{P}:runnerToken": "pat", f"{P}:registryToken": "pat"}, plain_text=True)
-    assert f"- {P}:runnerToken: is stored in plain text; accepted: pulumi config set --secret" in message
+    assert (f"- {P}:runnerToken: is stored in plain text in Pulumi.test.yaml (rotate the token if that file was "
+            f"committed or shared); accepted: pulumi config set --secret {P}:runnerToken ...") in message
     assert f"- {P}:registryToken: is stored in plain text" in message
 
 
@@ -157,7 +163,9 @@ def test_gpu_runner_share_leaves_gke_room_on_every_default_machine(gpu_type):
 def test_a_machine_too_small_for_a_runner_is_refused():
     message, _ = refusal({f"{P}:gpuMachineType": "n1-standard-1"})
     line = next(l for l in message.splitlines() if f"{P}:gpuMachineType" in l)
-    assert "less than 500m CPU" in line and "n1-standard-4 or larger" in line
+    assert "less than 500m CPU" in line
+    assert "accepted: n1-standard-2 or larger, up to 48 vCPUs" in line  # what the check really accepts
+    assert machine_problem("nvidia-tesla-t4", 1, "n1-standard-2") is None
 
 
 def test_base_runners_default_to_one_per_gpu_node_and_size_the_cpu_machine():
@@ -190,3 +198,15 @@ def test_the_autoscaling_profile_and_cpu_spot_follow_config():
     cpu = next(p.inputs for p in program.of_type("gcp:container/nodePool:NodePool") if p.inputs["name"] == "cpu-pool")
     assert cpu["nodeConfig"]["spot"] is True
     assert cpu["nodeConfig"]["machineType"] == "n2-standard-4"
+
+
+def test_no_token_at_all_is_one_problem_not_two():
+    message, _ = refusal({}, drop=("github:token",))
+    assert message.startswith("1 configuration problem(s)")
+    assert f"{P}:runnerToken" not in message.replace("unless runnerToken", "")
+
+
+def test_a_gpu_type_with_no_close_spelling_gets_no_guess():
+    message, _ = refusal({f"{P}:gpuType": "quantum-annealer"})
+    line = next(l for l in message.splitlines() if f"{P}:gpuType" in l)
+    assert "did you mean" not in line and "nvidia-tesla-t4" in line
