@@ -11,6 +11,7 @@ from components.cluster import GkeCluster, GkeClusterArgs, NodePoolSpec, gpu_poo
 from components.github_repository import require_repository_fit_for_runners
 from components.github_secrets import GitHubSecrets, GitHubSecretsArgs
 from components.gpu_warmup import GpuWarmup, GpuWarmupArgs
+from components.preflight import preflight_gpu_pool
 from components.project_services import (
     ARTIFACT_REGISTRY, CONTAINER, IAM, IMAGE_STREAMING, SECRET_MANAGER, ProjectServices, ProjectServicesArgs,
 )
@@ -21,13 +22,14 @@ from components.settings import load_settings
 
 settings = load_settings()
 repository = f"{settings.github_owner}/{settings.github_repository}"
+gcp_provider = gcp.Provider("gcp", project=settings.gcp_project, zone=settings.zone)
 github_provider = github.Provider("github", owner=settings.github_owner, token=settings.github_token)
-# Before anything is created: a public repository would run forks' code on our runners.
+# Before anything is created: the zone and quotas can hold the GPU pool, and the
+# repository is not public (a fork's code would run on our runners).
+preflight_gpu_pool(settings, gcp_provider)
 require_repository_fit_for_runners(repository, settings.allow_public_repository, github_provider)
 
-in_project = pulumi.ResourceOptions(
-    providers={"gcp": gcp.Provider("gcp", project=settings.gcp_project, zone=settings.zone)}
-)
+in_project = pulumi.ResourceOptions(providers={"gcp": gcp_provider})
 apis = ProjectServices("apis", ProjectServicesArgs(gcp_project=settings.gcp_project), opts=in_project).apis
 
 cluster = GkeCluster(

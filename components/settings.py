@@ -52,6 +52,8 @@ class Settings:
 
     gcp_project: str
     zone: str
+    zone_key: str
+    """Where the zone came from: gcp:zone, or gke-gpu-runners:location."""
     cluster_name: str
     github_owner: str
     github_repository: str
@@ -80,6 +82,7 @@ class Settings:
     gpu_warm_runners: int
     gpu_runner_deadline_minutes: int
     deletion_protection: bool
+    skip_preflight: bool
 
 
 class _Reader:
@@ -216,6 +219,7 @@ def load_settings() -> Settings:
     settings = Settings(
         gcp_project=gcp_project or "",
         zone=zone,
+        zone_key=read.qualified(zone_key),
         cluster_name=cluster_name,
         github_owner=owner,
         github_repository=name,
@@ -241,6 +245,7 @@ def load_settings() -> Settings:
         gpu_warm_runners=gpu_warm_runners,
         gpu_runner_deadline_minutes=read.integer("gpuRunnerDeadlineMinutes", 240, minimum=5),
         deletion_protection=read.boolean("deletionProtection", False),
+        skip_preflight=read.boolean("skipPreflight", False),
     )
     if read.problems:
         listed = "\n".join(f"  - {p}" for p in read.problems)

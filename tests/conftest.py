@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import os
 import runpy
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from pulumi.runtime.sync_await import _sync_await
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fake_compute import shared_fake_compute  # noqa: E402 - it reads the project's components
+
 SECRET_SIG = rpc._special_secret_sig  # "4dabf18193072939515e22adb298388d"
 PROJECT = "gke-gpu-runners"
 
@@ -35,6 +38,7 @@ SECRET_KEYS = ("github:token", f"{PROJECT}:runnerToken", f"{PROJECT}:registryTok
 FAKE_ENDPOINT = "203.0.113.10"
 FAKE_CA_B64 = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n").decode()
 FAKE_SA_TOKEN = "test-service-account-token"
+FAKE_GCP_ACCESS_TOKEN = "ya29.test-access-token"
 
 
 def fake_outputs(args: MockResourceArgs, cluster: dict) -> dict:
@@ -164,6 +168,8 @@ class RecordingMocks(Mocks):
         self.program.calls.append((args.token, dict(args.args), args.provider))
         if args.token == "github:index/getRepository:getRepository":
             return {"fullName": args.args.get("fullName"), **self.repository}
+        if args.token == "gcp:organizations/getClientConfig:getClientConfig":
+            return {"accessToken": FAKE_GCP_ACCESS_TOKEN, "project": "acme-ml", "zone": "us-central1-a"}
         return {}
 
 
@@ -200,7 +206,11 @@ class RecordingMonitor(MockMonitor):
 def run_program(config: dict[str, str] | None = None, *, preview: bool = False, cluster: dict | None = None,
                 drop: tuple[str, ...] = (), on_run: Callable[[Program], None] | None = None,
                 plain_text: bool = False, repository: dict | None = None) -> Program:
-    """Run `__main__.py` once with BASE_CONFIG updated by `config`, minus the `drop` keys."""
+    """Run `__main__.py` once with BASE_CONFIG updated by `config`, minus the `drop` keys.
+
+    The preflight asks a local stand-in of the Compute Engine API (fake_compute), never the real one.
+    """
+    os.environ["GCP_COMPUTE_API_URL"] = shared_fake_compute().url
     values = {**BASE_CONFIG, **(config or {})}
     for key in drop:
         values.pop(key, None)
