@@ -8,8 +8,8 @@ import pulumi_kubernetes as k8s
 from components.broker import RunnerBroker, RunnerBrokerArgs
 from components.ci_access import CiAccess, CiAccessArgs
 from components.cluster import GkeCluster, GkeClusterArgs, NodePoolSpec, gpu_pool_spec
-from components.github_repository import require_repository_fit_for_runners
-from components.github_secrets import GitHubSecrets, GitHubSecretsArgs
+from components.github_repository import require_no_silent_takeover, require_repository_fit_for_runners
+from components.github_secrets import SECRET_NAMES, GitHubSecrets, GitHubSecretsArgs
 from components.gpu_warmup import GpuWarmup, GpuWarmupArgs
 from components.preflight import preflight_gpu_pool
 from components.project_services import (
@@ -28,6 +28,7 @@ github_provider = github.Provider("github", owner=settings.github_owner, token=s
 # repository is not public (a fork's code would run on our runners).
 preflight_gpu_pool(settings, gcp_provider)
 require_repository_fit_for_runners(repository, settings.allow_public_repository, github_provider)
+require_no_silent_takeover(repository, set(SECRET_NAMES), settings.adopt_existing_secrets, github_provider)
 
 in_project = pulumi.ResourceOptions(providers={"gcp": gcp_provider})
 apis = ProjectServices("apis", ProjectServicesArgs(gcp_project=settings.gcp_project), opts=in_project).apis
@@ -150,11 +151,7 @@ GitHubSecrets(
     "actions-secrets",
     GitHubSecretsArgs(
         repository=settings.github_repository,
-        secrets={
-            "GCP_K8S_KUBECONFIG": ci_access.kubeconfig,
-            "GCP_K8S_CLUSTER_NAME": cluster.name,
-            "GCP_K8S_CLUSTER_ZONE": cluster.location,
-        },
+        secrets=dict(zip(SECRET_NAMES, (ci_access.kubeconfig, cluster.name, cluster.location))),
     ),
     opts=pulumi.ResourceOptions(providers={"github": github_provider}),
 )

@@ -22,3 +22,37 @@ def require_repository_fit_for_runners(full_name: str, allow_public: bool, provi
     problem = public_repository_problem(full_name, repository.visibility, allow_public)
     if problem:
         raise pulumi.RunError(f"1 configuration problem(s); nothing was created:\n  - {problem}")
+
+
+# An Actions variable that names the stack owning the secrets below it, so a later
+# `pulumi up` tells its own secrets from someone else's.
+OWNER_VARIABLE = "GKE_GPU_RUNNERS_STACK"
+
+
+def this_stack() -> str:
+    return f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
+
+
+def takeover_problem(full_name: str, ours: set[str], existing: set[str], owner: str | None, adopt: bool) -> str | None:
+    """Why writing `ours` would silently take over secrets this stack did not write, or None."""
+    clashing = sorted(ours & existing)
+    if not clashing or adopt or owner == this_stack():
+        return None
+    writer = f"stack {owner}" if owner else "something other than this stack (a tutorial's workflow, or by hand)"
+    return (
+        f"gke-gpu-runners:adoptExistingSecrets: {full_name} already has the Actions secrets {', '.join(clashing)}, "
+        f"written by {writer}; pulumi up would overwrite them and pulumi destroy would delete them, so workflows "
+        "that read them would then reach this cluster; accepted: delete or rename them in the repository "
+        "(Settings > Secrets and variables > Actions), or `pulumi config set adoptExistingSecrets true` to take them over"
+    )
+
+
+def require_no_silent_takeover(full_name: str, secret_names: set[str], adopt: bool, provider: github.Provider) -> None:
+    """Looks at the repository's Actions secrets and the owner variable before any is written."""
+    options = pulumi.InvokeOptions(provider=provider)
+    existing = {secret.name for secret in github.get_actions_secrets(full_name=full_name, opts=options).secrets or []}
+    variables = github.get_actions_variables(full_name=full_name, opts=options).variables or []
+    owner = next((variable.value for variable in variables if variable.name == OWNER_VARIABLE), None)
+    problem = takeover_problem(full_name, secret_names, existing, owner, adopt)
+    if problem:
+        raise pulumi.RunError(f"1 configuration problem(s); nothing was created:\n  - {problem}")

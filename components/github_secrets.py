@@ -1,9 +1,14 @@
-"""What lands in GitHub: the repository's Actions secrets CI reads."""
+"""What lands in GitHub: the repository's Actions secrets CI reads, and the variable that says whose they are."""
 
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_github as github
+
+from components.github_repository import OWNER_VARIABLE, this_stack
+
+# The secrets the program writes, by the names workflows read (the README's table).
+SECRET_NAMES = ("GCP_K8S_KUBECONFIG", "GCP_K8S_CLUSTER_NAME", "GCP_K8S_CLUSTER_ZONE")
 
 
 @dataclass(frozen=True)
@@ -15,16 +20,24 @@ class GitHubSecretsArgs:
 
 
 class GitHubSecrets(pulumi.ComponentResource):
-    """Writes Actions secrets to one repository through the caller's GitHub provider."""
+    """Writes Actions secrets to one repository through the caller's GitHub provider, after the
+    Actions variable `GKE_GPU_RUNNERS_STACK` naming this stack as their owner."""
 
     def __init__(self, name: str, args: GitHubSecretsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gke-gpu-runners:index:GitHubSecrets", name, None, opts)
+        owner = github.ActionsVariable(
+            f"{name}-owner",
+            repository=args.repository,
+            variable_name=OWNER_VARIABLE,
+            value=this_stack(),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         for secret_name, value in args.secrets.items():
             github.ActionsSecret(
                 f"{name}-{secret_name.lower().replace('_', '-')}",
                 repository=args.repository,
                 secret_name=secret_name,
                 value=value,  # the provider keeps `value` secret
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[owner]),
             )
         self.register_outputs({})

@@ -83,6 +83,7 @@ class Settings:
     gpu_runner_deadline_minutes: int
     deletion_protection: bool
     skip_preflight: bool
+    adopt_existing_secrets: bool
 
 
 class _Reader:
@@ -246,6 +247,7 @@ def load_settings() -> Settings:
         gpu_runner_deadline_minutes=read.integer("gpuRunnerDeadlineMinutes", 240, minimum=5),
         deletion_protection=read.boolean("deletionProtection", False),
         skip_preflight=read.boolean("skipPreflight", False),
+        adopt_existing_secrets=read.boolean("adoptExistingSecrets", False),
     )
     if read.problems:
         listed = "\n".join(f"  - {p}" for p in read.problems)

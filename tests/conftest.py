@@ -168,6 +168,10 @@ class RecordingMocks(Mocks):
         self.program.calls.append((args.token, dict(args.args), args.provider))
         if args.token == "github:index/getRepository:getRepository":
             return {"fullName": args.args.get("fullName"), **self.repository}
+        if args.token == "github:index/getActionsSecrets:getActionsSecrets":
+            return {"fullName": args.args.get("fullName"), "secrets": self.repository.get("secrets", [])}
+        if args.token == "github:index/getActionsVariables:getActionsVariables":
+            return {"fullName": args.args.get("fullName"), "variables": self.repository.get("variables", [])}
         if args.token == "gcp:organizations/getClientConfig:getClientConfig":
             return {"accessToken": FAKE_GCP_ACCESS_TOKEN, "project": "acme-ml", "zone": "us-central1-a"}
         return {}
@@ -223,7 +227,7 @@ def run_program(config: dict[str, str] | None = None, *, preview: bool = False, 
     fake_repository = {"visibility": "private", "private": True, "repoId": 424242, **(repository or {})}
     mocks = RecordingMocks(fake_cluster, fake_repository, program)
     settings.set_root_resource(None)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="test", preview=preview,
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="test", preview=preview, organization="acme",
                              monitor=RecordingMonitor(mocks, program))
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"))))
     for name, value in settings.get_root_resource().outputs.items():

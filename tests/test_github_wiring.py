@@ -1,5 +1,6 @@
 """What lands in GitHub, and the least-privilege access it carries."""
 
+import pytest
 import yaml
 
 from conftest import FAKE_CA_B64, FAKE_ENDPOINT, FAKE_SA_TOKEN, GITHUB_TOKEN, is_secret
@@ -7,6 +8,7 @@ from conftest import FAKE_CA_B64, FAKE_ENDPOINT, FAKE_SA_TOKEN, GITHUB_TOKEN, is
 SECRET = "github:index/actionsSecret:ActionsSecret"
 ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
 BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
+EXPECTED = {"GCP_K8S_KUBECONFIG", "GCP_K8S_CLUSTER_NAME", "GCP_K8S_CLUSTER_ZONE"}
 
 
 def actions_secrets(program) -> dict:
@@ -23,7 +25,7 @@ def test_github_provider_is_explicit_with_the_repository_owner_and_the_secret_to
 
 def test_exactly_the_contract_secrets_land_in_the_repository(program):
     secrets = actions_secrets(program)
-    assert set(secrets) == {"GCP_K8S_KUBECONFIG", "GCP_K8S_CLUSTER_NAME", "GCP_K8S_CLUSTER_ZONE"}
+    assert set(secrets) == EXPECTED
     assert {s.inputs["repository"] for s in secrets.values()} == {"Models"}
     assert secrets["GCP_K8S_CLUSTER_NAME"].inputs["value"] == "gpu-runners"
     assert secrets["GCP_K8S_CLUSTER_ZONE"].inputs["value"] == "us-central1-a"
@@ -113,3 +115,55 @@ def test_github_secrets_are_deleted_before_the_cluster_they_describe(program):
     cluster = program.one("gcp:container/cluster:Cluster")
     for secret in program.of_type(SECRET):
         assert program.depends_on(secret, cluster), secret.inputs["secretName"]
+
+
+# --- never a silent takeover of the repository's secrets -------------------------------
+
+def tutorial_secrets(*names: str) -> list[dict]:
+    return [{"name": name, "createdAt": "2025-01-01T00:00:00Z", "updatedAt": "2025-01-01T00:00:00Z"} for name in names]
+
+
+def test_a_variable_names_this_stack_as_owner_and_every_secret_waits_for_it(program):
+    (owner,) = program.of_type("github:index/actionsVariable:ActionsVariable")
+    assert owner.inputs == {"repository": "Models", "variableName": "GKE_GPU_RUNNERS_STACK",
+                            "value": "acme/gke-gpu-runners/test"}
+    for secret in program.of_type(SECRET):
+        assert program.depends_on(secret, owner), secret.inputs["secretName"]
+
+
+def test_secrets_someone_else_wrote_stop_pulumi_up_before_anything_is_created():
+    from pulumi import RunError
+
+    from conftest import run_program
+
+    runs = []
+    with pytest.raises(RunError) as refused:
+        run_program(repository={"secrets": tutorial_secrets("GCP_K8S_CLUSTER_NAME", "GCP_K8S_CLUSTER_ZONE", "OTHER")},
+                    on_run=runs.append)
+    message = str(refused.value)
+    assert ("- gke-gpu-runners:adoptExistingSecrets: Acme/Models already has the Actions secrets "
+            "GCP_K8S_CLUSTER_NAME, GCP_K8S_CLUSTER_ZONE, written by something other than this stack") in message
+    assert "pulumi destroy would delete them" in message and "adoptExistingSecrets true" in message
+    assert "OTHER" not in message
+    assert {r.typ for r in runs[0].resources} <= {"pulumi:providers:gcp", "pulumi:providers:github"}
+
+
+def test_secrets_of_another_stack_are_named_as_such():
+    from pulumi import RunError
+
+    from conftest import run_program
+
+    other = [{"name": "GKE_GPU_RUNNERS_STACK", "value": "acme/gke-gpu-runners/prod"}]
+    with pytest.raises(RunError, match="written by stack acme/gke-gpu-runners/prod"):
+        run_program(repository={"secrets": tutorial_secrets("GCP_K8S_KUBECONFIG"), "variables": other})
+
+
+@pytest.mark.parametrize("config, variables", [
+    ({"gke-gpu-runners:adoptExistingSecrets": "true"}, []),
+    ({}, [{"name": "GKE_GPU_RUNNERS_STACK", "value": "acme/gke-gpu-runners/test"}]),  # our own, from before
+])
+def test_secrets_are_written_when_adopted_or_already_this_stacks(config, variables):
+    from conftest import run_program
+
+    program = run_program(config, repository={"secrets": tutorial_secrets(*sorted(EXPECTED)), "variables": variables})
+    assert set(actions_secrets(program)) == EXPECTED
