@@ -1,18 +1,31 @@
 """scripts/smoke-test.sh, run against stub `pulumi` and `kubectl`, a recording `curl`
-wrapper and a fake GitHub API."""
+wrapper and a fake GitHub API.
+
+The stub kubectl plays a cluster from a scenario: GPU runner Jobs, their pods (one
+state per poll, the last one repeated), the pods' events and the nodes, all in the
+shapes the API server answers with. The fake GitHub lists the runners as they come
+and go: `RunnerBoard` derives each GPU runner's state from what the script did so far
+(how often it polled the Job's pod, whether it deleted the Job)."""
 
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.documents import operator_kubeconfig
+from components.gpu_catalog import RunnerShare
+from components.runner_manifests import gpu_runner_job, render_template
 from fake_github import FakeGitHub, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,19 +35,34 @@ TOKEN = "ghp_smoke-test-token-never-shown"
 NAMESPACE = "github-runners"
 IMAGE = "us-central1-docker.pkg.dev/acme-ml/gpu-runners-ghcr/acme/gpu-runner@sha256:" + "ab" * 32
 RUNNERS_PATH = "/repos/o/r/actions/runners"
+RELEASE_PATH = "/repos/actions/runner/releases/latest"
 KUBECONFIG_TEXT = operator_kubeconfig("gpu-runners", "203.0.113.10", "Q0EK")
 SHORT_GPU_WAIT = {"SMOKE_GPU_TIMEOUT_SECONDS": "1", "SMOKE_POLL_SECONDS": "0.2"}
 GPU_LINE = "GPU 0: Tesla T4 (UUID: GPU-0a1b2c3d-0000-1111-2222-333344445555)"
+RUN_ID = 9000
+JOB = f"gpu-runner-{RUN_ID}-1"
+IMAGE_RUNNER_VERSION = "2.336.0"
+
+# The template as the program publishes it, with text that must reach the cluster as is.
+_job = gpu_runner_job(IMAGE, "http://runner-broker.github-runners-system.svc.cluster.local:80", NAMESPACE, 1,
+                      RunnerShare(cpu_millis=2900, memory_mib=10496), 240)
+_job["metadata"]["annotations"] = {"smoke-test/untouched": "$HOME ${KEEP_ME} $(date)"}
+TEMPLATE = render_template(_job)
+
+# A cold start with known parts, in seconds after the Job's creation.
+PARTS = {"pod": 1, "scale_up": 3, "node_created": 40, "node_ready": 95, "scheduled": 97, "pulled": 128, "started": 130}
+ONLINE_AFTER = 150  # the Job was created this long before the scenario is built
 
 STUB = """\
-#!{python} -S
-# A stub {tool}: records its argv, stdin and KUBECONFIG, answers from the scenario.
+#!@PYTHON@ -S
+# A stub @TOOL@: records its argv, stdin and KUBECONFIG, answers from the scenario.
 import json, os, stat, sys
 
-tool = {tool!r}
+tool = "@TOOL@"
 args = sys.argv[1:]
 scenario = json.load(open(os.environ["STUB_SCENARIO"]))
-record = {{"tool": tool, "argv": args}}
+log_path = os.environ["STUB_LOG"]
+record = {"tool": tool, "argv": args, "at": __import__("time").time()}
 kubeconfig = os.environ.get("KUBECONFIG")
 if tool == "kubectl" and kubeconfig:
     record["kubeconfig"] = kubeconfig
@@ -43,7 +71,8 @@ if tool == "kubectl" and kubeconfig:
         record["kubeconfig_text"] = open(kubeconfig).read()
 if "-" in args:
     record["stdin"] = sys.stdin.read()
-with open(os.environ["STUB_LOG"], "a") as log:
+previous = [json.loads(line) for line in open(log_path)] if os.path.exists(log_path) else []
+with open(log_path, "a") as log:
     log.write(json.dumps(record) + "\\n")
 
 
@@ -53,17 +82,52 @@ def answer(reply):
     sys.exit(reply.get("exit", 0))
 
 
+def nth(replies, count):
+    # A list of replies is played in order, the last one repeated.
+    return replies[min(count, len(replies) - 1)] if isinstance(replies, list) else replies
+
+
+def not_found(kind, name):
+    answer({"exit": 1, "stderr": 'Error from server (NotFound): %s "%s" not found\\n' % (kind, name)})
+
+
+def listing(items):
+    answer({"stdout": json.dumps({"apiVersion": "v1", "kind": "List", "items": items})})
+
+
 if tool == "pulumi":
     answer(scenario["pulumi"][" ".join(args[:2])])
-verb = args[args.index("-n") + 2] if "-n" in args else args[0]
+kube = scenario["kubectl"]
+rest = args[2:] if args[:1] == ["-n"] else args
+verb = rest[0]
+same = sum(1 for call in previous if call["argv"] == args)
+deleted = set()
+for call in previous:
+    argv = call["argv"]
+    if call["tool"] == "kubectl" and "delete" in argv and "job" in argv:
+        deleted.update(a for a in argv[argv.index("job") + 1:] if not a.startswith("-"))
 if verb == "get":
-    # Pod states in order, the last one repeated.
-    counter = os.environ["STUB_LOG"] + ".get-count"
-    count = int(open(counter).read()) if os.path.exists(counter) else 0
-    open(counter, "w").write(str(count + 1))
-    states = scenario["kubectl"]["get"]
-    answer(states[min(count, len(states) - 1)])
-answer(scenario["kubectl"].get(verb, {{}}))
+    kind, value = rest[1], rest[2]
+    if kind == "pods":  # get pods -l batch.kubernetes.io/job-name=<job> -o json
+        job = rest[3].partition("=")[2]
+        pod = nth(kube["pods"].get(job, [None]), same)
+        listing([] if pod is None or job in deleted else [pod])
+    if kind == "job":
+        job = kube["jobs"].get(value)
+        if job is None or value in deleted:
+            not_found("jobs.batch", value)
+        answer({"stdout": json.dumps(job)})
+    if kind == "events":  # get events --field-selector involvedObject.name=<pod> -o json
+        listing(kube["events"].get(rest[3].partition("=")[2], []))
+    if kind == "node":
+        node = kube["nodes"].get(value)
+        seen = sum(1 for call in previous if call["argv"][:3] == ["get", "node", value])
+        if node is None or (node["gone_after"] is not None and seen >= node["gone_after"]):
+            not_found("nodes", value)
+        answer({"stdout": json.dumps(node["node"]) if "json" in args else "node/%s\\n" % value})
+if verb == "create":
+    answer(nth(kube["create"], sum(1 for call in previous if "create" in call["argv"])))
+answer(kube.get(verb, {}))
 """
 
 CURL_WRAPPER = """\
@@ -74,25 +138,114 @@ exec {curl} "$@"
 """
 
 
-def pod(phase: str, **status) -> dict:
-    return {"stdout": json.dumps({"kind": "Pod", "status": {"phase": phase, **status}})}
+def stamp(epoch: float, fraction: bool = False) -> str:
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
+    return text + (".123456Z" if fraction else "Z")
 
 
-UNSCHEDULABLE = pod(
-    "Pending",
-    conditions=[
-        {
-            "type": "PodScheduled",
-            "status": "False",
-            "reason": "Unschedulable",
+def pod_list_pending(job: str, t0: int, reason: str = "unschedulable") -> dict:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{job}-x7k2p", "namespace": NAMESPACE, "creationTimestamp": stamp(t0 + PARTS["pod"]),
+                     "labels": {"batch.kubernetes.io/job-name": job}},
+        "spec": {"containers": [{"name": "runner", "image": IMAGE}]},
+        "status": {"phase": "Pending"},
+    }
+    if reason == "unschedulable":
+        pod["status"]["conditions"] = [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "lastTransitionTime": stamp(t0 + 1),
             "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
-        }
-    ],
-)
+        }]
+    else:
+        pod["spec"]["nodeName"] = f"node-{job}"
+        waiting = {"reason": "ImagePullBackOff", "message": "403 Forbidden"}
+        pod["status"]["containerStatuses"] = [{"name": "runner", "ready": False, "state": {"waiting": waiting}}]
+    return pod
 
 
-def scenario(**changes) -> dict:
-    """Everything healthy, unless `changes` says otherwise."""
+def gpu_runner(run_id: int = RUN_ID, *, pods=("pending", "running"), states=("absent", "offline", "online"),
+               labels=None, leaves_after=1, cached_image=False, warm_node=False, node_gone_after=None,
+               node_age_seconds=None, exec_reply=None) -> dict:
+    """One GPU runner of a scenario: its Job, pods per poll, events, node and GitHub entry.
+
+    pods: "none", "pending" (unschedulable), "pulling" (ImagePullBackOff), "running", "failed"
+    states: the runner in GitHub per poll: "absent", "offline", "online"
+    leaves_after: runner lists after the Job's deletion that still show it (None: never leaves)
+    """
+    job = f"gpu-runner-{run_id}-1"
+    t0 = int(time.time()) - ONLINE_AFTER
+    node = f"gke-gpu-runners-gpu-pool-5f1c2a3b-{run_id}"
+    running = pod_list_pending(job, t0)
+    running["spec"]["nodeName"] = node
+    running["status"] = {
+        "phase": "Running",
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp(t0 + PARTS["scheduled"])},
+            {"type": "Ready", "status": "True", "lastTransitionTime": stamp(t0 + PARTS["started"] + 5)},
+        ],
+        "containerStatuses": [{"name": "runner", "ready": True, "image": IMAGE,
+                               "state": {"running": {"startedAt": stamp(t0 + PARTS["started"])}}}],
+    }
+    failed = json.loads(json.dumps(running))
+    failed["status"]["phase"] = "Failed"
+    failed["status"]["containerStatuses"][0]["state"] = {
+        "terminated": {"reason": "Error", "exitCode": 3, "startedAt": stamp(t0 + PARTS["started"])}}
+    states_of = {"none": None, "pending": pod_list_pending(job, t0), "pulling": pod_list_pending(job, t0, "pulling"),
+                 "running": running, "failed": failed}
+    pod_name = running["metadata"]["name"]
+
+    def event(reason, message, **times):
+        return {"apiVersion": "v1", "kind": "Event", "reason": reason, "message": message, "type": "Normal",
+                "involvedObject": {"kind": "Pod", "name": pod_name, "namespace": NAMESPACE},
+                "metadata": {"name": f"{pod_name}.{reason.lower()}", "creationTimestamp": stamp(t0 + 1)},
+                "firstTimestamp": None, "lastTimestamp": None, "eventTime": None, **times}
+
+    pulled = (f'Container image "{IMAGE}" already present on machine' if cached_image
+              else f'Successfully pulled image "{IMAGE}" in 30.1s (30.1s including waiting)')
+    events = [
+        event("FailedScheduling", "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+              firstTimestamp=stamp(t0 + 1), lastTimestamp=stamp(t0 + 1)),
+        event("Pulling", f'Pulling image "{IMAGE}"', firstTimestamp=stamp(t0 + 98), lastTimestamp=stamp(t0 + 98)),
+        event("Pulled", pulled, firstTimestamp=stamp(t0 + PARTS["pulled"]), lastTimestamp=stamp(t0 + PARTS["pulled"])),
+        event("Started", "Started container runner", firstTimestamp=stamp(t0 + 130), lastTimestamp=stamp(t0 + 130)),
+    ]
+    if not warm_node:
+        # The cluster autoscaler writes events.k8s.io events: eventTime, with microseconds.
+        events.insert(1, event("TriggeredScaleUp", "pod triggered scale-up: [{gpu-pool 0->1 (max: 2)}]",
+                               eventTime=stamp(t0 + PARTS["scale_up"], fraction=True)))
+    node_created = t0 - 3600 if warm_node else t0 + PARTS["node_created"]
+    if node_age_seconds is not None:
+        node_created = int(time.time()) - node_age_seconds
+    ready = t0 - 3000 if warm_node else t0 + PARTS["node_ready"]
+    return {
+        "job": job,
+        "t0": t0,
+        "node_name": node,
+        "pod_name": pod_name,
+        "job_json": {"apiVersion": "batch/v1", "kind": "Job",
+                     "metadata": {"name": job, "namespace": NAMESPACE, "creationTimestamp": stamp(t0)}},
+        "pods": [states_of[kind] for kind in pods],
+        "events": events,
+        "node": {
+            "gone_after": node_gone_after,
+            "node": {"apiVersion": "v1", "kind": "Node",
+                     "metadata": {"name": node, "creationTimestamp": stamp(node_created), "labels": {"gpu": "true"}},
+                     "status": {"conditions": [
+                         {"type": "MemoryPressure", "status": "False", "lastTransitionTime": stamp(node_created + 20)},
+                         {"type": "Ready", "status": "True", "lastTransitionTime": stamp(ready)},
+                     ]}},
+        },
+        "runner": {"labels": labels or ["self-hosted", "Linux", "X64", f"gpu-runner-{run_id}"],
+                   "states": list(states), "leaves_after": leaves_after},
+        "exec": exec_reply,
+    }
+
+
+def scenario(*runners: dict, **changes) -> dict:
+    """Everything healthy, unless `changes` says otherwise; one healthy GPU runner unless given."""
+    runners = runners or (gpu_runner(),)
     healthy = {
         "pulumi": {
             "stack output": {
@@ -104,7 +257,7 @@ def scenario(**changes) -> dict:
                         "namespace": NAMESPACE,
                         "runnerImage": "ghcr.io/acme/gpu-runner@sha256:" + "ab" * 32,
                         "clusterRunnerImage": IMAGE,
-                        "gpuRunnerTemplate": "kind: Job\n",
+                        "gpuRunnerTemplate": TEMPLATE,
                     }
                 )
             },
@@ -112,10 +265,13 @@ def scenario(**changes) -> dict:
         },
         "kubectl": {
             "rollout": {"stdout": 'deployment "base-runner" successfully rolled out\n'},
-            "create": {"stdout": "pod/gpu-smoke-test created\n"},
-            "get": [UNSCHEDULABLE, pod("Running"), pod("Succeeded")],
-            "logs": {"stdout": GPU_LINE + "\n"},
+            "create": {"stdout": "job.batch/created\n"},
+            "exec": next((r["exec"] for r in runners if r["exec"]), {"stdout": GPU_LINE + "\n"}),
             "delete": {"stdout": ""},
+            "jobs": {r["job"]: r["job_json"] for r in runners},
+            "pods": {r["job"]: r["pods"] for r in runners},
+            "events": {r["pod_name"]: r["events"] for r in runners},
+            "nodes": {r["node_name"]: r["node"] for r in runners},
         },
         "runners": Reply(
             200,
@@ -127,10 +283,12 @@ def scenario(**changes) -> dict:
                         "status": "online",
                         "labels": [{"name": "self-hosted"}, {"name": "base-runner"}],
                     },
-                    {"name": "gpu-runner-1-1", "status": "offline", "labels": [{"name": "gpu-runner"}]},
+                    {"name": "gpu-runner-1-1", "status": "offline", "labels": [{"name": "gpu-runner-1"}]},
                 ],
             },
         ),
+        "gpu_runners": {r["job"]: r["runner"] for r in runners},
+        "release": Reply(200, {"tag_name": f"v{IMAGE_RUNNER_VERSION}", "name": f"v{IMAGE_RUNNER_VERSION}"}),
     }
     for key, value in changes.items():
         section, _, item = key.partition("__")
@@ -141,14 +299,51 @@ def scenario(**changes) -> dict:
     return healthy
 
 
+def read_calls(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+class RunnerBoard:
+    """The repository's runner list: the base runners as scripted, and each GPU runner in the
+    state its scenario gives for the number of times the script has polled its pod; once its
+    Job is deleted it goes offline, then leaves after `leaves_after` lists (or never)."""
+
+    def __init__(self, base: Reply, gpu: dict, log: Path):
+        self.base, self.gpu, self.log = base, gpu, log
+        self.lists_after_delete = Counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, request, match) -> Reply:
+        if self.base.status != 200:
+            return self.base
+        calls = read_calls(self.log)
+        runners = list(self.base.body["runners"])
+        for job, spec in self.gpu.items():
+            polls = sum(1 for c in calls if f"batch.kubernetes.io/job-name={job}" in c["argv"])
+            states = spec["states"]
+            state = states[max(0, min(polls, len(states)) - 1)]
+            if any("delete" in c["argv"] and job in c["argv"] for c in calls):
+                with self.lock:
+                    self.lists_after_delete[job] += 1
+                    lists = self.lists_after_delete[job]
+                if state != "absent":
+                    gone = spec["leaves_after"] is not None and lists > spec["leaves_after"]
+                    state = "absent" if gone else "offline"
+            if state != "absent":
+                runners.append({"id": len(runners) + 1, "name": job, "os": "Linux", "status": state, "busy": False,
+                                "labels": [{"name": name, "type": "custom"} for name in spec["labels"]]})
+        return Reply(200, {"total_count": len(runners), "runners": runners})
+
+
 class Run:
     """One run of the script, and everything the stubs and the fake GitHub saw."""
 
-    def __init__(self, result: subprocess.CompletedProcess, log: Path, github: FakeGitHub):
+    def __init__(self, result: subprocess.CompletedProcess, log: Path, github: FakeGitHub, seconds: float = 0.0):
         self.returncode = result.returncode
         self.output = result.stdout + result.stderr
         self.stdout = result.stdout
-        self.calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        self.seconds = seconds
+        self.calls = read_calls(log)
         curl_log = Path(f"{log}.curl")
         self.curl_argv = curl_log.read_text().split("\0") if curl_log.exists() else []
         self.github_requests = github.requests
@@ -161,9 +356,20 @@ class Run:
         assert len(lines) == 1, self.output
         return lines[0]
 
-    def created_manifest(self) -> dict:
-        (create,) = self.kubectl("create")
-        return json.loads(create["stdin"])
+    def created_manifests(self) -> list[str]:
+        return [call["stdin"] for call in self.kubectl("create")]
+
+    def table(self, title: str) -> dict[str, list[str]]:
+        """A printed table's rows by their first column, with its header under ''."""
+        lines = self.stdout.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith(title))
+        rows = {}
+        for line in lines[start + 1:]:
+            if not line.strip() or not re.match(r"^(runner|node|gpu-runner-|gke-)", line):
+                break
+            first, *rest = line.split()
+            rows["" if first in ("runner", "node") else first] = rest
+        return rows
 
 
 def make_tools(directory: Path) -> Path:
@@ -171,7 +377,7 @@ def make_tools(directory: Path) -> Path:
     bin_dir.mkdir()
     for tool in ("pulumi", "kubectl"):
         stub = bin_dir / tool
-        stub.write_text(STUB.format(python=sys.executable, tool=tool))
+        stub.write_text(STUB.replace("@PYTHON@", sys.executable).replace("@TOOL@", tool))
         stub.chmod(0o755)
     curl = bin_dir / "curl"
     real_curl = shutil.which("curl")
@@ -190,11 +396,24 @@ def tools(tmp_path) -> Path:
 def healthy(tmp_path_factory) -> tuple[Run, Path]:
     """One run with everything healthy, shared by the tests that only read it."""
     tmp_path = tmp_path_factory.mktemp("healthy")
-    return smoke(tmp_path, make_tools(tmp_path), scenario()), tmp_path
+    return smoke(tmp_path, make_tools(tmp_path), scenario(), KEEP_ME="must-stay-a-placeholder"), tmp_path
+
+
+def project_folder(tmp_path: Path, runner_version: str = IMAGE_RUNNER_VERSION) -> Path:
+    """A project folder whose runner_image/Dockerfile pins `runner_version`."""
+    project = tmp_path / "project"
+    (project / "runner_image").mkdir(parents=True, exist_ok=True)
+    (project / "runner_image" / "Dockerfile").write_text(
+        f"FROM ubuntu:noble\nARG RUNNER_VERSION={runner_version}\nARG RUNNER_SHA256={'0' * 64}\n"
+    )
+    return project
 
 
 def environment(tmp_path: Path, tools: Path, github: FakeGitHub, the_scenario: dict, **env: str) -> dict:
-    github.default(RUNNERS_PATH, the_scenario.pop("runners"))
+    log = tmp_path / "calls.jsonl"
+    github.default(RUNNERS_PATH, the_scenario["runners"])
+    github.respond("GET", RUNNERS_PATH, RunnerBoard(the_scenario.pop("runners"), the_scenario.pop("gpu_runners"), log))
+    github.default(RELEASE_PATH, the_scenario.pop("release"))
     scenario_file = tmp_path / "scenario.json"
     scenario_file.write_text(json.dumps(the_scenario))
     tmp = tmp_path / "tmp"
@@ -204,13 +423,15 @@ def environment(tmp_path: Path, tools: Path, github: FakeGitHub, the_scenario: d
         "HOME": str(tmp_path),
         "TMPDIR": str(tmp),
         "STUB_SCENARIO": str(scenario_file),
-        "STUB_LOG": str(tmp_path / "calls.jsonl"),
+        "STUB_LOG": str(log),
         "GITHUB_TOKEN": TOKEN,
         "GITHUB_REPOSITORY": "o/r",
         "GITHUB_API_URL": github.url,
+        "SMOKE_RUN_ID": str(RUN_ID),
         "SMOKE_RUNNER_TIMEOUT_SECONDS": "0",
         "SMOKE_ROLLOUT_TIMEOUT_SECONDS": "5",
         "SMOKE_GPU_TIMEOUT_SECONDS": "30",
+        "SMOKE_DEREGISTER_TIMEOUT_SECONDS": "10",
         "SMOKE_POLL_SECONDS": "0",
         "NO_PROXY": "127.0.0.1",
         "no_proxy": "127.0.0.1",
@@ -219,13 +440,15 @@ def environment(tmp_path: Path, tools: Path, github: FakeGitHub, the_scenario: d
     return {key: value for key, value in base.items() if value is not None}
 
 
-def smoke(tmp_path: Path, tools: Path, the_scenario: dict, *args: str, **env: str) -> Run:
+def smoke(tmp_path: Path, tools: Path, the_scenario: dict, *args: str, cwd: Path | None = None, **env: str) -> Run:
     with FakeGitHub() as github:
         full_env = environment(tmp_path, tools, github, the_scenario, **env)
+        started = time.monotonic()
         result = subprocess.run(
-            [str(SCRIPT), *args], env=full_env, capture_output=True, text=True, timeout=60, check=False
+            [str(SCRIPT), *args], env=full_env, capture_output=True, text=True, timeout=60, check=False,
+            cwd=cwd or project_folder(tmp_path),
         )
-        return Run(result, Path(full_env["STUB_LOG"]), github)
+        return Run(result, Path(full_env["STUB_LOG"]), github, time.monotonic() - started)
 
 
 def assert_token_kept_secret(run: Run):
@@ -236,14 +459,20 @@ def assert_token_kept_secret(run: Run):
     assert TOKEN not in " ".join(run.curl_argv)
 
 
-def assert_pod_deleted(run: Run):
-    (create,) = run.kubectl("create")
-    name = run.created_manifest()["metadata"]["name"]
-    deletes = run.kubectl("delete")
-    assert [call["argv"] for call in deletes] == [
-        ["-n", NAMESPACE, "delete", "pod", name, "--ignore-not-found", "--wait=false"]
-    ]
-    assert run.calls.index(deletes[0]) > run.calls.index(create)
+def assert_jobs_deleted(run: Run, *jobs: str):
+    """Every Job the script created is deleted, after it was created."""
+    jobs = jobs or (JOB,)
+    deleted = []
+    for call in run.kubectl("delete"):
+        argv = call["argv"]
+        assert argv[:4] == ["-n", NAMESPACE, "delete", "job"] and argv[-2:] == ["--ignore-not-found", "--wait=false"]
+        assert run.calls.index(call) > run.calls.index(run.kubectl("create")[0])
+        deleted += argv[4:-2]
+    assert sorted(set(deleted)) == sorted(jobs), run.output
+
+
+def job_lists(run: Run) -> list[float]:
+    return [request.wall for request in run.github_requests if request.path == RUNNERS_PATH]
 
 
 # --- tests ------------------------------------------------------------------------------
@@ -267,27 +496,91 @@ def test_script_is_executable_bash_in_strict_mode():
     assert "\nset -Eeuo pipefail\n" in text
 
 
-def test_help_prints_usage_and_touches_nothing(tmp_path, tools):
+def test_help_names_every_setting_and_touches_nothing(tmp_path, tools):
     run = smoke(tmp_path, tools, scenario(), "--help")
 
     assert run.returncode == 0
     assert "Usage: scripts/smoke-test.sh" in run.stdout
-    assert "GITHUB_TOKEN" in run.stdout and "gh auth token" in run.stdout
-    assert "SMOKE_GPU_TIMEOUT_SECONDS" in run.stdout
+    assert "gh auth token" in run.stdout and "envsubst" in run.stdout
+    read_by_the_script = set(re.findall(r"\$\{((?:SMOKE|GITHUB)_[A-Z_]+)[:}]", SCRIPT.read_text()))
+    read_by_the_script -= {"GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT"}  # the template's, not settings
+    assert len(read_by_the_script) >= 13
+    for name in read_by_the_script | {"PULUMI", "KUBECTL"}:
+        assert name in run.stdout, name
     assert run.calls == []
 
 
-def test_all_checks_pass(healthy):
+def test_bad_settings_are_refused_before_anything_runs(tmp_path, tools):
+    for setting, value in [("SMOKE_GPU_RUNNERS", "0"), ("SMOKE_FOLLOW_NODE", "yes"), ("SMOKE_RUN_ID", "12a"),
+                           ("SMOKE_DEREGISTER_TIMEOUT_SECONDS", "-1"), ("SMOKE_NODE_TIMEOUT_SECONDS", "1h")]:
+        run = smoke(tmp_path, tools, scenario(), **{setting: value})
+
+        assert run.returncode == 2, setting
+        assert setting in run.output
+        assert run.calls == []
+
+
+def test_all_checks_pass_with_a_real_gpu_runner(healthy):
     run, _ = healthy
 
     assert run.returncode == 0, run.output
     assert run.line("PASS  base runner deployment")
     assert "base-runner-7d9f-abcde" in run.line("PASS  base runner online")
-    assert GPU_LINE in run.line("PASS  GPU pod")
-    assert "FAIL" not in run.output
+    assert JOB in run.line("PASS  GPU runner jobs")
+    online = run.line(f"PASS  GPU runner online ({JOB})")
+    assert f"label gpu-runner-{RUN_ID}" in online and "gke-gpu-runners-gpu-pool-5f1c2a3b-9000" in online
+    assert GPU_LINE in run.line(f"PASS  GPU ({JOB})")
+    assert "after its Job was deleted" in run.line(f"PASS  GPU runner removed ({JOB})")
+    assert "FAIL" not in run.output and "WARN" not in run.output
     assert "All checks passed." in run.stdout
-    assert_pod_deleted(run)
+    assert_jobs_deleted(run)
     assert_token_kept_secret(run)
+
+
+def test_cold_start_table_splits_the_start_into_parts_from_kubernetes_timestamps(healthy):
+    run, _ = healthy
+
+    table = run.table("GPU runner cold start, seconds after its Job was created")
+    assert table[""] == ["pod-created", "scale-up", "node-ready", "scheduled", "pulled", "started", "online"]
+    *parts, online = table[JOB]
+    assert parts == [str(PARTS[p]) for p in ("pod", "scale_up", "node_ready", "scheduled", "pulled", "started")]
+    # Online is the script's own clock: the first poll that saw it, ONLINE_AFTER after the Job's creation.
+    assert ONLINE_AFTER <= int(online) <= ONLINE_AFTER + 40
+    assert "-: did not happen or not seen. online: the first poll (every 0s)" in run.stdout
+    assert "already present" not in run.stdout and "negative" not in run.stdout
+    assert "billed" not in run.stdout  # SMOKE_FOLLOW_NODE is off by default
+
+
+def test_created_manifest_is_the_template_with_only_run_id_and_attempt_substituted(healthy):
+    run, _ = healthy
+
+    (manifest,) = run.created_manifests()
+    assert manifest == TEMPLATE.replace("${GITHUB_RUN_ID}", str(RUN_ID)).replace("${GITHUB_RUN_ATTEMPT}", "1")
+    job = yaml.safe_load(manifest)
+    assert job["metadata"]["name"] == JOB
+    assert job["metadata"]["labels"]["gke-gpu-runners/run-id"] == str(RUN_ID)
+    assert job["metadata"]["labels"]["gke-gpu-runners/run-attempt"] == "1"
+    assert job["metadata"]["annotations"]["smoke-test/untouched"] == "$HOME ${KEEP_ME} $(date)"
+    (create,) = run.kubectl("create")
+    assert create["argv"] == ["-n", NAMESPACE, "create", "-f", "-"]
+
+
+def test_gpu_is_looked_for_inside_the_runner_container(healthy):
+    run, _ = healthy
+
+    (exec_call,) = run.kubectl("exec")
+    assert exec_call["argv"] == ["-n", NAMESPACE, "exec", f"{JOB}-x7k2p", "-c", "runner", "--", "nvidia-smi", "-L"]
+    (delete,) = run.kubectl("delete")
+    assert run.calls.index(exec_call) < run.calls.index(delete)
+
+
+def test_runner_leaves_github_only_after_its_job_is_deleted(healthy):
+    run, _ = healthy
+
+    (delete,) = run.kubectl("delete")
+    assert delete["argv"] == ["-n", NAMESPACE, "delete", "job", JOB, "--ignore-not-found", "--wait=false"]
+    after = [at for at in job_lists(run) if at > delete["at"]]
+    assert len(after) == 2  # offline once, then gone
 
 
 def test_one_pulumi_call_reads_every_output(healthy):
@@ -306,7 +599,8 @@ def test_kubectl_uses_the_operator_kubeconfig_from_a_private_file_that_is_remove
     for call in kubectl_calls:
         assert call["kubeconfig_text"] == KUBECONFIG_TEXT
         assert call["kubeconfig_mode"] == 0o600
-        assert "-n" in call["argv"] and call["argv"][call["argv"].index("-n") + 1] == NAMESPACE
+        if call["argv"][:2] != ["get", "node"]:  # nodes have no namespace
+            assert call["argv"][:2] == ["-n", NAMESPACE]
     assert not Path(kubectl_calls[0]["kubeconfig"]).exists()
     assert list((tmp_path / "tmp").iterdir()) == [], "the private temp folder must be removed"
     (rollout,) = run.kubectl("rollout")
@@ -316,43 +610,269 @@ def test_kubectl_uses_the_operator_kubeconfig_from_a_private_file_that_is_remove
 def test_github_gets_the_token_in_a_header(healthy):
     run, _ = healthy
 
-    (request,) = [request for request in run.github_requests if request.path == RUNNERS_PATH]
-    assert request.method == "GET"
-    assert request.headers["authorization"] == f"Bearer {TOKEN}"
-    assert request.headers["x-github-api-version"] == "2022-11-28"
+    requests = [request for request in run.github_requests if request.path in (RUNNERS_PATH, RELEASE_PATH)]
+    assert len(requests) >= 4 and {r.path for r in requests} == {RUNNERS_PATH, RELEASE_PATH}
+    for request in requests:
+        assert request.method == "GET"
+        assert request.headers["authorization"] == f"Bearer {TOKEN}"
+        assert request.headers["x-github-api-version"] == "2022-11-28"
 
 
-def test_gpu_pod_manifest_is_json_built_for_the_gpu_pool(healthy):
-    run, _ = healthy
+def test_runner_with_an_extra_label_fails(tmp_path, tools):
+    runner = gpu_runner(labels=["self-hosted", "Linux", "X64", f"gpu-runner-{RUN_ID}", "gpu"])
+    run = smoke(tmp_path, tools, scenario(runner))
 
-    manifest = run.created_manifest()
-    spec = manifest["spec"]
-    (container,) = spec["containers"]
-    assert manifest["kind"] == "Pod"
-    assert manifest["metadata"]["namespace"] == NAMESPACE
-    assert spec["nodeSelector"] == {"gpu": "true"}
-    toleration = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
-    assert toleration in spec["tolerations"]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert container["image"] == IMAGE
-    assert container["command"] == ["nvidia-smi", "-L"]
-    assert "imagePullSecrets" not in spec  # the nodes pull through Artifact Registry
-    assert spec["restartPolicy"] == "Never"
-    assert spec["automountServiceAccountToken"] is False
-    assert spec["activeDeadlineSeconds"] == 30
+    assert run.returncode == 1
+    failure = run.line(f"FAIL  GPU runner online ({JOB})")
+    assert f"expected gpu-runner-{RUN_ID} alone (besides self-hosted, Linux, X64)" in failure
+    assert "runner-broker" in run.output
+    assert run.line(f"PASS  GPU ({JOB})")  # the pod runs: the GPU is still looked for
+    assert_jobs_deleted(run)
 
 
-def test_gpu_pod_meets_the_restricted_pod_security_standard(healthy):
-    run, _ = healthy
+def test_runner_with_only_the_default_labels_fails(tmp_path, tools):
+    run = smoke(tmp_path, tools, scenario(gpu_runner(labels=["self-hosted", "Linux", "X64"])))
 
-    spec = run.created_manifest()["spec"]
-    (container,) = spec["containers"]
-    context = {**spec["securityContext"], **container["securityContext"]}
-    assert context["runAsNonRoot"] is True
-    assert context["runAsUser"] == 10001
-    assert context["allowPrivilegeEscalation"] is False
-    assert context["capabilities"] == {"drop": ["ALL"]}
-    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert run.returncode == 1
+    assert "registered with labels self-hosted, Linux, X64;" in run.line(f"FAIL  GPU runner online ({JOB})")
+
+
+def test_runner_never_online_fails_with_the_broker_hint(tmp_path, tools):
+    run = smoke(tmp_path, tools, scenario(gpu_runner(pods=["running"], states=["absent"])), **SHORT_GPU_WAIT)
+
+    assert run.returncode == 1
+    failure = run.line(f"FAIL  GPU runner online ({JOB})")
+    assert "not online after 1s" in failure and f"no runner named {JOB} is registered in o/r" in failure
+    assert f"kubectl -n {NAMESPACE}-system logs deploy/runner-broker" in run.output
+    assert f"kubectl -n {NAMESPACE} logs {JOB}-x7k2p" in run.output
+    assert "its runner never registered" in run.line(f"SKIP  GPU runner removed ({JOB})")
+    assert run.table("GPU runner cold start")[JOB][-1] == "-"
+    assert_jobs_deleted(run)
+
+
+def test_runner_registered_but_offline_says_so(tmp_path, tools):
+    run = smoke(tmp_path, tools, scenario(gpu_runner(pods=["running"], states=["offline"])), **SHORT_GPU_WAIT)
+
+    assert run.returncode == 1
+    assert "not online after 1s: registered in o/r but offline" in run.line(f"FAIL  GPU runner online ({JOB})")
+    assert run.line(f"PASS  GPU runner removed ({JOB})")
+
+
+def test_gpu_pool_that_never_scales_up_fails_with_a_quota_hint(tmp_path, tools):
+    runner = gpu_runner(pods=["pending"], states=["absent"])
+    runner["events"].append({
+        "reason": "NotTriggerScaleUp", "lastTimestamp": stamp(runner["t0"] + 20),
+        "message": "pod didn't trigger scale-up: 1 max node group size reached",
+        "involvedObject": {"kind": "Pod", "name": runner["pod_name"]},
+    })
+    run = smoke(tmp_path, tools, scenario(runner), **SHORT_GPU_WAIT)
+
+    assert run.returncode == 1
+    failure = run.line(f"FAIL  GPU runner online ({JOB})")
+    assert "Insufficient nvidia.com/gpu" in failure and "max node group size reached" in failure
+    assert "quota" in run.output and "accelerator-types" in run.output
+    assert run.kubectl("exec") == []
+    assert run.line(f"SKIP  GPU ({JOB})")
+    assert_jobs_deleted(run)
+
+
+def test_job_without_a_pod_points_at_the_namespace_gpu_quota(tmp_path, tools):
+    run = smoke(tmp_path, tools, scenario(gpu_runner(pods=["none"], states=["absent"])), **SHORT_GPU_WAIT)
+
+    assert run.returncode == 1
+    assert "no pod yet" in run.line(f"FAIL  GPU runner online ({JOB})")
+    assert f"describe job {JOB}" in run.output and "quota" in run.output
+    assert run.table("GPU runner cold start")[JOB] == ["-"] * 7
+
+
+def test_image_pull_failure_gets_the_pull_token_hint(tmp_path, tools):
+    run = smoke(tmp_path, tools, scenario(gpu_runner(pods=["pulling"], states=["absent"])), **SHORT_GPU_WAIT)
+
+    assert run.returncode == 1
+    assert "ImagePullBackOff" in run.line(f"FAIL  GPU runner online ({JOB})")
+    assert "registryPullToken" in run.output
+    assert_jobs_deleted(run)
+
+
+def test_pod_that_ends_before_its_runner_is_online_fails_without_waiting(tmp_path, tools):
+    run = smoke(tmp_path, tools, scenario(gpu_runner(pods=["failed"], states=["absent"])),
+                SMOKE_GPU_TIMEOUT_SECONDS="600", SMOKE_POLL_SECONDS="1")
+
+    assert run.returncode == 1
+    assert "its pod ended (Failed: Error (exit 3))" in run.line(f"FAIL  GPU runner online ({JOB})")
+    assert "logs deploy/runner-broker" in run.output
+    assert run.seconds < 10
+    assert_jobs_deleted(run)
+
+
+def test_no_gpu_in_nvidia_smi_output_fails(tmp_path, tools):
+    no_gpu = {"stdout": "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n", "exit": 9}
+    run = smoke(tmp_path, tools, scenario(gpu_runner(exec_reply=no_gpu)))
+
+    assert run.returncode == 1
+    failure = run.line(f"FAIL  GPU ({JOB})")
+    assert "printed no 'GPU 0:' line" in failure and "couldn't communicate" in failure
+    assert "gpuDriverVersion" in run.output and "nvidia-gpu-device-plugin" in run.output
+    assert run.line(f"PASS  GPU runner online ({JOB})")
+    assert "1 check(s) failed: GPU (gpu-runner-9000-1)" in run.stdout
+    assert_jobs_deleted(run)
+
+
+def test_runner_that_stays_in_github_after_its_job_is_deleted_fails(tmp_path, tools):
+    run = smoke(tmp_path, tools, scenario(gpu_runner(leaves_after=None)),
+                SMOKE_DEREGISTER_TIMEOUT_SECONDS="1", SMOKE_POLL_SECONDS="0.2")
+
+    assert run.returncode == 1
+    failure = run.line(f"FAIL  GPU runner removed ({JOB})")
+    assert "still registered in o/r 1s after its Job was deleted" in failure and failure.endswith("(offline)")
+    assert "logs deploy/runner-broker" in run.output and "Settings > Actions > Runners" in run.output
+
+
+def test_three_runners_start_at_once_and_get_one_row_each(tmp_path, tools):
+    runners = [
+        gpu_runner(RUN_ID),
+        gpu_runner(RUN_ID + 1, warm_node=True, cached_image=True, pods=["running"], states=["offline", "online"]),
+        gpu_runner(RUN_ID + 2, states=["absent", "absent", "absent", "online"]),
+    ]
+    run = smoke(tmp_path, tools, scenario(*runners), SMOKE_GPU_RUNNERS="3")
+
+    jobs = [f"gpu-runner-{RUN_ID + i}-1" for i in range(3)]
+    assert run.returncode == 0, run.output
+    creates = run.kubectl("create")
+    assert [yaml.safe_load(c["stdin"])["metadata"]["name"] for c in creates] == jobs
+    # All three are created before the first poll.
+    first_poll = run.calls.index(next(c for c in run.calls if "pods" in c["argv"]))
+    assert max(run.calls.index(c) for c in creates) < first_poll
+    for job in jobs:
+        assert run.line(f"PASS  GPU runner online ({job})")
+        assert run.line(f"PASS  GPU ({job})")
+        assert run.line(f"PASS  GPU runner removed ({job})")
+    assert f"created {' '.join(jobs)} in namespace {NAMESPACE}" in run.line("PASS  GPU runner jobs")
+    table = run.table("GPU runner cold start")
+    assert set(table) == {"", *jobs}
+    assert table[jobs[0]][:6] == ["1", "3", "95", "97", "128", "130"]
+    # A node that was already up: no scale-up, node ready before the Job; a cached image.
+    assert table[jobs[1]][:6] == ["1", "-", "-3000", "97", "128*", "130"]
+    assert "* the image was already present (image streaming or a cached image)" in run.stdout
+    assert "negative: before the Job was created (the node was already up)" in run.stdout
+    assert_jobs_deleted(run, *jobs)
+    assert len(run.kubectl("delete")) == 1  # one call deletes them all
+
+
+def test_older_runner_version_warns_without_failing(tmp_path, tools):
+    run = smoke(tmp_path, tools, scenario(release=Reply(200, {"tag_name": "v2.337.0"})))
+
+    assert run.returncode == 0, run.output
+    warning = run.line("WARN  runner version")
+    assert "the image has runner 2.336.0, GitHub's latest is 2.337.0" in warning
+    assert "cold start then downloads and installs the update" in warning
+    assert "ARG RUNNER_VERSION and ARG RUNNER_SHA256" in run.output
+    assert "All checks passed." in run.stdout
+
+
+def test_current_runner_version_of_the_real_dockerfile_passes(tmp_path, tools):
+    dockerfile = (ROOT / "runner_image" / "Dockerfile").read_text()
+    (ours,) = re.findall(r"^ARG RUNNER_VERSION=(\S+)$", dockerfile, re.MULTILINE)
+    run = smoke(tmp_path, tools, scenario(release=Reply(200, {"tag_name": f"v{ours}"})), cwd=ROOT)
+
+    assert run.returncode == 0, run.output
+    assert f"the image has runner {ours}, GitHub's latest release is {ours}" in run.line("PASS  runner version")
+    assert "WARN" not in run.output
+
+
+def test_failed_release_lookup_warns_without_failing(tmp_path, tools):
+    run = smoke(tmp_path, tools, scenario(release=Reply(503, {"message": "unavailable"})))
+
+    assert run.returncode == 0, run.output
+    assert "could not read GitHub's latest runner release (HTTP 503" in run.line("WARN  runner version")
+    assert "releases/latest" in run.output
+
+
+def test_missing_dockerfile_warns_without_failing(tmp_path, tools):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = smoke(tmp_path, tools, scenario(), cwd=elsewhere)
+
+    assert run.returncode == 0, run.output
+    assert "no ARG RUNNER_VERSION=x.y.z in" in run.line("WARN  runner version")
+    assert "from the project folder" in run.output
+    assert RELEASE_PATH not in [request.path for request in run.github_requests]
+
+
+def test_follow_node_prints_the_billed_minutes_once_the_node_is_gone(tmp_path, tools):
+    runner = gpu_runner(node_gone_after=3, node_age_seconds=630)
+    run = smoke(tmp_path, tools, scenario(runner), SMOKE_FOLLOW_NODE="1")
+
+    assert run.returncode == 0, run.output
+    node = runner["node_name"]
+    node_calls = [c["argv"] for c in run.calls if c["argv"][:3] == ["get", "node", node]]
+    assert node_calls[0] == ["get", "node", node, "-o", "json"]  # read for the table, before the Job goes
+    assert node_calls[1:] == [["get", "node", node, "-o", "name"]] * 3  # followed until NotFound
+    (delete,) = run.kubectl("delete")
+    follows = [c for c in run.calls if c["argv"][:3] == ["get", "node", node]][1:]
+    assert all(c["at"] > delete["at"] for c in follows)
+    table = run.table("GPU node billing")
+    assert table[""] == ["created", "removed", "billed", "idle", "after", "its", "runner"]
+    created, removed, billed, unit, idle = table[node]
+    assert created == runner["node"]["node"]["metadata"]["creationTimestamp"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", removed)
+    removed_epoch = time.mktime(time.strptime(removed, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    created_epoch = time.mktime(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert (billed, unit) == (str(math.ceil((removed_epoch - created_epoch) / 60)), "min")
+    assert billed == "11"  # 630 s and a few: 11 started minutes
+    assert re.fullmatch(r"\d+s", idle) and int(idle[:-1]) <= 10
+
+
+def test_follow_node_that_stays_warns_after_the_node_timeout(tmp_path, tools):
+    runner = gpu_runner(node_gone_after=None, node_age_seconds=100)
+    run = smoke(tmp_path, tools, scenario(runner), SMOKE_FOLLOW_NODE="1", SMOKE_NODE_TIMEOUT_SECONDS="1",
+                SMOKE_POLL_SECONDS="0.2")
+
+    assert run.returncode == 0, run.output
+    warning = run.line(f"WARN  GPU node removed ({runner['node_name']})")
+    assert "still in the cluster 1s after its runner ended" in warning
+    assert "gpuMinNodes or gpuWarmRunners" in run.output
+    created, *rest = run.table("GPU node billing")[runner["node_name"]]
+    assert created == runner["node"]["node"]["metadata"]["creationTimestamp"]
+    assert rest[:2] == ["still", "there"] and rest[2] in (">=2", ">=3") and rest[3] == "min"  # 100 s and more
+    assert re.fullmatch(r">=\d+s", rest[4])
+
+
+def test_refused_create_fails_and_the_jobs_created_are_still_deleted(tmp_path, tools):
+    refused = {"exit": 1, "stderr": 'Error from server (Forbidden): jobs "x" is forbidden: exceeded quota\n'}
+    the_scenario = scenario(gpu_runner(RUN_ID), gpu_runner(RUN_ID + 1),
+                            kubectl__create=[{"stdout": "job.batch/created\n"}, refused])
+    run = smoke(tmp_path, tools, the_scenario, SMOKE_GPU_RUNNERS="2")
+
+    assert run.returncode == 1
+    second = f"gpu-runner-{RUN_ID + 1}-1"
+    assert f"kubectl create {second} was refused" in run.line("FAIL  GPU runner jobs")
+    assert "exceeded quota" in run.output
+    assert run.line(f"PASS  GPU runner online ({JOB})")  # the one that was created is still checked
+    assert set(run.table("GPU runner cold start")) == {"", JOB}
+    assert_jobs_deleted(run, JOB, second)
+    # The checks delete the Job they ran; the exit trap deletes the one whose create failed.
+    assert [call["argv"][4:-2] for call in run.kubectl("delete")] == [[JOB], [second]]
+
+
+def test_interrupted_run_still_deletes_the_jobs(tmp_path, tools):
+    runners = [gpu_runner(RUN_ID, pods=["pending"], states=["absent"]),
+               gpu_runner(RUN_ID + 1, pods=["pending"], states=["absent"])]
+    with FakeGitHub() as github:
+        env = environment(tmp_path, tools, github, scenario(*runners), SMOKE_GPU_RUNNERS="2",
+                          SMOKE_GPU_TIMEOUT_SECONDS="600", SMOKE_POLL_SECONDS="0.1")
+        log = Path(env["STUB_LOG"])
+        process = subprocess.Popen([str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   cwd=project_folder(tmp_path))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and '"pods"' not in (log.read_text() if log.exists() else ""):
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=20)
+        run = Run(subprocess.CompletedProcess([], process.returncode, stdout, stderr), log, github)
+
+    assert run.returncode == 143
+    assert_jobs_deleted(run, JOB, f"gpu-runner-{RUN_ID + 1}-1")
 
 
 def test_base_runner_offline_fails_with_the_runner_hint(tmp_path, tools):
@@ -371,27 +891,35 @@ def test_base_runner_offline_fails_with_the_runner_hint(tmp_path, tools):
     assert "logs deploy/base-runner" in run.output and "PAT" in run.output
     assert "logs deploy/runner-broker" in run.output
     assert "1 check(s) failed: base runner online" in run.stdout
-    assert run.line("PASS  GPU pod")
-    assert_pod_deleted(run)
+    assert run.line(f"PASS  GPU runner online ({JOB})")
+    assert_jobs_deleted(run)
     assert_token_kept_secret(run)
 
 
-def test_refused_token_fails_with_a_token_hint(tmp_path, tools):
+def test_refused_token_fails_once_and_the_gpu_runner_is_checked_in_the_cluster(tmp_path, tools):
     run = smoke(tmp_path, tools, scenario(runners=Reply(401, {"message": "Bad credentials"})))
 
     assert run.returncode == 1
     assert "401" in run.line("FAIL  base runner online")
     assert "gh auth token" in run.output
+    assert "GitHub refused the token" in run.line(f"SKIP  GPU runner online ({JOB})")
+    assert run.line(f"PASS  GPU ({JOB})")
+    assert "1 check(s) failed: base runner online" in run.stdout
+    assert len(job_lists(run)) == 1
     assert_token_kept_secret(run)
 
 
-def test_missing_token_fails_that_check_only(tmp_path, tools):
+def test_missing_token_checks_the_gpu_runner_in_the_cluster_only(tmp_path, tools):
     run = smoke(tmp_path, tools, scenario(), GITHUB_TOKEN=None)
 
     assert run.returncode == 1
     assert "GITHUB_TOKEN is not set" in run.line("FAIL  base runner online")
-    assert run.line("PASS  GPU pod")
-    assert run.github_requests == []
+    assert "GITHUB_TOKEN is not set" in run.line(f"SKIP  GPU runner online ({JOB})")
+    assert run.line(f"PASS  GPU ({JOB})")
+    assert run.line(f"SKIP  GPU runner removed ({JOB})")
+    assert [request.path for request in run.github_requests] == [RELEASE_PATH]
+    assert "authorization" not in run.github_requests[0].headers
+    assert_jobs_deleted(run)
 
 
 def test_repository_comes_from_pulumi_config_when_not_in_env(tmp_path, tools):
@@ -399,58 +927,7 @@ def test_repository_comes_from_pulumi_config_when_not_in_env(tmp_path, tools):
 
     assert run.returncode == 0, run.output
     assert ["config", "get", "githubRepository"] in [call["argv"] for call in run.calls]
-    assert [request.path for request in run.github_requests] == [RUNNERS_PATH]
-
-
-def test_gpu_log_without_a_gpu_fails(tmp_path, tools):
-    no_gpu = {"stdout": "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n"}
-    run = smoke(tmp_path, tools, scenario(kubectl__logs=no_gpu))
-
-    assert run.returncode == 1
-    assert "GPU 0:" in run.line("FAIL  GPU pod")
-    assert "hint:" in run.output
-    assert_pod_deleted(run)
-
-
-def test_gpu_pod_failing_fails(tmp_path, tools):
-    run = smoke(tmp_path, tools, scenario(kubectl__get=[pod("Failed")], kubectl__logs={"stdout": ""}))
-
-    assert run.returncode == 1
-    assert "pod Failed" in run.line("FAIL  GPU pod")
-    assert_pod_deleted(run)
-
-
-def test_gpu_pool_that_never_scales_up_fails_with_a_quota_hint(tmp_path, tools):
-    run = smoke(tmp_path, tools, scenario(kubectl__get=[UNSCHEDULABLE]), **SHORT_GPU_WAIT)
-
-    assert run.returncode == 1
-    assert "Insufficient nvidia.com/gpu" in run.line("FAIL  GPU pod")
-    assert "quota" in run.output and "accelerator-types" in run.output
-    assert run.kubectl("logs") == []
-    assert_pod_deleted(run)
-
-
-def test_image_pull_failure_gets_the_pull_token_hint(tmp_path, tools):
-    waiting = {"reason": "ImagePullBackOff", "message": "403 Forbidden"}
-    pulling = pod("Pending", containerStatuses=[{"state": {"waiting": waiting}}])
-    run = smoke(tmp_path, tools, scenario(kubectl__get=[pulling]), **SHORT_GPU_WAIT)
-
-    assert run.returncode == 1
-    assert "ImagePullBackOff" in run.line("FAIL  GPU pod")
-    assert "registryPullToken" in run.output
-    assert_pod_deleted(run)
-
-
-def test_refused_pod_is_reported_and_still_cleaned_up(tmp_path, tools):
-    refused = {
-        "exit": 1,
-        "stderr": 'Error from server (Forbidden): pods "x" is forbidden: violates PodSecurity "restricted"\n',
-    }
-    run = smoke(tmp_path, tools, scenario(kubectl__create=refused))
-
-    assert run.returncode == 1
-    assert "violates PodSecurity" in run.line("FAIL  GPU pod")
-    assert_pod_deleted(run)
+    assert {request.path for request in run.github_requests} == {RUNNERS_PATH, RELEASE_PATH}
 
 
 def test_deployment_not_available_fails_and_the_other_checks_still_run(tmp_path, tools):
@@ -461,7 +938,7 @@ def test_deployment_not_available_fails_and_the_other_checks_still_run(tmp_path,
     assert "timed out waiting" in run.line("FAIL  base runner deployment")
     assert "logs deploy/base-runner" in run.output
     assert run.line("PASS  base runner online")
-    assert run.line("PASS  GPU pod")
+    assert run.line(f"PASS  GPU ({JOB})")
 
 
 def test_without_stack_outputs_nothing_else_runs(tmp_path, tools):
@@ -474,29 +951,10 @@ def test_without_stack_outputs_nothing_else_runs(tmp_path, tools):
     assert [call["tool"] for call in run.calls] == ["pulumi"]
 
 
-def test_interrupted_run_still_deletes_the_pod(tmp_path, tools):
-    with FakeGitHub() as github:
-        env = environment(
-            tmp_path, tools, github, scenario(kubectl__get=[UNSCHEDULABLE]),
-            SMOKE_GPU_TIMEOUT_SECONDS="600", SMOKE_POLL_SECONDS="0.1",
-        )  # fmt: skip
-        log = Path(env["STUB_LOG"])
-        process = subprocess.Popen([str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and '"create"' not in (log.read_text() if log.exists() else ""):
-            time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=20)
-        run = Run(subprocess.CompletedProcess([], process.returncode, stdout, stderr), log, github)
-
-    assert run.returncode == 143
-    assert_pod_deleted(run)
-
-
 def test_missing_outputs_are_named(tmp_path, tools):
     partial = {"stdout": json.dumps({"namespace": NAMESPACE, "clusterName": "gpu-runners"})}
     run = smoke(tmp_path, tools, scenario(pulumi__stack_output=partial))
 
     assert run.returncode == 1
-    assert "missing: clusterRunnerImage kubeconfig" in run.line("FAIL  stack outputs")
+    assert "missing: clusterRunnerImage gpuRunnerTemplate kubeconfig" in run.line("FAIL  stack outputs")
     assert [call["tool"] for call in run.calls] == ["pulumi"]
