@@ -9,6 +9,11 @@
 - the runner broker, as a real process against local fakes of GitHub and Kubernetes: JIT
   request to answer, p50 and p99, over sequential requests and with many pods at once;
 - a runner pod's start to run.sh running, with the real entrypoint and the real broker.
+
+Then three models, figures rather than timings (tests/cold_start_model.py, which cites every
+published figure and marks every assumption; tests/test_benchmark_model.py tests them): the
+cold start of one GPU runner before and after this project's cold-start work, N runs started
+together, and the bill per run, per warm node and per month.
 """
 
 import signal
@@ -21,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import broker_harness  # noqa: E402
+import cold_start_model  # noqa: E402
 from conftest import run_program  # noqa: E402
 from fake_broker import FakeBroker  # noqa: E402
 from test_entrypoint import Harness  # noqa: E402
@@ -90,3 +96,4 @@ if __name__ == "__main__":
     figures("entrypoint: SIGTERM -> broker told, exit", stop)
     broker_latency()
     figures("runner pod: start -> run.sh (real broker)", runner_pod_start(runs))
+    cold_start_model.print_models()
