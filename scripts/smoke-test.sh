@@ -8,11 +8,19 @@ Usage: scripts/smoke-test.sh
 
 Run from the Pulumi project folder after `pulumi up`. Checks, one line each:
   1. the base runner Deployment is available in the cluster;
-  2. a base runner is online in GitHub (runner label `base-runner`);
+  2. a base runner is online in GitHub (runner label `base-runner`); and WARN for
+     each runner in that list this stack did not register that could take its
+     jobs: one that carries `base-runner` or a `gpu-runner-<run id>` label, or only
+     default labels (self-hosted, Linux, X64: it takes `runs-on: self-hosted`);
   3. the runner version in runner_image/Dockerfile is GitHub's latest (WARN if
      not: every cold start would download the update first);
-  4. real GPU runners: it creates SMOKE_GPU_RUNNERS Jobs from the stack output
-     gpuRunnerTemplate (run ids SMOKE_RUN_ID, +1, ..., attempt 1), and for each:
+  4. real GPU runners, started and stopped with CI's rights, not yours: as the
+     first subject of RoleBinding ci-runner-launcher in the runner namespace
+     (kubectl --as; a ServiceAccount, or the User a Google service account signs
+     in as), it reads ConfigMap gpu-runner-template, creates SMOKE_GPU_RUNNERS Jobs
+     from it (run ids SMOKE_RUN_ID, +1, ..., attempt 1), watches them and their
+     pods, and deletes them, as the workflow does. Events, nodes and `nvidia-smi`
+     (kubectl exec, which CI may not do) use your own rights. For each Job:
      its runner comes online in GitHub, named after the Job, with the one custom
      label gpu-runner-<run id>; `nvidia-smi -L` in it prints `GPU 0: ...`; once
      the Job is deleted, the runner leaves GitHub. Then it prints each runner's
@@ -23,7 +31,8 @@ Exits 0 when every check passed (WARN lines do not count), 1 otherwise; each
 failure comes with a hint. The Jobs it created are deleted whatever happens.
 
 Needs: pulumi (logged in, stack selected), kubectl, gke-gcloud-auth-plugin and a
-gcloud login that may use the cluster, curl, jq, envsubst (gettext).
+gcloud login that may use the cluster and impersonate CI's identity there (e.g.
+roles/container.admin), curl, jq, envsubst (gettext).
 
 Environment:
   GITHUB_TOKEN               required for the GitHub checks: a token that may list
@@ -108,6 +117,13 @@ umask 077
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/gpu-runners-smoke.XXXXXX")"
 namespace=""
 
+# CI's rights in the runner namespace come from this RoleBinding; the workflow
+# reads the GPU runner Job template from this ConfigMap.
+CI_BINDING="ci-runner-launcher"
+TEMPLATE_CONFIGMAP="gpu-runner-template"
+ci_identity="" # CI as kubectl --as spells it, once read from the RoleBinding
+ci_kind=""     # ServiceAccount or User
+
 # The GPU runner Jobs, one index per runner. A name is added before its Job is
 # created and marked deleted once a delete went through: cleanup deletes the rest.
 jobs=()
@@ -122,8 +138,13 @@ job_phase=() # none (no pod yet), Pending, Running, Succeeded, Failed
 job_gone=() # epoch seconds of the first poll that no longer listed its runner
 deleted_at=""
 
+# kubectl with CI's rights: the calls a workflow's start and stop make.
+ci_kubectl() {
+  "$KUBECTL" --as="$ci_identity" -n "$namespace" "$@"
+}
+
 delete_jobs() {
-  "$KUBECTL" -n "$namespace" delete job "$@" --ignore-not-found --wait=false
+  ci_kubectl delete job "$@" --ignore-not-found --wait=false
 }
 
 cleanup() {
@@ -132,9 +153,16 @@ cleanup() {
     [[ "${job_deleted[i]}" == 1 ]] || leftover+=("${jobs[i]}")
   done
   if ((${#leftover[@]} > 0)); then
-    # A test GPU runner must not keep a GPU node alive, whatever happened.
-    delete_jobs "${leftover[@]}" >/dev/null 2>&1 ||
+    # A test GPU runner must not keep a GPU node alive, whatever happened: if CI
+    # may not delete it, the operator's own rights do.
+    if delete_jobs "${leftover[@]}" >/dev/null 2>&1; then
+      :
+    elif "$KUBECTL" -n "$namespace" delete job "${leftover[@]}" --ignore-not-found --wait=false >/dev/null 2>&1; then
+      printf 'smoke-test: %s could not delete job(s) %s in namespace %s; deleted them with your own rights\n' \
+        "$ci_identity" "${leftover[*]}" "$namespace" >&2
+    else
       printf 'smoke-test: could not delete job(s) %s in namespace %s; delete them by hand\n' "${leftover[*]}" "$namespace" >&2
+    fi
   fi
   rm -rf -- "$workdir"
 }
@@ -184,11 +212,9 @@ output() {
 namespace="$(output namespace)"
 runner_image="$(output clusterRunnerImage)"
 output kubeconfig >"$workdir/kubeconfig"
-output gpuRunnerTemplate >"$workdir/gpu-runner-template.yaml"
 missing=()
 [[ -n "$namespace" ]] || missing+=(namespace)
 [[ -n "$runner_image" ]] || missing+=(clusterRunnerImage)
-[[ -s "$workdir/gpu-runner-template.yaml" ]] || missing+=(gpuRunnerTemplate)
 [[ -s "$workdir/kubeconfig" ]] || missing+=(kubeconfig)
 if ((${#missing[@]} > 0)); then
   fail "stack outputs" "missing: ${missing[*]}" "run pulumi up to completion, then try again"
@@ -320,6 +346,40 @@ check_base_runner_online() {
   fi
 }
 
+# Runners in the list just fetched that this stack did not register, but that could
+# take its jobs. This stack's: base-runner-* with label base-runner, and
+# gpu-runner-<run id>-<attempt> with label gpu-runner-<run id>. Any other runner
+# that carries base-runner, a gpu-runner-<number> label, or nothing but GitHub's
+# default labels (it takes `runs-on: self-hosted`) gets a WARN. GitHub compares
+# labels without case.
+check_foreign_runners() {
+  local id name status labels why
+  ((github_ok)) || return 0
+  jq -e '.runners | type == "array"' "$workdir/runners.json" >/dev/null 2>&1 || return 0
+  while IFS=$'\t' read -r id name status labels why; do
+    warn "foreign runner ($name)" "labels $labels (id $id, $status); this stack did not register it, $why" \
+      "such a runner (the tutorial's, say) can take this stack's jobs: remove it in $repo's Settings > Actions > Runners, or gh api -X DELETE repos/$repo/actions/runners/$id"
+  done < <(jq -r '
+    .runners[]
+    | (.name // "") as $name
+    | [.labels[]?.name | strings] as $labels
+    | ($labels | map(ascii_downcase)) as $lower
+    | ([$name | capture("^gpu-runner-(?<run>[0-9]+)-[0-9]+$") | .run][0]) as $run
+    | select(
+        (($name | startswith("base-runner-")) and ($lower | any(. == "base-runner")))
+        or ($run != null and ($lower | any(. == "gpu-runner-\($run)")))
+        | not)
+    | ($lower | map(select(. as $l
+        | ["self-hosted", "linux", "x64", "arm", "arm64", "windows", "macos"] | any(. == $l) | not))) as $custom
+    | ([$labels[] | select(ascii_downcase | . == "base-runner" or test("^gpu-runner-[0-9]+$"))]) as $stack_labels
+    | (if $stack_labels != [] then "yet it carries \($stack_labels | join(", "))"
+       elif $custom == [] then "and it has only default labels: it takes any job that asks for self-hosted"
+       else empty end) as $why
+    | [(.id // "?" | tostring), $name, (.status // "unknown"),
+       (if $labels == [] then "none" else $labels | join(", ") end), $why]
+    | @tsv' "$workdir/runners.json" 2>/dev/null || true)
+}
+
 # --- 3. runner version ------------------------------------------------------------------
 
 # 0 when version $1 (x.y.z) is older than $2.
@@ -375,7 +435,7 @@ fetch_pod() {
   local file name="" node="" phase=none
   file="$(pod_file "$1")"
   echo null >"$file"
-  if "$KUBECTL" -n "$namespace" get pods -l "batch.kubernetes.io/job-name=${jobs[$1]}" -o json \
+  if ci_kubectl get pods -l "batch.kubernetes.io/job-name=${jobs[$1]}" -o json \
     >"$file.list" 2>"$workdir/get.err"; then
     # First line: name|node|phase; then the pod itself.
     { IFS='|' read -r name node phase && cat >"$file"; } < <(
@@ -430,8 +490,74 @@ pod_hint() {
   esac
 }
 
+# What the operator lacks when Kubernetes refuses to let them act as CI.
+impersonation_hint() {
+  local resource=users
+  [[ "$ci_kind" != ServiceAccount ]] || resource=serviceaccounts
+  echo "the smoke test starts the GPU runner Jobs with CI's rights, so you need the right to impersonate $ci_identity: e.g. roles/container.admin on the cluster's project (gcloud projects add-iam-policy-binding <project> --member=user:<you> --role=roles/container.admin), or a ClusterRole with verb impersonate on $resource bound to you"
+}
+
+# CI's identity: the first subject of RoleBinding ci-runner-launcher, as kubectl
+# --as spells it, into ci_identity and ci_kind. Returns 1 after a FAIL.
+resolve_ci_identity() {
+  local check="CI identity" binding="$workdir/ci-binding.json" name subject_namespace
+  if ! "$KUBECTL" -n "$namespace" get rolebinding "$CI_BINDING" -o json >"$binding" 2>"$workdir/ci-binding.err"; then
+    if grep -q NotFound "$workdir/ci-binding.err"; then
+      fail "$check" "RoleBinding $CI_BINDING not found in namespace $namespace" \
+        "the RoleBinding that gives CI its rights is missing: run pulumi up"
+    else
+      fail "$check" "could not read RoleBinding $CI_BINDING in namespace $namespace: $(one_line <"$workdir/ci-binding.err")" \
+        "kubectl -n $namespace get rolebinding $CI_BINDING must work with your own rights (gcloud auth login; e.g. roles/container.admin); if the RoleBinding is missing, run pulumi up"
+    fi
+    return 1
+  fi
+  ci_kind="$(jq -r '.subjects[0].kind // empty | strings' "$binding" 2>/dev/null)" || ci_kind=""
+  name="$(jq -r '.subjects[0].name // empty | strings' "$binding" 2>/dev/null)" || name=""
+  subject_namespace="$(jq -r '.subjects[0].namespace // empty | strings' "$binding" 2>/dev/null)" || subject_namespace=""
+  if [[ -z "$ci_kind" || ! "$name" =~ ^[^[:space:]]+$ ]]; then
+    fail "$check" "RoleBinding $CI_BINDING in namespace $namespace names no subject" \
+      "its first subject must be the identity CI signs in as: run pulumi up"
+    return 1
+  fi
+  case "$ci_kind" in
+    ServiceAccount) ci_identity="system:serviceaccount:${subject_namespace:-$namespace}:$name" ;;
+    User) ci_identity="$name" ;;
+    *)
+      fail "$check" "the first subject of RoleBinding $CI_BINDING is $ci_kind $name: only a ServiceAccount or a User can be impersonated" \
+        "make the identity CI signs in as the RoleBinding's first subject: run pulumi up"
+      return 1
+      ;;
+  esac
+}
+
+# The GPU runner Job template, read from the cluster with CI's rights, as the
+# workflow reads it. Returns 1 after a FAIL.
+read_template_as_ci() {
+  local template="$workdir/gpu-runner-template.yaml" err="$workdir/template.err"
+  if ci_kubectl get configmap "$TEMPLATE_CONFIGMAP" -o 'jsonpath={.data.runner-gpu\.yaml}' >"$template" 2>"$err" &&
+    [[ -s "$template" ]]; then
+    return 0
+  fi
+  if grep -q "cannot impersonate" "$err"; then
+    fail "CI identity" "you may not act as $ci_identity ($ci_kind of RoleBinding $CI_BINDING): $(one_line <"$err")" \
+      "$(impersonation_hint)"
+  elif grep -q NotFound "$err"; then
+    fail "GPU runner template" "ConfigMap $TEMPLATE_CONFIGMAP not found in namespace $namespace" "run pulumi up"
+  elif grep -q Forbidden "$err"; then
+    fail "GPU runner template" "$ci_identity may not read ConfigMap $TEMPLATE_CONFIGMAP: $(one_line <"$err")" \
+      "CI's Role $CI_BINDING must allow get on ConfigMap $TEMPLATE_CONFIGMAP, as the workflow reads it: run pulumi up"
+  elif [[ -s "$err" ]]; then
+    fail "GPU runner template" "could not read ConfigMap $TEMPLATE_CONFIGMAP as $ci_identity: $(one_line <"$err")" \
+      "kubectl --as=$ci_identity -n $namespace get configmap $TEMPLATE_CONFIGMAP"
+  else
+    fail "GPU runner template" "ConfigMap $TEMPLATE_CONFIGMAP in namespace $namespace has no key runner-gpu.yaml" \
+      "run pulumi up"
+  fi
+  return 1
+}
+
 create_gpu_runners() {
-  local check="GPU runner jobs" i run_id job created=()
+  local check="GPU runner jobs" i run_id job hint created=()
   for ((i = 0; i < GPU_RUNNERS; i++)); do
     run_id=$((RUN_ID + i))
     job="gpu-runner-$run_id-1"
@@ -451,16 +577,20 @@ create_gpu_runners() {
     # shellcheck disable=SC2016 # envsubst wants the variable names, unexpanded
     if GITHUB_RUN_ID="$run_id" GITHUB_RUN_ATTEMPT=1 envsubst '${GITHUB_RUN_ID} ${GITHUB_RUN_ATTEMPT}' \
       <"$workdir/gpu-runner-template.yaml" >"$workdir/$job.yaml" &&
-      "$KUBECTL" -n "$namespace" create -f - <"$workdir/$job.yaml" >"$workdir/create.out" 2>&1; then
+      ci_kubectl create -f - <"$workdir/$job.yaml" >"$workdir/create.out" 2>&1; then
       created+=("$job")
     else
       job_state[i]=absent
-      fail "$check" "kubectl create $job was refused: $(one_line <"$workdir/create.out")" \
-        "the template no longer matches the cluster (pulumi up), or the namespace's Pod Security (restricted) or RBAC refused it; kubectl -n $namespace get events"
+      if grep -q "cannot impersonate" "$workdir/create.out"; then
+        hint="$(impersonation_hint)"
+      else
+        hint="the template no longer matches the cluster (pulumi up), or the namespace's Pod Security (restricted) or CI's Role $CI_BINDING refused it; kubectl -n $namespace get events"
+      fi
+      fail "$check" "kubectl create $job as $ci_identity was refused: $(one_line <"$workdir/create.out")" "$hint"
     fi
   done
   if ((${#created[@]} > 0)); then
-    pass "$check" "created ${created[*]} in namespace $namespace"
+    pass "$check" "created ${created[*]} in namespace $namespace as $ci_identity (CI: the $ci_kind of RoleBinding $CI_BINDING)"
   fi
 }
 
@@ -589,7 +719,7 @@ collect_timings() {
     [[ "${job_state[i]}" != absent ]] || continue
     base="$workdir/${jobs[i]}"
     fetch_pod "$i"
-    "$KUBECTL" -n "$namespace" get job "${jobs[i]}" -o json >"$base.job.json" 2>/dev/null || echo null >"$base.job.json"
+    ci_kubectl get job "${jobs[i]}" -o json >"$base.job.json" 2>/dev/null || echo null >"$base.job.json"
     echo null >"$base.events.json"
     if [[ -n "${job_pod[i]}" ]]; then
       "$KUBECTL" -n "$namespace" get events --field-selector "involvedObject.name=${job_pod[i]}" -o json \
@@ -642,8 +772,8 @@ delete_gpu_runners() {
       fi
     done
   else
-    fail "GPU runner jobs deleted" "kubectl delete job ${names[*]} failed: $(one_line <"$workdir/delete.out")" \
-      "delete them by hand: kubectl -n $namespace delete job ${names[*]}"
+    fail "GPU runner jobs deleted" "kubectl delete job ${names[*]} as $ci_identity failed: $(one_line <"$workdir/delete.out")" \
+      "CI's Role $CI_BINDING must allow delete on Jobs (pulumi up); on exit the script tries again with your own rights, else delete them by hand: kubectl -n $namespace delete job ${names[*]}"
   fi
 }
 
@@ -829,6 +959,9 @@ follow_nodes() {
 
 check_gpu_runners() {
   local i
+  if ! resolve_ci_identity || ! read_template_as_ci; then
+    return 0 # no Job was started: nothing else to check
+  fi
   create_gpu_runners
   if [[ " ${job_state[*]} " == *" waiting "* ]]; then
     wait_for_gpu_runners
@@ -850,6 +983,7 @@ check_gpu_runners() {
 
 check_base_runner_deployment
 check_base_runner_online
+check_foreign_runners
 check_runner_version
 check_gpu_runners
 

@@ -3,7 +3,9 @@ wrapper and a fake GitHub API.
 
 The stub kubectl plays a cluster from a scenario: GPU runner Jobs, their pods (one
 state per poll, the last one repeated), the pods' events and the nodes, all in the
-shapes the API server answers with. The fake GitHub lists the runners as they come
+shapes the API server answers with; and CI's RoleBinding and Role: it records the
+identity each call impersonates (`--as`), refuses impersonation when the scenario
+says so, and refuses CI what CI's Role does not grant. The fake GitHub lists the runners as they come
 and go: `RunnerBoard` derives each GPU runner's state from what the script did so far
 (how often it polled the Job's pod, whether it deleted the Job)."""
 
@@ -49,6 +51,32 @@ _job = gpu_runner_job(IMAGE, "http://runner-broker.github-runners-system.svc.clu
 _job["metadata"]["annotations"] = {"smoke-test/untouched": "$HOME ${KEEP_ME} $(date)"}
 TEMPLATE = render_template(_job)
 
+# CI's identity as the stack binds it (a ServiceAccount), and as it will once CI
+# signs in with a Google service account (a User).
+CI_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:ci-runner-launcher"
+CI_GOOGLE = "ci@proj.iam.gserviceaccount.com"
+
+
+def ci_access(kind: str = "ServiceAccount", *, impersonation: str = "allowed", binding: bool = True,
+              denied: tuple[str, ...] = ()) -> dict:
+    """CI's RoleBinding with `kind` as its first subject; impersonation "allowed" or "refused";
+    `denied`: verbs CI's Role lacks, besides those it never had."""
+    subject = ({"kind": "ServiceAccount", "name": "ci-runner-launcher", "namespace": NAMESPACE}
+               if kind == "ServiceAccount" else
+               {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": CI_GOOGLE})
+    return {
+        "identity": CI_ACCOUNT if kind == "ServiceAccount" else CI_GOOGLE,
+        "impersonation": impersonation,
+        "denied": list(denied),
+        "binding": {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "ci-runner-launcher", "namespace": NAMESPACE},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ci-runner-launcher"},
+            "subjects": [subject, {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "someone@else.com"}],
+        } if binding else None,
+    }
+
+
 # A cold start with known parts, in seconds after the Job's creation.
 PARTS = {"pod": 1, "scale_up": 3, "node_created": 40, "node_ready": 95, "scheduled": 97, "pulled": 128, "started": 130}
 ONLINE_AFTER = 150  # the Job was created this long before the scenario is built
@@ -56,13 +84,25 @@ ONLINE_AFTER = 150  # the Job was created this long before the scenario is built
 STUB = """\
 #!@PYTHON@ -S
 # A stub @TOOL@: records its argv, stdin and KUBECONFIG, answers from the scenario.
+# The identity a kubectl call impersonates (--as) is recorded apart from its argv.
 import json, os, stat, sys
 
 tool = "@TOOL@"
-args = sys.argv[1:]
+args, impersonated = [], None
+raw = sys.argv[1:]
+while raw:
+    arg = raw.pop(0)
+    if arg.startswith("--as="):
+        impersonated = arg[len("--as="):]
+    elif arg == "--as":
+        impersonated = raw.pop(0)
+    elif arg.startswith("--as-"):
+        sys.exit("the stub knows no " + arg)
+    else:
+        args.append(arg)
 scenario = json.load(open(os.environ["STUB_SCENARIO"]))
 log_path = os.environ["STUB_LOG"]
-record = {"tool": tool, "argv": args, "at": __import__("time").time()}
+record = {"tool": tool, "argv": args, "as": impersonated, "at": __import__("time").time()}
 kubeconfig = os.environ.get("KUBECONFIG")
 if tool == "kubectl" and kubeconfig:
     record["kubeconfig"] = kubeconfig
@@ -72,11 +112,13 @@ if tool == "kubectl" and kubeconfig:
 if "-" in args:
     record["stdin"] = sys.stdin.read()
 previous = [json.loads(line) for line in open(log_path)] if os.path.exists(log_path) else []
-with open(log_path, "a") as log:
-    log.write(json.dumps(record) + "\\n")
 
 
 def answer(reply):
+    # Logged with its exit status: a refused delete deletes nothing.
+    record["exit"] = reply.get("exit", 0)
+    with open(log_path, "a") as log:
+        log.write(json.dumps(record) + "\\n")
     sys.stdout.write(reply.get("stdout", ""))
     sys.stderr.write(reply.get("stderr", ""))
     sys.exit(reply.get("exit", 0))
@@ -104,10 +146,36 @@ same = sum(1 for call in previous if call["argv"] == args)
 deleted = set()
 for call in previous:
     argv = call["argv"]
-    if call["tool"] == "kubectl" and "delete" in argv and "job" in argv:
+    if call["tool"] == "kubectl" and "delete" in argv and "job" in argv and call["exit"] == 0:
         deleted.update(a for a in argv[argv.index("job") + 1:] if not a.startswith("-"))
+
+
+def forbidden(message):
+    answer({"exit": 1, "stderr": "Error from server (Forbidden): %s\\n" % message})
+
+
+if impersonated is not None:
+    ci = kube["ci"]
+    resource = "serviceaccounts" if impersonated.startswith("system:serviceaccount:") else "users"
+    if ci["impersonation"] == "refused":
+        forbidden('%s "%s" is forbidden: User "operator@example.com" cannot impersonate resource "%s" in API group ""'
+                  % (resource, impersonated.rpartition(":")[2], resource))
+    kind = "jobs" if verb == "create" else rest[1]
+    granted = {("get", "configmap"), ("get", "pods"), ("get", "job"), ("create", "jobs"), ("delete", "job")}
+    if impersonated != ci["identity"] or (verb, kind) not in granted or verb in ci.get("denied", []) or (
+            kind == "configmap" and rest[2] != "gpu-runner-template"):
+        forbidden('%s is forbidden: User "%s" cannot %s resource "%s" in the namespace "%s"'
+                  % (kind, impersonated, verb, kind, args[1]))
 if verb == "get":
     kind, value = rest[1], rest[2]
+    if kind == "rolebinding":
+        if kube["ci"]["binding"] is None:
+            not_found("rolebindings.rbac.authorization.k8s.io", value)
+        answer({"stdout": json.dumps(kube["ci"]["binding"])})
+    if kind == "configmap":  # get configmap gpu-runner-template -o jsonpath={.data.runner-gpu\\.yaml}
+        if args[-2:] != ["-o", "jsonpath={.data.runner-gpu\\\\.yaml}"]:
+            answer({"exit": 1, "stderr": "the stub answers only the template's jsonpath\\n"})
+        answer({"stdout": kube["template"]})
     if kind == "pods":  # get pods -l batch.kubernetes.io/job-name=<job> -o json
         job = rest[3].partition("=")[2]
         pod = nth(kube["pods"].get(job, [None]), same)
@@ -257,7 +325,8 @@ def scenario(*runners: dict, **changes) -> dict:
                         "namespace": NAMESPACE,
                         "runnerImage": "ghcr.io/acme/gpu-runner@sha256:" + "ab" * 32,
                         "clusterRunnerImage": IMAGE,
-                        "gpuRunnerTemplate": TEMPLATE,
+                        # Not what the script uses: it reads the ConfigMap, as CI, as the workflow does.
+                        "gpuRunnerTemplate": "stale: the Job template of an older pulumi up\n",
                     }
                 )
             },
@@ -268,6 +337,8 @@ def scenario(*runners: dict, **changes) -> dict:
             "create": {"stdout": "job.batch/created\n"},
             "exec": next((r["exec"] for r in runners if r["exec"]), {"stdout": GPU_LINE + "\n"}),
             "delete": {"stdout": ""},
+            "ci": ci_access(),
+            "template": TEMPLATE,
             "jobs": {r["job"]: r["job_json"] for r in runners},
             "pods": {r["job"]: r["pods"] for r in runners},
             "events": {r["pod_name"]: r["events"] for r in runners},
@@ -322,7 +393,7 @@ class RunnerBoard:
             polls = sum(1 for c in calls if f"batch.kubernetes.io/job-name={job}" in c["argv"])
             states = spec["states"]
             state = states[max(0, min(polls, len(states)) - 1)]
-            if any("delete" in c["argv"] and job in c["argv"] for c in calls):
+            if any("delete" in c["argv"] and job in c["argv"] and c["exit"] == 0 for c in calls):
                 with self.lock:
                     self.lists_after_delete[job] += 1
                     lists = self.lists_after_delete[job]
@@ -399,6 +470,34 @@ def healthy(tmp_path_factory) -> tuple[Run, Path]:
     return smoke(tmp_path, make_tools(tmp_path), scenario(), KEEP_ME="must-stay-a-placeholder"), tmp_path
 
 
+# Runners of the repository that this stack did not register, next to its own.
+TUTORIAL_RUNNER = {"id": 41, "name": "tutorial-runner", "status": "online",
+                   "labels": [{"name": n} for n in ("self-hosted", "Linux", "X64", "base-runner")]}
+DEFAULT_LABELS_RUNNER = {"id": 42, "name": "old-laptop", "status": "offline",
+                         "labels": [{"name": n} for n in ("self-hosted", "Linux", "X64")]}
+WRONG_RUN_RUNNER = {"id": 43, "name": "gpu-runner-5-1", "status": "offline",
+                    "labels": [{"name": n} for n in ("self-hosted", "gpu-runner-6")]}
+OTHER_TEAMS_RUNNER = {"id": 44, "name": "build-box", "status": "online",
+                      "labels": [{"name": n} for n in ("self-hosted", "Linux", "X64", "big-cpu")]}
+OWN_RUNNERS = [
+    {"id": 1, "name": "base-runner-7d9f-abcde", "status": "online", "labels": [{"name": "self-hosted"}, {"name": "base-runner"}]},
+    {"id": 2, "name": "gpu-runner-1-1", "status": "offline", "labels": [{"name": "gpu-runner-1"}]},
+    {"id": 3, "name": "gpu-runner-77-2", "status": "online",
+     "labels": [{"name": n} for n in ("self-hosted", "Linux", "X64", "gpu-runner-77")]},
+]
+
+
+@pytest.fixture(scope="module")
+def google_ci_and_foreign_runners(tmp_path_factory) -> Run:
+    """One run in which CI signs in with a Google service account (a User subject), and the
+    repository also lists runners this stack did not register."""
+    tmp_path = tmp_path_factory.mktemp("google-ci")
+    runners = OWN_RUNNERS + [TUTORIAL_RUNNER, DEFAULT_LABELS_RUNNER, WRONG_RUN_RUNNER, OTHER_TEAMS_RUNNER]
+    the_scenario = scenario(kubectl__ci=ci_access("User"),
+                            runners=Reply(200, {"total_count": len(runners), "runners": runners}))
+    return smoke(tmp_path, make_tools(tmp_path), the_scenario)
+
+
 def project_folder(tmp_path: Path, runner_version: str = IMAGE_RUNNER_VERSION) -> Path:
     """A project folder whose runner_image/Dockerfile pins `runner_version`."""
     project = tmp_path / "project"
@@ -473,6 +572,36 @@ def assert_jobs_deleted(run: Run, *jobs: str):
 
 def job_lists(run: Run) -> list[float]:
     return [request.wall for request in run.github_requests if request.path == RUNNERS_PATH]
+
+
+# The kubectl calls a workflow's start and stop make, which must carry CI's identity.
+AS_CI = {"get configmap", "create", "get pods", "get job", "delete"}
+# The calls that stay with the operator's own rights (CI may not read events or nodes, nor exec).
+AS_OPERATOR = {"rollout", "get rolebinding", "get events", "get node", "exec"}
+
+
+def call_kind(call: dict) -> str:
+    """A kubectl call in a word or two: its verb, and for `get` the kind it reads."""
+    argv = call["argv"]
+    rest = argv[2:] if argv[:1] == ["-n"] else argv
+    return f"get {rest[1]}" if rest[0] == "get" else rest[0]
+
+
+def assert_started_and_stopped_as(run: Run, identity: str):
+    kubectl_calls = [call for call in run.calls if call["tool"] == "kubectl"]
+    assert {call_kind(call) for call in kubectl_calls} == AS_CI | AS_OPERATOR, "every kind of call was made"
+    for call in kubectl_calls:
+        expected = identity if call_kind(call) in AS_CI else None
+        assert call["as"] == expected, call["argv"]
+        assert call["exit"] == 0, call["argv"]
+    kinds = [call_kind(call) for call in kubectl_calls]
+    # CI's identity is read first, then the template as CI, then the Jobs are created.
+    assert kinds.index("get rolebinding") < kinds.index("get configmap") < kinds.index("create")
+    (template,) = [call for call in kubectl_calls if call_kind(call) == "get configmap"]
+    assert template["argv"] == ["-n", NAMESPACE, "get", "configmap", "gpu-runner-template",
+                                "-o", r"jsonpath={.data.runner-gpu\.yaml}"]
+    (binding,) = [call for call in kubectl_calls if call_kind(call) == "get rolebinding"]
+    assert binding["argv"] == ["-n", NAMESPACE, "get", "rolebinding", "ci-runner-launcher", "-o", "json"]
 
 
 # --- tests ------------------------------------------------------------------------------
@@ -616,6 +745,88 @@ def test_github_gets_the_token_in_a_header(healthy):
         assert request.method == "GET"
         assert request.headers["authorization"] == f"Bearer {TOKEN}"
         assert request.headers["x-github-api-version"] == "2022-11-28"
+
+
+def test_gpu_runner_jobs_are_started_and_stopped_as_the_service_account_of_ci_rolebinding(healthy):
+    run, _ = healthy
+
+    assert_started_and_stopped_as(run, CI_ACCOUNT)
+    assert run.line("PASS  GPU runner jobs").endswith(
+        f"created {JOB} in namespace {NAMESPACE} as {CI_ACCOUNT} (CI: the ServiceAccount of RoleBinding ci-runner-launcher)")
+
+
+def test_gpu_runner_template_is_read_from_the_cluster_not_from_the_stack_output(healthy):
+    run, _ = healthy
+
+    (manifest,) = run.created_manifests()
+    assert "stale" not in manifest
+    assert yaml.safe_load(manifest)["metadata"]["name"] == JOB
+
+
+def test_gpu_runner_jobs_are_started_as_the_google_service_account_of_a_user_subject(google_ci_and_foreign_runners):
+    run = google_ci_and_foreign_runners
+
+    assert run.returncode == 0, run.output
+    assert_started_and_stopped_as(run, CI_GOOGLE)
+    assert f"as {CI_GOOGLE} (CI: the User of RoleBinding ci-runner-launcher)" in run.line("PASS  GPU runner jobs")
+    assert_jobs_deleted(run)
+
+
+def test_runners_this_stack_did_not_register_but_that_could_take_its_jobs_are_warned_about(
+        google_ci_and_foreign_runners):
+    run = google_ci_and_foreign_runners
+
+    assert run.returncode == 0, run.output
+    assert "All checks passed." in run.stdout
+    warned = re.findall(r"^WARN  foreign runner \((.*?)\):", run.stdout, re.MULTILINE)
+    assert warned == ["tutorial-runner", "old-laptop", "gpu-runner-5-1"]  # not our own, not build-box
+    assert run.line("WARN  foreign runner (tutorial-runner)") == (
+        "WARN  foreign runner (tutorial-runner): labels self-hosted, Linux, X64, base-runner (id 41, online); "
+        "this stack did not register it, yet it carries base-runner")
+    assert run.line("WARN  foreign runner (old-laptop)").endswith(
+        "and it has only default labels: it takes any job that asks for self-hosted")
+    assert run.line("WARN  foreign runner (gpu-runner-5-1)").endswith("yet it carries gpu-runner-6")
+    hints = [line.strip() for line in run.stdout.splitlines() if "the tutorial's, say" in line]
+    assert len(hints) == 3
+    assert hints[0] == ("hint: such a runner (the tutorial's, say) can take this stack's jobs: remove it in o/r's "
+                        "Settings > Actions > Runners, or gh api -X DELETE repos/o/r/actions/runners/41")
+    assert hints[1].endswith("repos/o/r/actions/runners/42") and hints[2].endswith("repos/o/r/actions/runners/43")
+
+
+def test_refused_impersonation_fails_with_the_operator_rights_hint_and_starts_no_job(tmp_path, tools):
+    run = smoke(tmp_path, tools, scenario(kubectl__ci=ci_access(impersonation="refused")))
+
+    assert run.returncode == 1
+    failure = run.line("FAIL  CI identity")
+    assert f"you may not act as {CI_ACCOUNT} (ServiceAccount of RoleBinding ci-runner-launcher)" in failure
+    assert 'cannot impersonate resource "serviceaccounts"' in failure
+    assert "roles/container.admin" in run.output and "verb impersonate on serviceaccounts" in run.output
+    assert [call_kind(c) for c in run.calls if c["as"]] == ["get configmap"]  # refused, nothing else tried as CI
+    assert run.kubectl("create") == [] and run.kubectl("delete") == []
+    assert "1 check(s) failed: CI identity" in run.stdout
+    assert run.line("PASS  base runner online")  # the other checks still ran
+
+
+def test_missing_ci_rolebinding_fails_with_the_pulumi_up_hint_and_starts_no_job(tmp_path, tools):
+    run = smoke(tmp_path, tools, scenario(kubectl__ci=ci_access(binding=False)))
+
+    assert run.returncode == 1
+    assert f"RoleBinding ci-runner-launcher not found in namespace {NAMESPACE}" in run.line("FAIL  CI identity")
+    assert "the RoleBinding that gives CI its rights is missing: run pulumi up" in run.output
+    assert all(c["as"] is None for c in run.calls if c["tool"] == "kubectl")
+    assert run.kubectl("create") == []
+
+
+def test_jobs_ci_may_not_delete_fail_and_are_then_deleted_with_the_operators_rights(tmp_path, tools):
+    run = smoke(tmp_path, tools, scenario(kubectl__ci=ci_access(denied=("delete",))))
+
+    assert run.returncode == 1
+    assert f"kubectl delete job {JOB} as {CI_ACCOUNT} failed" in run.line("FAIL  GPU runner jobs deleted")
+    deletes = run.kubectl("delete")
+    assert [(c["as"], c["exit"]) for c in deletes] == [(CI_ACCOUNT, 1), (CI_ACCOUNT, 1), (None, 0)]
+    assert f"{CI_ACCOUNT} could not delete job(s) {JOB} in namespace {NAMESPACE}; deleted them with your own rights" \
+        in run.output
+    assert_jobs_deleted(run)
 
 
 def test_runner_with_an_extra_label_fails(tmp_path, tools):
@@ -846,7 +1057,7 @@ def test_refused_create_fails_and_the_jobs_created_are_still_deleted(tmp_path, t
 
     assert run.returncode == 1
     second = f"gpu-runner-{RUN_ID + 1}-1"
-    assert f"kubectl create {second} was refused" in run.line("FAIL  GPU runner jobs")
+    assert f"kubectl create {second} as {CI_ACCOUNT} was refused" in run.line("FAIL  GPU runner jobs")
     assert "exceeded quota" in run.output
     assert run.line(f"PASS  GPU runner online ({JOB})")  # the one that was created is still checked
     assert set(run.table("GPU runner cold start")) == {"", JOB}
@@ -956,5 +1167,5 @@ def test_missing_outputs_are_named(tmp_path, tools):
     run = smoke(tmp_path, tools, scenario(pulumi__stack_output=partial))
 
     assert run.returncode == 1
-    assert "missing: clusterRunnerImage gpuRunnerTemplate kubeconfig" in run.line("FAIL  stack outputs")
+    assert "missing: clusterRunnerImage kubeconfig" in run.line("FAIL  stack outputs")
     assert [call["tool"] for call in run.calls] == ["pulumi"]
