@@ -8,17 +8,19 @@ import pulumi_kubernetes as k8s
 from components.broker import RunnerBroker, RunnerBrokerArgs
 from components.ci_access import CiAccess, CiAccessArgs
 from components.cluster import GkeCluster, GkeClusterArgs, NodePoolSpec, gpu_pool_spec
-from components.github_repository import require_no_silent_takeover, require_repository_fit_for_runners
-from components.github_secrets import SECRET_NAMES, GitHubSecrets, GitHubSecretsArgs
+from components.github_repository import look_up_repository, require_no_silent_takeover
+from components.github_secrets import SECRET_NAMES, VARIABLE_NAMES, GitHubSecrets, GitHubSecretsArgs
 from components.gpu_warmup import GpuWarmup, GpuWarmupArgs
 from components.preflight import preflight_gpu_pool
 from components.project_services import (
-    ARTIFACT_REGISTRY, CONTAINER, IAM, IMAGE_STREAMING, SECRET_MANAGER, ProjectServices, ProjectServicesArgs,
+    ARTIFACT_REGISTRY, CONTAINER, IAM, IMAGE_STREAMING, IMPERSONATION, SECRET_MANAGER, TOKEN_EXCHANGE,
+    ProjectServices, ProjectServicesArgs,
 )
 from components.registry import PullThroughRegistry, PullThroughRegistryArgs
 from components.runner_image import RunnerImage, RunnerImageArgs
 from components.runners import Runners, RunnersArgs
 from components.settings import load_settings
+from components.workload_identity import GitHubWorkloadIdentity, GitHubWorkloadIdentityArgs
 
 settings = load_settings()
 repository = f"{settings.github_owner}/{settings.github_repository}"
@@ -27,8 +29,9 @@ github_provider = github.Provider("github", owner=settings.github_owner, token=s
 # Before anything is created: the zone and quotas can hold the GPU pool, and the
 # repository is not public (a fork's code would run on our runners).
 preflight_gpu_pool(settings, gcp_provider)
-require_repository_fit_for_runners(repository, settings.allow_public_repository, github_provider)
-require_no_silent_takeover(repository, set(SECRET_NAMES), settings.adopt_existing_secrets, github_provider)
+github_repository = look_up_repository(repository, settings.allow_public_repository, github_provider)
+require_no_silent_takeover(repository, {*SECRET_NAMES, *VARIABLE_NAMES}, settings.adopt_existing_secrets,
+                           github_provider)
 
 in_project = pulumi.ResourceOptions(providers={"gcp": gcp_provider})
 apis = ProjectServices("apis", ProjectServicesArgs(gcp_project=settings.gcp_project), opts=in_project).apis
@@ -57,6 +60,7 @@ cluster = GkeCluster(
             spot=settings.gpu_spot,
         ),
         autoscaling_profile=settings.autoscaling_profile,
+        authorized_networks=settings.control_plane_authorized_networks,
         services=(apis[CONTAINER], apis[IMAGE_STREAMING], apis[IAM]),
     ),
     opts=in_project,
@@ -136,10 +140,26 @@ GpuWarmup(
     opts=in_cluster,
 )
 
+# Keyless: the repository's workflows trade GitHub's OIDC token for short-lived Google credentials.
+workload_identity = GitHubWorkloadIdentity(
+    "github-oidc",
+    GitHubWorkloadIdentityArgs(
+        gcp_project=settings.gcp_project,
+        name_prefix=settings.cluster_name,
+        repository_full_name=github_repository.full_name,
+        repository_id=github_repository.repository_id,
+        owner_id=github_repository.owner_id,
+        data_bucket=settings.data_bucket,
+        services=(apis[IAM], apis[TOKEN_EXCHANGE], apis[IMPERSONATION]),
+    ),
+    opts=in_project,
+)
+
 ci_access = CiAccess(
     "ci",
     CiAccessArgs(
         namespace=runners.namespace,
+        ci_identity=workload_identity.ci_account_email,
         cluster_name=cluster.context_name,
         endpoint=cluster.endpoint,
         ca_certificate=cluster.ca_certificate,
@@ -152,6 +172,7 @@ GitHubSecrets(
     GitHubSecretsArgs(
         repository=settings.github_repository,
         secrets=dict(zip(SECRET_NAMES, (ci_access.kubeconfig, cluster.name, cluster.location))),
+        variables=dict(zip(VARIABLE_NAMES, (workload_identity.provider_name, workload_identity.ci_account_email))),
     ),
     opts=pulumi.ResourceOptions(providers={"github": github_provider}),
 )

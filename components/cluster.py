@@ -56,6 +56,8 @@ class GkeClusterArgs:
     """OPTIMIZE_UTILIZATION removes an idle node within minutes; BALANCED waits about twenty."""
     services: tuple[pulumi.Resource, ...] = ()
     """The APIs (Kubernetes Engine, image streaming, IAM) that must be enabled first."""
+    authorized_networks: tuple[str, ...] = ()
+    """CIDRs allowed to reach the public endpoint; empty: any. Nodes reach it from inside regardless."""
 
 
 def gpu_pool_spec(gpu_type: str, gpu_count: int, driver_version: str, machine_type: str,
@@ -144,6 +146,10 @@ class GkeCluster(pulumi.ComponentResource):
             enable_shielded_nodes=True,
             enable_legacy_abac=False,
             master_auth={"client_certificate_config": {"issue_client_certificate": False}},
+            master_authorized_networks_config=(
+                {"cidr_blocks": [{"cidr_block": cidr, "display_name": f"authorized {cidr}"} for cidr in args.authorized_networks]}
+                if args.authorized_networks else None
+            ),
             deletion_protection=args.deletion_protection,
             opts=pulumi.ResourceOptions(
                 parent=self, custom_timeouts=GKE_TIMEOUTS, depends_on=[*node_roles, *args.services]

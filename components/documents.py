@@ -54,6 +54,27 @@ def operator_kubeconfig(name: str, endpoint: str, ca_certificate_b64: str) -> st
     )
 
 
-def ci_kubeconfig(name: str, endpoint: str, ca_certificate_b64: str, token: str, namespace: str) -> str:
-    """CI's kubeconfig: one ServiceAccount's bearer token, no Google credentials."""
-    return _kubeconfig(name, endpoint, ca_certificate_b64, {"token": token}, namespace)
+CI_CREDENTIAL_HINT = (
+    "gpu-runner comes with the runner image; the job needs permissions: id-token: write and the variables "
+    "GCP_WORKLOAD_IDENTITY_PROVIDER and GCP_SERVICE_ACCOUNT in its environment"
+)
+
+
+def ci_kubeconfig(name: str, endpoint: str, ca_certificate_b64: str, namespace: str) -> str:
+    """CI's kubeconfig: no credential in it; `gpu-runner credential` brings a short-lived one."""
+    return _kubeconfig(
+        name,
+        endpoint,
+        ca_certificate_b64,
+        {
+            "exec": {
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "command": "gpu-runner",
+                "args": ["credential"],
+                "installHint": CI_CREDENTIAL_HINT,
+                "provideClusterInfo": False,
+                "interactiveMode": "Never",
+            }
+        },
+        namespace,
+    )

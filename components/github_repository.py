@@ -1,5 +1,7 @@
 """The repository the runners serve, looked up before anything is created."""
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_github as github
 
@@ -16,12 +18,24 @@ def public_repository_problem(full_name: str, visibility: str | None, allow_publ
     )
 
 
-def require_repository_fit_for_runners(full_name: str, allow_public: bool, provider: github.Provider) -> None:
-    """Looks the repository up with the caller's GitHub provider; refuses a public one unless allowed."""
-    repository = github.get_repository(full_name=full_name, opts=pulumi.InvokeOptions(provider=provider))
+@dataclass(frozen=True)
+class RepositoryFacts:
+    """What GitHub says of the repository: its name as GitHub spells it, and the immutable IDs."""
+
+    full_name: str
+    repository_id: str
+    owner_id: str
+
+
+def look_up_repository(full_name: str, allow_public: bool, provider: github.Provider) -> RepositoryFacts:
+    """Looks the repository and its owner up with the caller's GitHub provider; refuses a public one unless allowed."""
+    options = pulumi.InvokeOptions(provider=provider)
+    repository = github.get_repository(full_name=full_name, opts=options)
     problem = public_repository_problem(full_name, repository.visibility, allow_public)
     if problem:
         raise pulumi.RunError(f"1 configuration problem(s); nothing was created:\n  - {problem}")
+    owner = github.get_user(username=full_name.split("/")[0], opts=options)
+    return RepositoryFacts(repository.full_name or full_name, str(repository.repo_id), str(owner.id))
 
 
 # An Actions variable that names the stack owning the secrets below it, so a later
@@ -40,19 +54,21 @@ def takeover_problem(full_name: str, ours: set[str], existing: set[str], owner: 
         return None
     writer = f"stack {owner}" if owner else "something other than this stack (a tutorial's workflow, or by hand)"
     return (
-        f"gke-gpu-runners:adoptExistingSecrets: {full_name} already has the Actions secrets {', '.join(clashing)}, "
+        f"gke-gpu-runners:adoptExistingSecrets: {full_name} already has the Actions secrets or variables "
+        f"{', '.join(clashing)}, "
         f"written by {writer}; pulumi up would overwrite them and pulumi destroy would delete them, so workflows "
         "that read them would then reach this cluster; accepted: delete or rename them in the repository "
         "(Settings > Secrets and variables > Actions), or `pulumi config set adoptExistingSecrets true` to take them over"
     )
 
 
-def require_no_silent_takeover(full_name: str, secret_names: set[str], adopt: bool, provider: github.Provider) -> None:
-    """Looks at the repository's Actions secrets and the owner variable before any is written."""
+def require_no_silent_takeover(full_name: str, names: set[str], adopt: bool, provider: github.Provider) -> None:
+    """Looks at the repository's Actions secrets and variables, and the owner variable, before any is written."""
     options = pulumi.InvokeOptions(provider=provider)
     existing = {secret.name for secret in github.get_actions_secrets(full_name=full_name, opts=options).secrets or []}
     variables = github.get_actions_variables(full_name=full_name, opts=options).variables or []
+    existing |= {variable.name for variable in variables if variable.name != OWNER_VARIABLE}
     owner = next((variable.value for variable in variables if variable.name == OWNER_VARIABLE), None)
-    problem = takeover_problem(full_name, secret_names, existing, owner, adopt)
+    problem = takeover_problem(full_name, names, existing, owner, adopt)
     if problem:
         raise pulumi.RunError(f"1 configuration problem(s); nothing was created:\n  - {problem}")

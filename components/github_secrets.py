@@ -1,4 +1,4 @@
-"""What lands in GitHub: the repository's Actions secrets CI reads, and the variable that says whose they are."""
+"""What lands in GitHub: the Actions secrets and variables CI reads, and the variable that says whose they are."""
 
 from dataclasses import dataclass
 
@@ -7,8 +7,10 @@ import pulumi_github as github
 
 from components.github_repository import OWNER_VARIABLE, this_stack
 
-# The secrets the program writes, by the names workflows read (the README's table).
+# What the program writes, by the names workflows read (the README's table). The
+# variables name who may sign in, and are no credential.
 SECRET_NAMES = ("GCP_K8S_KUBECONFIG", "GCP_K8S_CLUSTER_NAME", "GCP_K8S_CLUSTER_ZONE")
+VARIABLE_NAMES = ("GCP_WORKLOAD_IDENTITY_PROVIDER", "GCP_SERVICE_ACCOUNT")
 
 
 @dataclass(frozen=True)
@@ -17,11 +19,13 @@ class GitHubSecretsArgs:
     """The repository's name; its owner comes with the caller's GitHub provider."""
     secrets: dict[str, pulumi.Input[str]]
     """Secret name -> value; the provider stores every value as a Pulumi secret."""
+    variables: dict[str, pulumi.Input[str]]
+    """Variable name -> value, readable by workflows as vars.<name>."""
 
 
 class GitHubSecrets(pulumi.ComponentResource):
-    """Writes Actions secrets to one repository through the caller's GitHub provider, after the
-    Actions variable `GKE_GPU_RUNNERS_STACK` naming this stack as their owner."""
+    """Writes Actions secrets and variables to one repository through the caller's GitHub provider,
+    after the Actions variable `GKE_GPU_RUNNERS_STACK` naming this stack as their owner."""
 
     def __init__(self, name: str, args: GitHubSecretsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gke-gpu-runners:index:GitHubSecrets", name, None, opts)
@@ -32,6 +36,14 @@ class GitHubSecrets(pulumi.ComponentResource):
             value=this_stack(),
             opts=pulumi.ResourceOptions(parent=self),
         )
+        for variable_name, value in args.variables.items():
+            github.ActionsVariable(
+                f"{name}-{variable_name.lower().replace('_', '-')}",
+                repository=args.repository,
+                variable_name=variable_name,
+                value=value,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[owner]),
+            )
         for secret_name, value in args.secrets.items():
             github.ActionsSecret(
                 f"{name}-{secret_name.lower().replace('_', '-')}",

@@ -10,7 +10,10 @@ IMAGE_STREAMING = "containerfilesystem.googleapis.com"
 ARTIFACT_REGISTRY = "artifactregistry.googleapis.com"
 SECRET_MANAGER = "secretmanager.googleapis.com"
 IAM = "iam.googleapis.com"
-APIS = (CONTAINER, IMAGE_STREAMING, ARTIFACT_REGISTRY, SECRET_MANAGER, IAM)
+# GitHub's OIDC token is traded at STS, then for CI's service account at IAM credentials.
+TOKEN_EXCHANGE = "sts.googleapis.com"
+IMPERSONATION = "iamcredentials.googleapis.com"
+APIS = (CONTAINER, IMAGE_STREAMING, ARTIFACT_REGISTRY, SECRET_MANAGER, IAM, TOKEN_EXCHANGE, IMPERSONATION)
 
 
 @dataclass(frozen=True)

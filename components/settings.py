@@ -5,6 +5,8 @@ Components never read `pulumi.Config` themselves: they take what they need from 
 """
 
 import difflib
+import ipaddress
+import json
 import re
 from dataclasses import dataclass
 
@@ -84,6 +86,10 @@ class Settings:
     deletion_protection: bool
     skip_preflight: bool
     adopt_existing_secrets: bool
+    data_bucket: str | None
+    """The GCS bucket training reads and writes; None: no data access."""
+    control_plane_authorized_networks: tuple[str, ...]
+    """CIDRs that may reach the cluster's public endpoint; empty: open."""
 
 
 class _Reader:
@@ -248,6 +254,8 @@ def load_settings() -> Settings:
         deletion_protection=read.boolean("deletionProtection", False),
         skip_preflight=read.boolean("skipPreflight", False),
         adopt_existing_secrets=read.boolean("adoptExistingSecrets", False),
+        data_bucket=_data_bucket(read),
+        control_plane_authorized_networks=_authorized_networks(read),
     )
     if read.problems:
         listed = "\n".join(f"  - {p}" for p in read.problems)
@@ -273,6 +281,45 @@ def did_you_mean(gpu_type: str) -> str:
     by_model = [name for name in sorted(ACCELERATORS) if name.rsplit("-", 1)[-1] == model]
     close = by_model or difflib.get_close_matches(gpu_type.lower(), sorted(ACCELERATORS), n=1, cutoff=0.6)
     return f"did you mean {close[0]}? " if close else ""
+
+
+# Cloud Storage's naming rules for a bucket without dots: 3-63 characters.
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$")
+
+
+def _data_bucket(read: _Reader) -> str | None:
+    value = read.text("dataBucket")
+    if value is None:
+        return None
+    name = value.removeprefix("gs://").rstrip("/")
+    if not BUCKET.match(name) or name.startswith("goog") or "google" in name:
+        read.problem("dataBucket", f"got {value!r}; accepted: a Cloud Storage bucket name (3-63 lowercase letters, "
+                                   "digits, '-' or '_', starting and ending with a letter or digit), e.g. my-dvc-data")
+    return name
+
+
+def _authorized_networks(read: _Reader) -> tuple[str, ...]:
+    """A JSON list of CIDRs (pulumi config set --path 'controlPlaneAuthorizedNetworks[0]' 203.0.113.0/24)."""
+    raw = read.text("controlPlaneAuthorizedNetworks")
+    if raw is None:
+        return ()
+    try:
+        values = json.loads(raw)
+    except ValueError:
+        values = [part.strip() for part in raw.split(",")]
+    if not isinstance(values, list):
+        values = [values]
+    networks = []
+    for value in values:
+        try:
+            network = ipaddress.ip_network(str(value), strict=True)
+            if network.version != 4:
+                raise ValueError("GKE's authorized networks are IPv4")
+            networks.append(str(network))
+        except ValueError:
+            read.problem("controlPlaneAuthorizedNetworks", f"got {value!r}; accepted: IPv4 networks in CIDR form, "
+                                                          "e.g. 203.0.113.0/24 (host bits zero)")
+    return tuple(networks)
 
 
 def default_base_runner_replicas(gpu_max_nodes: int) -> int:

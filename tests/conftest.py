@@ -49,7 +49,8 @@ def fake_outputs(args: MockResourceArgs, cluster: dict) -> dict:
             return {}
         return {"endpoint": cluster["endpoint"], "masterAuth": {"clusterCaCertificate": cluster["ca_b64"]}}
     if args.typ == "gcp:serviceaccount/account:Account":
-        return {"email": f"{inputs['accountId']}@{inputs['project']}.iam.gserviceaccount.com"}
+        email = f"{inputs['accountId']}@{inputs['project']}.iam.gserviceaccount.com"
+        return {"email": email, "name": f"projects/{inputs['project']}/serviceAccounts/{email}"}
     if args.typ == "docker:index/image:Image":
         repository = inputs["imageName"].rsplit(":", 1)[0]
         digest = hashlib.sha256(inputs["imageName"].encode()).hexdigest()
@@ -57,6 +58,11 @@ def fake_outputs(args: MockResourceArgs, cluster: dict) -> dict:
     if args.typ == "gcp:projects/serviceIdentity:ServiceIdentity":
         email = f"service-123456789012@gcp-sa-{inputs['service'].split('.')[0]}.iam.gserviceaccount.com"
         return {"email": email, "member": f"serviceAccount:{email}"}
+    if args.typ == "gcp:iam/workloadIdentityPool:WorkloadIdentityPool":
+        return {"name": f"projects/123456789012/locations/global/workloadIdentityPools/{inputs['workloadIdentityPoolId']}"}
+    if args.typ == "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider":
+        return {"name": f"projects/123456789012/locations/global/workloadIdentityPools/{inputs['workloadIdentityPoolId']}"
+                        f"/providers/{inputs['workloadIdentityPoolProviderId']}"}
     if args.typ == "gcp:secretmanager/secret:Secret":
         return {"id": f"projects/{inputs['project']}/secrets/{inputs['secretId']}"}
     if args.typ == "gcp:secretmanager/secretVersion:SecretVersion":
@@ -168,6 +174,8 @@ class RecordingMocks(Mocks):
         self.program.calls.append((args.token, dict(args.args), args.provider))
         if args.token == "github:index/getRepository:getRepository":
             return {"fullName": args.args.get("fullName"), **self.repository}
+        if args.token == "github:index/getUser:getUser":
+            return {"id": "9919", "login": args.args.get("username"), "username": args.args.get("username")}
         if args.token == "github:index/getActionsSecrets:getActionsSecrets":
             return {"fullName": args.args.get("fullName"), "secrets": self.repository.get("secrets", [])}
         if args.token == "github:index/getActionsVariables:getActionsVariables":

@@ -236,13 +236,16 @@ def test_the_pull_token_defaults_to_the_registry_token(program):
 def test_apis_are_enabled_before_what_uses_them_and_left_enabled_on_destroy(program):
     services = {s.inputs["service"]: s for s in program.of_type("gcp:projects/service:Service")}
     assert set(services) == {"container.googleapis.com", "containerfilesystem.googleapis.com",
-                             "artifactregistry.googleapis.com", "secretmanager.googleapis.com", "iam.googleapis.com"}
+                             "artifactregistry.googleapis.com", "secretmanager.googleapis.com", "iam.googleapis.com",
+                             "sts.googleapis.com", "iamcredentials.googleapis.com"}
     for service in services.values():
         assert service.inputs["disableOnDestroy"] is False
     users = {
         "container.googleapis.com": program.one("gcp:container/cluster:Cluster"),
         "containerfilesystem.googleapis.com": program.one("gcp:container/cluster:Cluster"),
-        "iam.googleapis.com": program.one("gcp:serviceaccount/account:Account"),
+        "iam.googleapis.com": program.one("gcp:serviceaccount/account:Account", "gke-nodes"),
+        "sts.googleapis.com": program.one("gcp:iam/workloadIdentityPool:WorkloadIdentityPool"),
+        "iamcredentials.googleapis.com": program.one("gcp:serviceaccount/account:Account", "github-oidc"),
         "artifactregistry.googleapis.com": program.one("gcp:artifactregistry/repository:Repository"),
         "secretmanager.googleapis.com": program.one("gcp:secretmanager/secret:Secret"),
     }

@@ -1,18 +1,23 @@
-"""The CI kubeconfig works with the real kubectl: TLS verified, token sent, namespace set."""
+"""The CI kubeconfig works with the real kubectl: TLS verified, a short-lived token brought by
+`gpu-runner credential` from GitHub's OIDC token, the runner namespace by default."""
+
+import os
+from pathlib import Path
 
 import pytest
 
 from components.documents import ci_kubeconfig
+from conftest import ROOT
+from fake_token_services import ACCESS_TOKEN, SECRETS, TokenServices
 from tls_apiserver import ApiServer, kube_apiserver, kubectl_against, kubectl_binary
 
-TOKEN = "sa-token-for-kubectl-test"
 NAMESPACE = "runners-under-test"
 
 
 @pytest.fixture(scope="module")
 def apiserver(tmp_path_factory) -> ApiServer:
     kubectl_binary()  # fail at once, with a clear message, when kubectl is missing
-    with kube_apiserver(tmp_path_factory.mktemp("apiserver"), TOKEN) as server:
+    with kube_apiserver(tmp_path_factory.mktemp("apiserver"), ACCESS_TOKEN) as server:
         yield server
 
 
@@ -23,49 +28,103 @@ def requests(apiserver):
     return apiserver.requests
 
 
-def test_kubectl_verifies_the_server_and_uses_the_token_and_namespace(apiserver, requests):
-    kubeconfig = ci_kubeconfig("gpu-runners", apiserver.endpoint, apiserver.ca_b64, TOKEN, NAMESPACE)
+@pytest.fixture
+def tokens():
+    with TokenServices() as services:
+        yield services
 
-    result = kubectl_against(kubeconfig, apiserver)
+
+@pytest.fixture
+def job_env(tmp_path: Path, tokens) -> dict[str, str]:
+    """A CI job's environment: gpu-runner on PATH (as in the image), the OIDC request variables, the Actions variables."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gpu-runner").symlink_to(ROOT / "runner_image" / "gpu-runner.sh")
+    return {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "GITHUB_RUN_ID": "4242",
+        "GITHUB_RUN_ATTEMPT": "1",
+        "TMPDIR": str(tmp_path),
+        **tokens.environment(),
+    }
+
+
+def assert_no_secret_printed(result):
+    for secret in SECRETS:
+        assert secret not in result.stdout + result.stderr
+
+
+def test_kubectl_gets_a_short_lived_token_from_the_jobs_oidc_token_and_uses_the_namespace(apiserver, requests, tokens,
+                                                                                         job_env):
+    kubeconfig = ci_kubeconfig("gpu-runners", apiserver.endpoint, apiserver.ca_b64, NAMESPACE)
+
+    result = kubectl_against(kubeconfig, apiserver, env=job_env)
 
     assert result.returncode == 0, result.stderr
     assert f"No resources found in {NAMESPACE} namespace" in result.stdout + result.stderr
-    pod_lists = [request for request in requests if request.path.endswith("/pods")]
-    assert [request.path for request in pod_lists] == [f"/api/v1/namespaces/{NAMESPACE}/pods"]
-    assert {request.authorization for request in requests} == {f"Bearer {TOKEN}"}
+    assert [r.path for r in requests if r.path.endswith("/pods")] == [f"/api/v1/namespaces/{NAMESPACE}/pods"]
+    assert {r.authorization for r in requests} == {f"Bearer {ACCESS_TOKEN}"}
+    assert len(tokens.requests) % 3 == 0, "each credential is one OIDC, one STS and one IAM request"
+    oidc, sts, iam = tokens.requests[:3]
+    assert oidc["query"]["audience"] == [f"//iam.googleapis.com/{tokens.provider}"]
+    assert sts["path"] == "/sts" and iam["path"].endswith(f"{tokens.service_account}:generateAccessToken")
+    assert '"lifetime": "900s"' in iam["body"]
+    assert_no_secret_printed(result)
 
 
-def test_kubectl_refuses_a_server_the_ca_did_not_sign(apiserver, requests):
-    kubeconfig = ci_kubeconfig("gpu-runners", apiserver.endpoint, apiserver.other_ca_b64(), TOKEN, NAMESPACE)
+def test_kubectl_refuses_a_server_the_ca_did_not_sign(apiserver, requests, job_env):
+    kubeconfig = ci_kubeconfig("gpu-runners", apiserver.endpoint, apiserver.other_ca_b64(), NAMESPACE)
 
-    result = kubectl_against(kubeconfig, apiserver)
+    result = kubectl_against(kubeconfig, apiserver, env=job_env)
 
     assert result.returncode != 0
     assert "certificate signed by unknown authority" in result.stderr, result.stderr
     assert requests == [], "the token must not be sent to an unverified server"
 
 
-def test_kubectl_fails_with_a_wrong_token(apiserver, requests):
-    kubeconfig = ci_kubeconfig("gpu-runners", apiserver.endpoint, apiserver.ca_b64, "not-the-token", NAMESPACE)
+def test_a_repository_the_provider_does_not_trust_gets_no_token(apiserver, requests, tokens, job_env):
+    tokens.admit = False
+    kubeconfig = ci_kubeconfig("gpu-runners", apiserver.endpoint, apiserver.ca_b64, NAMESPACE)
 
-    result = kubectl_against(kubeconfig, apiserver)
+    result = kubectl_against(kubeconfig, apiserver, env=job_env)
 
     assert result.returncode != 0
-    # kubectl's words for a 401 (older clients print "Unauthorized" in the parentheses).
-    assert "You must be logged in to the server" in result.stderr, result.stderr
-    assert requests, "the request reached the server over verified TLS"
-    assert all(request.authorization == "Bearer not-the-token" for request in requests)
+    assert "Google's STS refused this job's OIDC token" in result.stderr
+    assert all(r.authorization != f"Bearer {ACCESS_TOKEN}" for r in requests)
+    assert_no_secret_printed(result)
 
 
-def test_kubeconfig_the_program_writes_to_github_lets_kubectl_in(apiserver, requests):
+def test_a_job_without_id_token_permission_is_told_so(apiserver, requests, job_env):
+    for name in ("ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"):
+        del job_env[name]
+    kubeconfig = ci_kubeconfig("gpu-runners", apiserver.endpoint, apiserver.ca_b64, NAMESPACE)
+
+    result = kubectl_against(kubeconfig, apiserver, env=job_env)
+
+    assert result.returncode != 0
+    assert "give the job permissions: id-token: write" in result.stderr
+
+
+def test_a_bearer_token_from_the_command_line_gets_in_too(apiserver, requests, tokens):
+    """The kubeconfig holds no credential of its own: whatever token a caller brings is what is sent."""
+    kubeconfig = ci_kubeconfig("gpu-runners", apiserver.endpoint, apiserver.ca_b64, NAMESPACE)
+
+    result = kubectl_against(kubeconfig, apiserver, "get", "pods", f"--token={ACCESS_TOKEN}")
+
+    assert result.returncode == 0, result.stderr
+    assert {r.authorization for r in requests} == {f"Bearer {ACCESS_TOKEN}"}
+    assert tokens.requests == []  # the exec plugin never ran
+
+
+def test_kubeconfig_the_program_writes_to_github_lets_kubectl_in(apiserver, requests, job_env):
     from conftest import run_program
 
-    program = run_program(cluster={"endpoint": apiserver.endpoint, "ca_b64": apiserver.ca_b64, "sa_token": TOKEN})
+    program = run_program(cluster={"endpoint": apiserver.endpoint, "ca_b64": apiserver.ca_b64})
     secret = next(s for s in program.of_type("github:index/actionsSecret:ActionsSecret")
                   if s.inputs["secretName"] == "GCP_K8S_KUBECONFIG")
 
-    result = kubectl_against(secret.inputs["value"], apiserver)
+    result = kubectl_against(secret.inputs["value"], apiserver, env=job_env)
 
     assert result.returncode == 0, result.stderr
     assert [r.path for r in requests if r.path.endswith("/pods")] == ["/api/v1/namespaces/github-runners/pods"]
-    assert {r.authorization for r in requests} == {f"Bearer {TOKEN}"}
+    assert {r.authorization for r in requests} == {f"Bearer {ACCESS_TOKEN}"}

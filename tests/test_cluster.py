@@ -77,7 +77,7 @@ def test_gke_resources_wait_at_least_30_minutes(program, kind):
 
 
 def test_nodes_run_as_a_dedicated_account_with_only_logging_metrics_and_image_roles(program):
-    account = program.one(ACCOUNT)
+    account = program.one(ACCOUNT, "gke-nodes")
     email = f"{account.inputs['accountId']}@acme-ml.iam.gserviceaccount.com"
     roles = {r.inputs["role"] for r in program.of_type(IAM) if r.inputs["member"] == f"serviceAccount:{email}"}
     assert roles == {
@@ -95,7 +95,9 @@ def test_nodes_run_as_a_dedicated_account_with_only_logging_metrics_and_image_ro
 
 def test_cluster_is_created_after_its_node_roles_are_granted(program):
     cluster = program.one(CLUSTER)
-    for role in program.of_type(IAM):
+    node_roles = [role for role in program.of_type(IAM) if role.name.startswith("gke-nodes-")]
+    assert len(node_roles) == 6
+    for role in node_roles:
         assert program.depends_on(cluster, role), role.name
 
 

@@ -41,23 +41,36 @@ def ci_kubeconfig(program) -> dict:
     return yaml.safe_load(actions_secrets(program)["GCP_K8S_KUBECONFIG"].inputs["value"])
 
 
-def test_ci_kubeconfig_carries_endpoint_ca_and_the_service_account_token_only(program):
+def test_ci_kubeconfig_carries_endpoint_ca_and_namespace_and_no_credential(program):
     config = ci_kubeconfig(program)
     (cluster,) = config["clusters"]
     assert cluster["cluster"] == {"server": f"https://{FAKE_ENDPOINT}", "certificate-authority-data": FAKE_CA_B64}
     (user,) = config["users"]
-    assert user["user"] == {"token": FAKE_SA_TOKEN}  # no exec plugin, no Google credential
+    assert set(user["user"]) == {"exec"}  # no token, no certificate, no key
+    exec_plugin = user["user"]["exec"]
+    assert (exec_plugin["command"], exec_plugin["args"]) == ("gpu-runner", ["credential"])
+    assert exec_plugin["interactiveMode"] == "Never"
     (context,) = config["contexts"]
     assert context["context"]["namespace"] == "github-runners"
     assert config["current-context"] == context["name"]
 
 
-def test_ci_token_comes_from_a_token_secret_bound_to_the_ci_account_after_it_exists(program):
-    token = next(s for s in program.of_type("kubernetes:core/v1:Secret") if s.inputs.get("type") == "kubernetes.io/service-account-token")
-    assert token.inputs["metadata"]["annotations"] == {"kubernetes.io/service-account.name": "ci-runner-launcher"}
-    account = next(a for a in program.of_type("kubernetes:core/v1:ServiceAccount") if a.inputs["metadata"]["name"] == "ci-runner-launcher")
-    assert program.depends_on(token, account)
-    assert account.inputs["automountServiceAccountToken"] is False
+def test_no_long_lived_token_exists_for_ci_in_the_cluster(program):
+    for secret in program.of_type("kubernetes:core/v1:Secret"):
+        assert secret.inputs.get("type") != "kubernetes.io/service-account-token", secret.name
+    accounts = {a.inputs["metadata"]["name"] for a in program.of_type("kubernetes:core/v1:ServiceAccount")}
+    assert "ci-runner-launcher" not in accounts
+
+
+def test_the_workload_identity_provider_and_ci_account_land_as_variables(program):
+    variables = {v.inputs["variableName"]: v.inputs["value"]
+                 for v in program.of_type("github:index/actionsVariable:ActionsVariable")}
+    assert variables == {
+        "GKE_GPU_RUNNERS_STACK": "acme/gke-gpu-runners/test",
+        "GCP_WORKLOAD_IDENTITY_PROVIDER": "projects/123456789012/locations/global/workloadIdentityPools/"
+                                          "gpu-runners-github/providers/github-actions",
+        "GCP_SERVICE_ACCOUNT": "gpu-runners-ci@acme-ml.iam.gserviceaccount.com",
+    }
 
 
 def ci_role(program) -> dict:
@@ -71,9 +84,10 @@ def test_ci_role_allows_exactly_starting_and_stopping_gpu_runners_in_the_namespa
     assert set(rules[(("batch",), ("jobs",))]["verbs"]) == {"create", "get", "list", "watch", "delete"}
     assert set(rules[(("",), ("pods",))]["verbs"]) == {"get", "list", "watch"}
     assert rules[(("",), ("pods/log",))]["verbs"] == ["get"]
+    assert set(rules[(("",), ("events",))]["verbs"]) == {"get", "list", "watch"}  # why a runner failed
     configmaps = rules[(("",), ("configmaps",))]
     assert configmaps["verbs"] == ["get"] and configmaps["resourceNames"] == ["gpu-runner-template"]
-    assert len(rules) == 4
+    assert len(rules) == 5
     flat = [value for rule in role["rules"] for values in rule.values() for value in values]
     assert "*" not in flat
     for forbidden in ("secrets", "escalate", "bind", "impersonate"):
@@ -83,7 +97,8 @@ def test_ci_role_allows_exactly_starting_and_stopping_gpu_runners_in_the_namespa
 def test_ci_binding_ties_the_role_to_the_ci_account_only(program):
     binding = next(b.inputs for b in program.of_type(BINDING) if b.inputs["metadata"]["name"] == "ci-runner-launcher")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ci-runner-launcher"}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ci-runner-launcher", "namespace": "github-runners"}]
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                    "name": "gpu-runners-ci@acme-ml.iam.gserviceaccount.com"}]
 
 
 def test_the_only_cluster_wide_right_is_the_brokers_token_review(program):
@@ -124,11 +139,13 @@ def tutorial_secrets(*names: str) -> list[dict]:
 
 
 def test_a_variable_names_this_stack_as_owner_and_every_secret_waits_for_it(program):
-    (owner,) = program.of_type("github:index/actionsVariable:ActionsVariable")
+    (owner,) = [v for v in program.of_type("github:index/actionsVariable:ActionsVariable")
+                if v.inputs["variableName"] == "GKE_GPU_RUNNERS_STACK"]
     assert owner.inputs == {"repository": "Models", "variableName": "GKE_GPU_RUNNERS_STACK",
                             "value": "acme/gke-gpu-runners/test"}
-    for secret in program.of_type(SECRET):
-        assert program.depends_on(secret, owner), secret.inputs["secretName"]
+    for written in program.of_type(SECRET) + program.of_type("github:index/actionsVariable:ActionsVariable"):
+        if written is not owner:
+            assert program.depends_on(written, owner), written.name
 
 
 def test_secrets_someone_else_wrote_stop_pulumi_up_before_anything_is_created():
@@ -141,7 +158,7 @@ def test_secrets_someone_else_wrote_stop_pulumi_up_before_anything_is_created():
         run_program(repository={"secrets": tutorial_secrets("GCP_K8S_CLUSTER_NAME", "GCP_K8S_CLUSTER_ZONE", "OTHER")},
                     on_run=runs.append)
     message = str(refused.value)
-    assert ("- gke-gpu-runners:adoptExistingSecrets: Acme/Models already has the Actions secrets "
+    assert ("- gke-gpu-runners:adoptExistingSecrets: Acme/Models already has the Actions secrets or variables "
             "GCP_K8S_CLUSTER_NAME, GCP_K8S_CLUSTER_ZONE, written by something other than this stack") in message
     assert "pulumi destroy would delete them" in message and "adoptExistingSecrets true" in message
     assert "OTHER" not in message

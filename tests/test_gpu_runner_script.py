@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import fake_token_services
 from conftest import ROOT
 from fake_github import FakeGitHub, Reply
 
@@ -313,3 +315,88 @@ def test_stop_deletes_the_run_attempts_job_without_waiting(tmp_path):
 
     assert run.returncode == 0, run.output
     assert run.argvs() == [["delete", f"job/{JOB}", "--ignore-not-found", "--wait=false"]]
+
+
+# ------------------------------------------------------------------ in cluster --
+
+def test_inside_the_cluster_kubectl_uses_the_internal_endpoint(tmp_path):
+    """Authorized networks guard the public endpoint; a base runner talks to the API server from inside."""
+    run = gpu_runner(tmp_path, "stop", pods=[[]], KUBERNETES_SERVICE_HOST="10.0.0.1")
+
+    assert run.returncode == 0, run.output
+    assert run.argvs() == [["--server=https://kubernetes.default.svc", "delete", f"job/{JOB}", "--ignore-not-found",
+                            "--wait=false"]]
+
+
+# ------------------------------------------------------------------ credential --
+
+def credential(tmp_path: Path, tokens, cache: Path, **changes) -> subprocess.CompletedProcess:
+    """`gpu-runner credential` as kubectl runs it: its stdout is the ExecCredential, nothing else."""
+    shims = tmp_path / "shims"
+    shims.mkdir(exist_ok=True)
+    log = tmp_path / "curl-argv.log"
+    curl = shims / "curl"
+    curl.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> {log}\nexec {shutil.which("curl")} "$@"\n')
+    curl.chmod(0o755)
+    env = {"PATH": f"{shims}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(tmp_path), "GITHUB_RUN_ID": "4242",
+           "GITHUB_RUN_ATTEMPT": "1", "GPU_RUNNER_CREDENTIAL_CACHE": str(cache), **tokens.environment(), **changes}
+    done = subprocess.run(["bash", str(SCRIPT), "credential"], env=env, capture_output=True, text=True, timeout=30)
+    argv = log.read_text() if log.exists() else ""
+    for secret in fake_token_services.SECRETS:
+        assert secret not in argv, "a token on curl's command line"
+        assert secret not in done.stderr
+    return done
+
+
+@pytest.fixture
+def tokens():
+    with fake_token_services.TokenServices() as services:
+        yield services
+
+
+def test_credential_prints_an_exec_credential_with_the_service_accounts_token(tmp_path, tokens):
+    cache = tmp_path / "credential.json"
+    done = credential(tmp_path, tokens, cache)
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
+        "status": {"token": fake_token_services.ACCESS_TOKEN, "expirationTimestamp": fake_token_services.EXPIRES},
+    }
+    assert [r["path"] for r in tokens.requests] == [
+        "/oidc", "/sts", f"/iam/v1/projects/-/serviceAccounts/{tokens.service_account}:generateAccessToken"]
+    assert oct(cache.stat().st_mode & 0o777) == "0o600"
+
+
+def test_credential_serves_later_calls_from_its_private_cache_until_it_expires(tmp_path, tokens):
+    cache = tmp_path / "credential.json"
+    first = credential(tmp_path, tokens, cache)
+    second = credential(tmp_path, tokens, cache)
+
+    assert first.stdout == second.stdout
+    assert len(tokens.requests) == 3
+    cache.write_text(json.dumps({"status": {"token": "old", "expirationTimestamp": "2000-01-01T00:00:00Z"}}))
+    assert json.loads(credential(tmp_path, tokens, cache).stdout)["status"]["token"] == fake_token_services.ACCESS_TOKEN
+    assert len(tokens.requests) == 6
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"ACTIONS_ID_TOKEN_REQUEST_TOKEN": ""}, "give the job permissions: id-token: write"),
+    ({"GCP_WORKLOAD_IDENTITY_PROVIDER": "github-actions"}, "GCP_WORKLOAD_IDENTITY_PROVIDER must be the provider's full name"),
+    ({"GCP_SERVICE_ACCOUNT": ""}, "GCP_SERVICE_ACCOUNT must be CI's service account email"),
+])
+def test_credential_says_what_a_job_lacks_on_stderr_only(tmp_path, tokens, changes, words):
+    done = credential(tmp_path, tokens, tmp_path / "credential.json", **changes)
+
+    assert done.returncode != 0
+    assert words in done.stderr and done.stdout == ""
+    assert tokens.requests == []
+
+
+def test_credential_refused_by_the_providers_condition_names_the_likely_cause(tmp_path, tokens):
+    tokens.admit = False
+    done = credential(tmp_path, tokens, tmp_path / "credential.json")
+
+    assert done.returncode == 1
+    assert "does the provider trust this repository?" in done.stderr
+    assert done.stdout == ""

@@ -1,5 +1,6 @@
 """The project files: every key the program reads is declared, with the program's defaults."""
 
+import json
 
 import pytest
 import yaml
@@ -41,7 +42,7 @@ def test_every_project_key_the_program_reads_is_declared_with_type_and_descripti
     assert project_keys == set(DECLARED)
     assert {"gcp:project", "gcp:zone", "github:token"} <= read
     for key, declaration in DECLARED.items():
-        assert declaration["type"] in ("string", "integer", "boolean"), key
+        assert declaration["type"] in ("string", "integer", "boolean", "array"), key
         assert declaration["description"].strip(), key
 
 
@@ -52,7 +53,7 @@ def registered(program):
 @pytest.mark.parametrize("key", sorted(k for k, d in DECLARED.items() if "default" in d))
 def test_declared_default_is_the_programs_default(key, program):
     default = DECLARED[key]["default"]
-    text = str(default).lower() if isinstance(default, bool) else str(default)
+    text = str(default).lower() if isinstance(default, bool) else json.dumps(default) if isinstance(default, list) else str(default)
     assert registered(run_program({f"gke-gpu-runners:{key}": text})) == registered(program)
 
 

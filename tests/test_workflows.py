@@ -109,6 +109,8 @@ def test_permissions_are_read_only_and_checkout_keeps_no_credentials(path):
         permissions = dict(job.get("permissions", {}))
         if name == "guard-gpu-runner":  # it may cancel its own run, and do nothing else
             assert permissions.pop("actions") == "write"
+        if name.endswith("-gpu-runner"):  # the cluster's short-lived token comes from the job's OIDC token
+            assert permissions.pop("id-token") == "write"
         assert set(permissions.values()) <= READ_ONLY, name
         assert isinstance(job.get("timeout-minutes"), int), f"{name} has no timeout-minutes"
         for step in job["steps"]:

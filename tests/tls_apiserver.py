@@ -229,7 +229,8 @@ def kubectl_binary() -> str:
     return kubectl
 
 
-def kubectl_against(kubeconfig_text: str, server: ApiServer, *args: str) -> subprocess.CompletedProcess:
+def kubectl_against(kubeconfig_text: str, server: ApiServer, *args: str,
+                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `kubectl get pods` (or `args`) with only `kubeconfig_text`, against `server`.
 
     The kubeconfig goes to a private temporary file; HOME is a fresh folder, so no
@@ -251,6 +252,7 @@ def kubectl_against(kubeconfig_text: str, server: ApiServer, *args: str) -> subp
             # Go's HTTP client would send 127.0.0.1 to a proxy set in the caller's env.
             "NO_PROXY": "127.0.0.1",
             "no_proxy": "127.0.0.1",
+            **(env or {}),
         }
         command = [kubectl_binary(), *(args or ("get", "pods")), "--request-timeout=10s"]
         return subprocess.run(

@@ -1,0 +1,121 @@
+"""Keyless Google access for this repository's workflows: GitHub's OIDC token, traded for short-lived credentials."""
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+
+GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+# Lets an identity through GKE's front door; what it may do inside is Kubernetes RBAC's to say.
+CLUSTER_ENTRY_ROLE = "roles/container.clusterViewer"
+# Read and write objects, nothing about the bucket itself.
+DATA_ROLE = "roles/storage.objectUser"
+
+
+def attribute_condition(repository_id: str, owner_id: str, full_name: str) -> str:
+    """CEL over GitHub's OIDC claims: this repository only, by its immutable IDs and its name.
+
+    A repository renamed, or deleted and re-created under the same name, has another ID and
+    gets nothing; a fork has its own repository and owner IDs.
+    """
+    return (
+        f"assertion.repository_id == '{repository_id}' && "
+        f"assertion.repository_owner_id == '{owner_id}' && "
+        f"assertion.repository == '{full_name}'"
+    )
+
+
+def repository_principal_set(pool_name: str, repository_id: str) -> str:
+    """Every workflow run of the repository, as IAM names it."""
+    return f"principalSet://iam.googleapis.com/{pool_name}/attribute.repository_id/{repository_id}"
+
+
+@dataclass(frozen=True)
+class GitHubWorkloadIdentityArgs:
+    gcp_project: str
+    name_prefix: str
+    """Names the pool (`<prefix>-github`) and CI's service account (`<prefix>-ci`)."""
+    repository_full_name: str
+    """owner/name as GitHub spells it (claims compare case-sensitively)."""
+    repository_id: str
+    owner_id: str
+    data_bucket: str | None = None
+    """A GCS bucket the repository's training jobs may read and write; None: no data access."""
+    services: tuple[pulumi.Resource, ...] = ()
+
+
+class GitHubWorkloadIdentity(pulumi.ComponentResource):
+    """Creates a Workload Identity pool with an OIDC provider for GitHub Actions that admits this
+    repository alone; service account `<prefix>-ci`, which the repository's workflows may act as,
+    with only the role that lets it into GKE (RBAC gives it the runner namespace); and, with a
+    data bucket, object read and write on that bucket for the repository's workflows themselves.
+
+    Gives `provider_name` (GCP_WORKLOAD_IDENTITY_PROVIDER) and `ci_account_email` (GCP_SERVICE_ACCOUNT).
+    """
+
+    provider_name: pulumi.Output[str]
+    ci_account_email: pulumi.Output[str]
+
+    def __init__(self, name: str, args: GitHubWorkloadIdentityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("gke-gpu-runners:index:GitHubWorkloadIdentity", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self, depends_on=list(args.services))
+
+        pool = gcp.iam.WorkloadIdentityPool(
+            f"{name}-pool",
+            project=args.gcp_project,
+            workload_identity_pool_id=f"{args.name_prefix[:25].rstrip('-')}-github",
+            display_name="GitHub Actions",
+            description=f"Workflows of {args.repository_full_name}",
+            opts=child,
+        )
+        provider = gcp.iam.WorkloadIdentityPoolProvider(
+            f"{name}-provider",
+            project=args.gcp_project,
+            workload_identity_pool_id=pool.workload_identity_pool_id,
+            workload_identity_pool_provider_id="github-actions",
+            display_name="GitHub Actions OIDC",
+            oidc={"issuer_uri": GITHUB_ISSUER},
+            attribute_mapping={
+                "google.subject": "assertion.sub",
+                "attribute.repository": "assertion.repository",
+                "attribute.repository_id": "assertion.repository_id",
+                "attribute.repository_owner_id": "assertion.repository_owner_id",
+            },
+            attribute_condition=attribute_condition(args.repository_id, args.owner_id, args.repository_full_name),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        workflows = pool.name.apply(lambda pool_name: repository_principal_set(pool_name, args.repository_id))
+
+        ci_account = gcp.serviceaccount.Account(
+            f"{name}-ci",
+            project=args.gcp_project,
+            account_id=f"{args.name_prefix[:27].rstrip('-')}-ci",
+            display_name=f"CI of {args.repository_full_name}: starts and stops GPU runners",
+            opts=child,
+        )
+        gcp.serviceaccount.IAMMember(
+            f"{name}-ci-from-github",
+            service_account_id=ci_account.name,
+            role="roles/iam.workloadIdentityUser",
+            member=workflows,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        gcp.projects.IAMMember(
+            f"{name}-ci-enters-gke",
+            project=args.gcp_project,
+            role=CLUSTER_ENTRY_ROLE,
+            member=ci_account.email.apply(lambda email: f"serviceAccount:{email}"),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        if args.data_bucket:
+            gcp.storage.BucketIAMMember(
+                f"{name}-data",
+                bucket=args.data_bucket,
+                role=DATA_ROLE,
+                member=workflows,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+
+        self.provider_name = provider.name
+        self.ci_account_email = ci_account.email
+        self.register_outputs({"provider_name": self.provider_name, "ci_account_email": self.ci_account_email})
