@@ -311,7 +311,9 @@ check_base_runner_online() {
     status="$(fetch_runners)"
     case "$status" in
       200)
-        online="$(jq -r '[.runners[]? | select(.status == "online")
+        # Only this stack's base runners count: a foreign one with the label (the
+        # tutorial's) is warned about, never taken for ours.
+        online="$(jq -r '[.runners[]? | select(.status == "online") | select(.name | startswith("base-runner-"))
           | select(any(.labels[]?; .name == "base-runner")) | .name] | join(", ")' \
           "$workdir/runners.json" 2>/dev/null || true)"
         if [[ -n "$online" ]]; then

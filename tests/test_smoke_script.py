@@ -1107,6 +1107,18 @@ def test_base_runner_offline_fails_with_the_runner_hint(tmp_path, tools):
     assert_token_kept_secret(run)
 
 
+def test_a_foreign_runner_with_our_label_is_not_taken_for_our_base_runner(tmp_path, tools):
+    runners = Reply(200, {"total_count": 2, "runners": [
+        {"id": 1, "name": "base-runner-x", "status": "offline", "labels": [{"name": "base-runner"}]},
+        {"id": 41, "name": "tutorial-runner", "status": "online", "labels": [{"name": "base-runner"}]},
+    ]})
+    run = smoke(tmp_path, tools, scenario(runners=runners))
+
+    assert run.returncode == 1
+    assert "base-runner-x offline" in run.line("FAIL  base runner online")
+    assert run.line("WARN  foreign runner (tutorial-runner)")
+
+
 def test_refused_token_fails_once_and_the_gpu_runner_is_checked_in_the_cluster(tmp_path, tools):
     run = smoke(tmp_path, tools, scenario(runners=Reply(401, {"message": "Bad credentials"})))
 
