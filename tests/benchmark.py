@@ -8,7 +8,9 @@
   (/v1/finished) and the entrypoint has exited;
 - the runner broker, as a real process against local fakes of GitHub and Kubernetes: JIT
   request to answer, p50 and p99, over sequential requests and with many pods at once;
-- a runner pod's start to run.sh running, with the real entrypoint and the real broker.
+- a runner pod's start to run.sh running, with the real entrypoint and the real broker;
+- how fast bad input fails: a zone without the GPU (the preflight), and a GPU runner pod
+  that cannot pull its image (gpu-runner start, with its default poll).
 
 Then three models, figures rather than timings (tests/cold_start_model.py, which cites every
 published figure and marks every assumption; tests/test_benchmark_model.py tests them): the
@@ -24,6 +26,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pulumi  # noqa: E402
 
 import broker_harness  # noqa: E402
 import cold_start_model  # noqa: E402
@@ -88,6 +92,34 @@ def broker_latency() -> None:
           f"in {ms['concurrent_all_answered_seconds']:.0f} ms)")
 
 
+def bad_zone_to_error(runs: int) -> list[float]:
+    """`pulumi up` with a zone that lacks the GPU: until the preflight's refusal (local Compute API double)."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        try:
+            run_program({"gcp:zone": "us-central1-b", "gke-gpu-runners:gpuType": "nvidia-l4"})
+        except pulumi.RunError:
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def failing_pod_to_red_start_job(runs: int) -> list[float]:
+    """`gpu-runner start` with its default poll, from the first look at a pod that cannot pull its image to exit 1."""
+    from test_gpu_runner_script import gpu_runner, pod
+
+    times = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            pulling = pod(waiting={"reason": "ErrImagePull", "message": "403 Forbidden"})
+            backing_off = pod(waiting={"reason": "ImagePullBackOff", "message": "403 Forbidden"})
+            run = gpu_runner(Path(tmp), "start", pods=[[pod()], [backing_off], [pulling]],
+                             GPU_RUNNER_POLL_SECONDS="5")
+            assert run.returncode == 1, run.output
+            times.append(run.elapsed)
+    return times
+
+
 if __name__ == "__main__":
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     figures("program under mocks", program_evaluation(runs))
@@ -97,3 +129,5 @@ if __name__ == "__main__":
     broker_latency()
     figures("runner pod: start -> run.sh (real broker)", runner_pod_start(runs))
     cold_start_model.print_models()
+    figures("preflight: bad zone -> refusal", bad_zone_to_error(runs))
+    figures("gpu-runner start: failing pod -> red", failing_pod_to_red_start_job(3))
