@@ -5,16 +5,19 @@ A runner pod proves which pod it is with its projected ServiceAccount token. The
 broker asks the Kubernetes API whose token that is, reads the pod and its owner,
 and decides from those alone which runner the pod may have: its name and labels
 never come from the request. It then asks GitHub for a just-in-time (JIT) runner
-configuration, the only thing the pod ever gets, and remembers the pod so it never
-gets a second one. A background sweep removes runners whose pods are gone.
+configuration, the only thing the pod ever gets, and remembers the runner name so
+that it is never handed out twice. A background sweep removes runners whose pods
+are gone.
 
     GET  /healthz                                            200 {"status": "ok"}
     POST /v1/jitconfig  Authorization: Bearer <pod token>    201 {"name", "labels", "encodedJitConfig"}
     POST /v1/finished   Authorization: Bearer <pod token>    200 {"name", "runnerRemoved", "podDeleted"}
 
 Errors are {"error": "..."}: 401 no, invalid or wrong-audience token; 403 not a runner
-pod of the runner namespace; 409 the pod already had a runner; 502 GitHub refused the
-credential; 503 GitHub or the Kubernetes API is unavailable.
+pod of the runner namespace; 409 the pod already had its runner, or its container has
+restarted (a base runner's pod is then deleted, so that its ReplicaSet starts a fresh
+one); 502 GitHub refused the credential; 503 GitHub or the Kubernetes API unavailable
+before the request's deadline, or too many connections at once.
 
 Configuration is read once from the environment (see `load_config`). Python's
 standard library only, but for `cryptography`, imported only to sign a GitHub App's
@@ -26,6 +29,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import io
+import ipaddress
 import json
 import math
 import os
@@ -37,13 +42,13 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 EXIT_CONFIG = 2
 USER_AGENT = "gke-gpu-runners-broker"
@@ -52,8 +57,9 @@ BASE_RUNNER_LABEL = "base-runner"
 GPU_RUNNER_APP = "gpu-runner"
 APP_NAME_LABEL = "app.kubernetes.io/name"
 RUN_ID_LABEL = "gke-gpu-runners/run-id"
-RUN_ID = re.compile(r"^[0-9]{1,20}$")
-GPU_RUNNER_NAME = re.compile(r"^gpu-runner-(\d+)-(\d+)$")
+NUMBER = "[0-9]{1,20}"  # a run ID, an attempt, an App's ID: ASCII digits only (\d takes any script's)
+DIGITS = re.compile(NUMBER)
+GPU_RUNNER_NAME = re.compile(f"gpu-runner-({NUMBER})-{NUMBER}")
 RUNNER_POD_SELECTOR = "app.kubernetes.io/part-of=gke-gpu-runners"
 
 # Claims the API server adds to a pod-bound token's review: which pod it was issued to.
@@ -64,6 +70,11 @@ RUNNERS_PER_PAGE = 100
 MAX_RUNNER_PAGES = 100  # 10,000 runners: far beyond one repository's, and a bound on a looping API
 APP_TOKEN_MARGIN_SECONDS = 300  # an installation token is renewed this long before it expires
 MAX_REQUEST_BODY_BYTES = 1 << 20
+RECHECK_SECONDS = 30.0
+"""A pod asking again this soon after GitHub was asked about its runner gets the same answer, without GitHub."""
+SWEEP_DEADLINE_SECONDS = 30.0
+DRAIN_MARGIN_SECONDS = 2.0  # on SIGTERM, requests in flight get their deadline and this much more
+REPLY_TIMEOUT_SECONDS = 5.0
 
 
 # --------------------------------------------------------------------------- secrets --
@@ -110,31 +121,27 @@ class AppCredential:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    retries: int
-    """Attempts after the first."""
-    timeout_seconds: float
-    """Limit of one attempt's every wait on the network."""
-    backoff_seconds: float
-    """Wait before the first retry, doubled before each next one."""
-    backoff_max_seconds: float
-    """Cap of any wait, a server's Retry-After included."""
+    retries: int  # attempts after the first
+    timeout_seconds: float  # limit of one attempt's every wait on the network
+    backoff_seconds: float  # wait before the first retry, doubled before each next one...
+    backoff_max_seconds: float  # ...up to this; a server's Retry-After is waited in full, within the deadline
 
-    def wait_seconds(self, retry: int, retry_after_seconds: float | None) -> float:
-        wanted = retry_after_seconds if retry_after_seconds is not None else self.backoff_seconds * 2 ** retry
-        return max(0.0, min(wanted, self.backoff_max_seconds))
+    def backoff(self, retry: int) -> float:
+        return min(self.backoff_seconds * 2 ** retry, self.backoff_max_seconds)
 
 
 @dataclass(frozen=True)
 class Config:
     repository: str
     runner_namespace: str
+    runner_service_account: str
     audience: str
     listen_host: str
     listen_port: int
     base_runner_deployment: str
     sweep_seconds: float
-    spent_check_seconds: float
-    """A pod that already had a runner makes the broker look that runner up at most this often."""
+    request_deadline_seconds: float  # every request is answered this soon, below the runner pod's own timeout
+    max_connections: int
     credential: PatCredential | AppCredential
     github_api_url: str
     github_retry: RetryPolicy
@@ -150,12 +157,12 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
-DNS_LABEL = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
-DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?$")
-DIGITS = re.compile(r"^[0-9]{1,20}$")
-TOKEN = re.compile(r"^[\x21-\x7e]{1,16384}$")
-FILE_PATH = re.compile(r"^[\w./@+-]{1,255}$")
+REPOSITORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}")
+DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?")
+AUDIENCE = re.compile(r"[\x21-\x7e]{1,253}")
+TOKEN = re.compile(r"[\x21-\x7e]{1,16384}")
+FILE_PATH = re.compile(r"[A-Za-z0-9_./@+-]{1,255}")
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 APP_VARIABLES = ("GITHUB_APP_ID", "GITHUB_APP_INSTALLATION_ID", "GITHUB_APP_PRIVATE_KEY_FILE")
 
@@ -176,7 +183,7 @@ class _Environment:
         if value is None:
             self.problems.append(f"{name} is required: {accepted}")
             return ""
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             self.problems.append(f"{name} must be {accepted}, got {value!r}")
         return value
 
@@ -198,81 +205,85 @@ class _Environment:
     def url(self, name: str, default: str) -> str:
         value = (self.get(name) or default).rstrip("/")
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        if not _is_http_url(parts):
             self.problems.append(f"{name} must be an http(s) URL without query, got {value!r}")
+        elif parts.scheme == "http" and not _is_loopback(parts.hostname):
+            # Plain HTTP would carry the credential in clear: only to a test double on this machine.
+            self.problems.append(f"{name} may be http:// only for a loopback host (127.0.0.0/8, ::1, localhost), "
+                                 f"got {value!r}")
         return value
 
     def path(self, name: str, default: Path) -> Path:
         return Path(self.get(name) or default)
 
 
+def _is_http_url(parts: SplitResult) -> bool:
+    try:
+        parts.port  # raises on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and not parts.fragment
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def load_config(environ: dict[str, str]) -> Config:
     """The broker's settings from `environ`; ConfigError lists every missing or bad variable."""
     env = _Environment(environ)
-    repository = env.text("BROKER_REPOSITORY", REPOSITORY, "owner/name of the GitHub repository")
-    runner_namespace = env.text("BROKER_RUNNER_NAMESPACE", DNS_LABEL, "a Kubernetes namespace name")
-    audience = env.text("BROKER_AUDIENCE", re.compile(r"^\S{1,253}$"), "the audience of runner pods' tokens")
     listen_host, listen_port = _listen_address(env)
-    base_runner_deployment = env.text("BROKER_BASE_RUNNER_DEPLOYMENT", DNS_SUBDOMAIN, "a Deployment name",
-                                      default="base-runner")
-    sweep_seconds = env.number("BROKER_SWEEP_SECONDS", 30.0, positive=True)
-    spent_check_seconds = env.number("BROKER_SPENT_CHECK_SECONDS", 10.0)
     credential = _credential(env)
-    github_retry = RetryPolicy(
-        retries=int(env.number("BROKER_GITHUB_RETRIES", 4, whole=True)),
-        timeout_seconds=env.number("BROKER_GITHUB_TIMEOUT_SECONDS", 10.0, positive=True),
-        backoff_seconds=env.number("BROKER_GITHUB_BACKOFF_SECONDS", 1.0),
-        backoff_max_seconds=env.number("BROKER_GITHUB_BACKOFF_MAX_SECONDS", 10.0),
-    )
-    # The API server is next door: a few quick retries ride out a blip; a longer
-    # outage is the pod's to wait out (it gets a 503 and asks again).
-    kubernetes_retry = RetryPolicy(
-        retries=2,
-        timeout_seconds=env.number("BROKER_KUBERNETES_TIMEOUT_SECONDS", 5.0, positive=True),
-        backoff_seconds=0.2,
-        backoff_max_seconds=1.0,
-    )
-    github_api_url = env.url("GITHUB_API_URL", "https://api.github.com")
-    kubernetes_api_url = env.url("KUBERNETES_API_URL", _in_cluster_api_url(env))
-    kubernetes_token_file = env.path("KUBERNETES_TOKEN_FILE", SERVICE_ACCOUNT_DIR / "token")
-    kubernetes_ca_file = env.path("KUBERNETES_CA_FILE", SERVICE_ACCOUNT_DIR / "ca.crt")
-
-    # Files are read again on each use; reading them now turns a typo into a
-    # start-up error rather than every pod's.
-    files = [("KUBERNETES_TOKEN_FILE", kubernetes_token_file)]
-    if urlsplit(kubernetes_api_url).scheme == "https":
-        files.append(("KUBERNETES_CA_FILE", kubernetes_ca_file))
-    if isinstance(credential, PatCredential):
-        files.append(("GITHUB_TOKEN_FILE", credential.token_file))
-    if isinstance(credential, AppCredential):
-        files.append(("GITHUB_APP_PRIVATE_KEY_FILE", credential.private_key_file))
-    problems = env.problems + [problem for name, path in files if (problem := _unreadable(name, path))]
-    if problems or credential is None:
-        raise ConfigError(problems)
-    return Config(
-        repository=repository,
-        runner_namespace=runner_namespace,
-        audience=audience,
+    config = Config(
+        repository=env.text("BROKER_REPOSITORY", REPOSITORY, "owner/name of the GitHub repository"),
+        runner_namespace=env.text("BROKER_RUNNER_NAMESPACE", DNS_LABEL, "a Kubernetes namespace name"),
+        runner_service_account=env.text("BROKER_RUNNER_SERVICE_ACCOUNT", DNS_SUBDOMAIN, "a ServiceAccount name",
+                                        default="github-runner"),
+        audience=env.text("BROKER_AUDIENCE", AUDIENCE, "the audience of runner pods' tokens"),
         listen_host=listen_host,
         listen_port=listen_port,
-        base_runner_deployment=base_runner_deployment,
-        sweep_seconds=sweep_seconds,
-        spent_check_seconds=spent_check_seconds,
-        credential=credential,
-        github_api_url=github_api_url,
-        github_retry=github_retry,
-        kubernetes_api_url=kubernetes_api_url,
-        kubernetes_token_file=kubernetes_token_file,
-        kubernetes_ca_file=kubernetes_ca_file,
-        kubernetes_retry=kubernetes_retry,
+        base_runner_deployment=env.text("BROKER_BASE_RUNNER_DEPLOYMENT", DNS_SUBDOMAIN, "a Deployment name",
+                                        default="base-runner"),
+        sweep_seconds=env.number("BROKER_SWEEP_SECONDS", 30.0, positive=True),
+        request_deadline_seconds=env.number("BROKER_REQUEST_DEADLINE_SECONDS", 12.0, positive=True),
+        max_connections=int(env.number("BROKER_MAX_CONNECTIONS", 64, whole=True, positive=True)),
+        credential=credential,  # type: ignore[arg-type] - None only with a problem noted
+        github_api_url=env.url("GITHUB_API_URL", "https://api.github.com"),
+        github_retry=RetryPolicy(
+            retries=int(env.number("BROKER_GITHUB_RETRIES", 4, whole=True)),
+            timeout_seconds=env.number("BROKER_GITHUB_TIMEOUT_SECONDS", 10.0, positive=True),
+            backoff_seconds=env.number("BROKER_GITHUB_BACKOFF_SECONDS", 1.0),
+            backoff_max_seconds=env.number("BROKER_GITHUB_BACKOFF_MAX_SECONDS", 10.0)),
+        kubernetes_api_url=env.url("KUBERNETES_API_URL", _in_cluster_api_url(env)),
+        kubernetes_token_file=env.path("KUBERNETES_TOKEN_FILE", SERVICE_ACCOUNT_DIR / "token"),
+        kubernetes_ca_file=env.path("KUBERNETES_CA_FILE", SERVICE_ACCOUNT_DIR / "ca.crt"),
+        # The API server is next door: a few quick retries ride out a blip; a longer
+        # outage is the pod's to wait out (it gets a 503 and asks again).
+        kubernetes_retry=RetryPolicy(2, env.number("BROKER_KUBERNETES_TIMEOUT_SECONDS", 5.0, positive=True), 0.2, 1),
     )
+    # Files are read again on each use; reading them now turns a typo into a
+    # start-up error rather than every pod's.
+    files = {"KUBERNETES_TOKEN_FILE": config.kubernetes_token_file}
+    if urlsplit(config.kubernetes_api_url).scheme == "https":
+        files["KUBERNETES_CA_FILE"] = config.kubernetes_ca_file
+    if isinstance(credential, PatCredential):
+        files["GITHUB_TOKEN_FILE"] = credential.token_file
+    if isinstance(credential, AppCredential):
+        files["GITHUB_APP_PRIVATE_KEY_FILE"] = credential.private_key_file
+    problems = env.problems + [problem for name, path in files.items() if (problem := _unreadable(name, path))]
+    if problems or credential is None:
+        raise ConfigError(problems)
+    return config
 
 
 def _listen_address(env: _Environment) -> tuple[str, int]:
     raw = env.get("BROKER_LISTEN") or "0.0.0.0:8080"
     host, _, port = raw.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not host or not port.isdigit() or int(port) > 65535:
+    if not host or not re.fullmatch("[0-9]{1,5}", port) or int(port) > 65535:
         env.problems.append(f"BROKER_LISTEN must be host:port (port 0 picks a free one), got {raw!r}")
         return "0.0.0.0", 8080
     return host, int(port)
@@ -289,25 +300,21 @@ def _credential(env: _Environment) -> PatCredential | AppCredential | None:
     """A PAT file or a complete GitHub App, exactly one of them; None (with the problem noted) otherwise."""
     token_file = env.get("GITHUB_TOKEN_FILE")
     app_set = [name for name in APP_VARIABLES if env.get(name)]
+    missing = [name for name in APP_VARIABLES if name not in app_set]
     if token_file and app_set:
         env.problems.append(f"GITHUB_TOKEN_FILE and {', '.join(app_set)} are both set: "
                             "give either a PAT or a GitHub App, not both")
-        return None
-    if token_file:
+    elif not token_file and missing:
+        given = f"{', '.join(app_set)} without {', '.join(missing)}" if app_set else "nothing"
+        env.problems.append(f"no runner credential: set GITHUB_TOKEN_FILE (a PAT), or all of "
+                            f"{', '.join(APP_VARIABLES)} (a GitHub App); got {given}")
+    elif token_file:
         return PatCredential(Path(token_file))
-    if not app_set:
-        env.problems.append(f"no runner credential: set GITHUB_TOKEN_FILE (a PAT), or {', '.join(APP_VARIABLES)}")
-        return None
-    missing = [name for name in APP_VARIABLES if name not in app_set]
-    for name in missing:
-        env.problems.append(f"{name} is required with {', '.join(app_set)}: a GitHub App needs all of "
-                            f"{', '.join(APP_VARIABLES)}")
-    app_id = env.text("GITHUB_APP_ID", DIGITS, "the App's numeric ID") if "GITHUB_APP_ID" in app_set else ""
-    installation_id = (env.text("GITHUB_APP_INSTALLATION_ID", DIGITS, "the installation's numeric ID")
-                       if "GITHUB_APP_INSTALLATION_ID" in app_set else "")
-    if missing:
-        return None
-    return AppCredential(app_id, installation_id, Path(env.get("GITHUB_APP_PRIVATE_KEY_FILE") or ""))
+    else:
+        return AppCredential(env.text("GITHUB_APP_ID", DIGITS, "the App's numeric ID"),
+                             env.text("GITHUB_APP_INSTALLATION_ID", DIGITS, "the installation's numeric ID"),
+                             env.path("GITHUB_APP_PRIVATE_KEY_FILE", Path()))
+    return None
 
 
 def _unreadable(variable: str, path: Path) -> str | None:
@@ -327,14 +334,11 @@ def _unreadable(variable: str, path: Path) -> str | None:
 # --------------------------------------------------------------------------- logging --
 
 _log_lock = threading.Lock()
-_PLAIN_VALUE = re.compile(r"^[\w./:@,+-]+$")
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_./:@,+-]+")
 
 
 def log(event: str, **fields: object) -> None:
-    """One line on stderr: a UTC timestamp, what happened, then key=value pairs.
-
-    Callers pass names, reasons and statuses only; a Secret would print as ***.
-    """
+    """One line on stderr: a UTC timestamp, what happened, then key=value pairs (names, reasons, statuses)."""
     stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     pairs = [f"{key}={_log_value(value)}" for key, value in fields.items() if value is not None]
     line = " ".join([stamp, event, *pairs])
@@ -347,7 +351,42 @@ def _log_value(value: object) -> str:
     if isinstance(value, (list, tuple)):
         value = ",".join(str(item) for item in value)
     text = str(value)
-    return text if _PLAIN_VALUE.match(text) else json.dumps(text)
+    return text if _PLAIN_VALUE.fullmatch(text) else json.dumps(text)
+
+
+# ------------------------------------------------------------------------ failures --
+
+class Refusal(Exception):
+    """A decision not to serve the request: its status and reason go to the pod and the log."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Failure(Exception):
+    """The broker could not do its part: the pod should ask again later (503) unless said otherwise."""
+
+    status = 503
+
+
+class CredentialUnreadable(Failure):
+    """A credential file (PAT, App key, the broker's own token) could not be read."""
+
+
+class KubernetesError(Failure):
+    """The Kubernetes API could not be asked, or refused the broker itself."""
+
+
+class GitHubUnavailable(Failure):
+    """GitHub did not answer usefully within the retries and the request's deadline."""
+
+
+class GitHubRefused(Failure):
+    """GitHub answered no for a reason a retry will not change: the credential or its permissions."""
+
+    status = 502
 
 
 # ------------------------------------------------------------------------------ HTTP --
@@ -355,8 +394,7 @@ def _log_value(value: object) -> str:
 @dataclass(frozen=True)
 class HttpAnswer:
     status: int
-    headers: dict[str, str]
-    """Names lower-cased."""
+    headers: dict[str, str]  # names lower-cased
     body: bytes
 
     def json(self) -> Any:
@@ -366,83 +404,87 @@ class HttpAnswer:
             return None
 
 
-class TransportError(Exception):
-    """No HTTP answer at all: refused, reset or timed out."""
+class Unanswered(Exception):
+    """No useful answer within the retries or before the deadline; the message says what happened last."""
 
 
-def send(method: str, url: str, *, headers: dict[str, str], body: bytes | None, timeout_seconds: float,
-         tls: ssl.SSLContext | None) -> HttpAnswer:
-    """One HTTP exchange on its own connection."""
+_deadline: ContextVar[float] = ContextVar("deadline", default=math.inf)
+
+
+@contextmanager
+def deadline_at(moment: float) -> Iterator[None]:
+    """Every exchange inside gives up by `moment` (time.monotonic()): someone is waiting for the answer."""
+    token = _deadline.set(moment)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def exchange(method: str, url: str, *, headers: dict[str, str], body: bytes | None, policy: RetryPolicy,
+             tls: ssl.SSLContext | None) -> HttpAnswer:
+    """One HTTP request, repeated while it fails in a way worth waiting out (no answer, 5xx, 429, a spent
+    rate limit), within the policy's retries and the current deadline."""
+    problem = ""
+    for attempt in range(policy.retries + 1):
+        left = _deadline.get() - time.monotonic()
+        if left <= 0:
+            raise Unanswered(f"{problem or 'no attempt'}; the request's deadline has passed")
+        try:
+            answer = _send(method, url, headers, body, min(policy.timeout_seconds, left), tls)
+        except Unanswered as error:
+            problem, asked = str(error), None
+        else:
+            limited = _rate_limited(answer)
+            if answer.status < 500 and answer.status != 429 and not limited:
+                return answer
+            problem, asked = f"HTTP {answer.status}" + (" (rate limited)" if limited else ""), _asked_wait(answer)
+        if attempt == policy.retries:
+            break
+        wait = policy.backoff(attempt) if asked is None else asked
+        if time.monotonic() + wait >= _deadline.get():
+            asked_for = " as asked" if asked is not None else ""
+            raise Unanswered(f"{problem}; waiting {wait:.3g}s{asked_for} would pass the request's deadline")
+        time.sleep(wait)
+    raise Unanswered(f"{problem} (after {policy.retries + 1} attempts)")
+
+
+def _send(method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float,
+          tls: ssl.SSLContext | None) -> HttpAnswer:
     parts = urlsplit(url)
     if parts.scheme == "https":
         connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=timeout_seconds, context=tls)
+            parts.hostname, parts.port, timeout=timeout, context=tls)
     else:
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_seconds)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     try:
         connection.request(method, target, body=body, headers=headers)
         response = connection.getresponse()
         return HttpAnswer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
     except TimeoutError:
-        raise TransportError(f"no answer within {timeout_seconds:g}s") from None
+        raise Unanswered(f"no answer within {timeout:.3g}s") from None
     except (OSError, http.client.HTTPException) as error:
         # Only the error's class and the OS's words: never a header, so never a token.
-        raise TransportError(f"{type(error).__name__}: {getattr(error, 'strerror', None) or error}") from None
+        raise Unanswered(f"{type(error).__name__}: {getattr(error, 'strerror', None) or error}") from None
     finally:
         connection.close()
 
 
-@dataclass(frozen=True)
-class Outcome:
-    answer: HttpAnswer
-    attempts: int
-    """1 when the first attempt was answered; more means earlier attempts may have had an effect unseen."""
+def _rate_limited(answer: HttpAnswer) -> bool:
+    return answer.status in (403, 429) and (
+        answer.headers.get("x-ratelimit-remaining") == "0" or "retry-after" in answer.headers)
 
 
-class RetriesSpent(Exception):
-    def __init__(self, attempts: int, last_problem: str) -> None:
-        super().__init__(f"{last_problem} (after {attempts} attempts)")
-
-
-def is_retryable(status: int) -> bool:
-    return status == 429 or status >= 500
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """A Retry-After header, in seconds or as an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def with_retries(attempt: Callable[[], HttpAnswer], policy: RetryPolicy,
-                 sleep: Callable[[float], None] = time.sleep) -> Outcome:
-    """Repeat `attempt` while it fails in a way worth waiting out (5xx, 429, no answer)."""
-    last_problem, retry_after = "", None
-    for number in range(policy.retries + 1):
-        if number:
-            sleep(policy.wait_seconds(number - 1, retry_after))
-        retry_after = None
-        try:
-            answer = attempt()
-        except TransportError as error:
-            last_problem = str(error)
-            continue
-        if not is_retryable(answer.status):
-            return Outcome(answer, number + 1)
-        last_problem = f"HTTP {answer.status}"
-        retry_after = retry_after_seconds(answer.headers.get("retry-after"))
-    raise RetriesSpent(policy.retries + 1, last_problem)
-
-
-class CredentialUnreadable(Exception):
-    """A credential file (PAT, App key, the broker's own token) could not be read."""
+def _asked_wait(answer: HttpAnswer) -> float | None:
+    """The seconds a server asks for: Retry-After, or until a spent rate limit resets; None when it says nothing."""
+    retry_after = answer.headers.get("retry-after", "").strip()
+    if re.fullmatch("[0-9]{1,9}", retry_after):
+        return float(retry_after)
+    reset = answer.headers.get("x-ratelimit-reset", "").strip()
+    if answer.headers.get("x-ratelimit-remaining") == "0" and re.fullmatch("[0-9]{1,12}", reset):
+        return max(0.0, int(reset) - time.time())
+    return None
 
 
 def read_file(path: Path, variable: str) -> bytes:
@@ -460,7 +502,7 @@ def read_file(path: Path, variable: str) -> bytes:
 def read_token(path: Path, variable: str) -> Secret:
     """A one-line token from a file; anything else would break the Authorization header."""
     token = read_file(path, variable).decode("utf-8", "replace").strip()
-    if not TOKEN.match(token):
+    if not TOKEN.fullmatch(token):
         raise CredentialUnreadable(f"{variable} ({_shown_path(path)}) does not hold a single-line token")
     return Secret(token)
 
@@ -468,88 +510,68 @@ def read_token(path: Path, variable: str) -> Secret:
 def _shown_path(path: Path) -> str:
     """The path, unless it looks like something else: a token or key pasted where its file's path belongs."""
     text = str(path)
-    return text if "/" in text and FILE_PATH.match(text) else "its value is not a file path, not shown"
+    return text if "/" in text and FILE_PATH.fullmatch(text) else "its value is not a file path, not shown"
 
 
 # ------------------------------------------------------------------------ Kubernetes --
 
-class KubernetesError(Exception):
-    """The Kubernetes API could not be asked, or refused the broker itself."""
+API_GROUPS = {"pods": "/api/v1", "replicasets": "/apis/apps/v1", "jobs": "/apis/batch/v1"}
 
 
 class KubernetesClient:
     """The Kubernetes API calls the broker makes, each with the broker's own ServiceAccount token."""
 
     def __init__(self, config: Config) -> None:
-        self._api = config.kubernetes_api_url
-        self._namespace = config.runner_namespace
-        self._retry = config.kubernetes_retry
-        self._token_file = config.kubernetes_token_file
-        self._ca_file = config.kubernetes_ca_file
-        self._tls_lock = threading.Lock()
-        self._tls: tuple[bytes, ssl.SSLContext] | None = None
+        self._config = config
 
     def review_token(self, token: Secret, audience: str) -> dict:
         """The TokenReview status of a pod's token, for our audience alone."""
         review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                   "spec": {"token": token.reveal(), "audiences": [audience]}}
-        answer = self._call("POST", "/apis/authentication.k8s.io/v1/tokenreviews", review,
-                            what="a TokenReview", ok=(200, 201))
-        body = answer.json()
+        body = self._call("POST", "/apis/authentication.k8s.io/v1/tokenreviews", review,
+                          what="a TokenReview", ok=(200, 201)).json()
         status = body.get("status") if isinstance(body, dict) else None
         return status if isinstance(status, dict) else {}
 
-    def get_pod(self, name: str) -> dict | None:
-        return self._get(f"/api/v1/namespaces/{self._ns}/pods/{_segment(name)}", f"pod {name}")
-
-    def get_replicaset(self, name: str) -> dict | None:
-        return self._get(f"/apis/apps/v1/namespaces/{self._ns}/replicasets/{_segment(name)}", f"ReplicaSet {name}")
-
-    def get_job(self, name: str) -> dict | None:
-        return self._get(f"/apis/batch/v1/namespaces/{self._ns}/jobs/{_segment(name)}", f"Job {name}")
-
-    def list_pods(self, label_selector: str) -> list[dict] | None:
-        """The runner pods; None when the broker may no longer see the runner namespace."""
-        answer = self._call("GET", f"/api/v1/namespaces/{self._ns}/pods?labelSelector={_segment(label_selector)}",
-                            what="the list of runner pods", tolerated=(403, 404))
-        if answer.status != 200:
-            return None
-        body = answer.json()
-        items = body.get("items") if isinstance(body, dict) else None
-        return [item for item in items or [] if isinstance(item, dict)]
-
-    def delete_pod(self, name: str, uid: str) -> bool:
-        """Delete the pod if it is still the one with `uid`; False when it is gone or replaced."""
-        answer = self._call("DELETE", f"/api/v1/namespaces/{self._ns}/pods/{_segment(name)}",
-                            {"preconditions": {"uid": uid}}, what=f"deleting pod {name}",
-                            ok=(200, 202), tolerated=(404, 409))
-        return answer.status in (200, 202)
-
-    @property
-    def _ns(self) -> str:
-        return _segment(self._namespace)
-
-    def _get(self, path: str, what: str) -> dict | None:
-        answer = self._call("GET", path, what=f"reading {what}", tolerated=(404,))
+    def get(self, resource: str, name: str) -> dict | None:
+        """A pod, ReplicaSet or Job (`resource`: pods, replicasets, jobs) of the runner namespace, or None."""
+        answer = self._call("GET", self._path(resource, name), what=f"reading {resource[:-1]} {name}",
+                            tolerated=(404,))
         body = answer.json()
         return body if answer.status == 200 and isinstance(body, dict) else None
 
+    def list_pods(self, label_selector: str) -> list[dict] | None:
+        """The runner pods; None when the broker may no longer see the runner namespace."""
+        answer = self._call("GET", f"{self._path('pods')}?labelSelector={quote(label_selector, safe='')}",
+                            what="the list of runner pods", tolerated=(403, 404))
+        body = answer.json()
+        if answer.status != 200 or not isinstance(body, dict):
+            return None
+        return [item for item in body.get("items") or [] if isinstance(item, dict)]
+
+    def delete_pod(self, name: str, uid: str) -> bool:
+        """Delete the pod if it is still the one with `uid`; False when it is gone or replaced."""
+        answer = self._call("DELETE", self._path("pods", name), {"preconditions": {"uid": uid}},
+                            what=f"deleting pod {name}", ok=(200, 202), tolerated=(404, 409))
+        return answer.status in (200, 202)
+
+    def _path(self, resource: str, name: str = "") -> str:
+        path = f"{API_GROUPS[resource]}/namespaces/{quote(self._config.runner_namespace, safe='')}/{resource}"
+        return f"{path}/{quote(name, safe='')}" if name else path
+
     def _call(self, method: str, path: str, body: dict | None = None, *, what: str,
               ok: tuple[int, ...] = (200,), tolerated: tuple[int, ...] = ()) -> HttpAnswer:
+        config = self._config
         payload = json.dumps(body).encode() if body is not None else None
-
-        def attempt() -> HttpAnswer:
-            headers = {"Accept": "application/json", "User-Agent": USER_AGENT,
-                       "Authorization": f"Bearer {self._own_token().reveal()}"}
-            if payload is not None:
-                headers["Content-Type"] = "application/json"
-            return send(method, self._api + path, headers=headers, body=payload,
-                        timeout_seconds=self._retry.timeout_seconds, tls=self._tls_context())
-
         try:
-            answer = with_retries(attempt, self._retry).answer
-        except RetriesSpent as spent:
-            raise KubernetesError(f"the Kubernetes API did not answer {what}: {spent}") from None
+            token = read_token(config.kubernetes_token_file, "KUBERNETES_TOKEN_FILE")
+            headers = {"Accept": "application/json", "User-Agent": USER_AGENT,
+                       "Authorization": f"Bearer {token.reveal()}",
+                       **({"Content-Type": "application/json"} if payload is not None else {})}
+            answer = exchange(method, config.kubernetes_api_url + path, headers=headers, body=payload,
+                              policy=config.kubernetes_retry, tls=self._tls())
+        except Unanswered as error:
+            raise KubernetesError(f"the Kubernetes API did not answer {what}: {error}") from None
         except CredentialUnreadable as error:
             raise KubernetesError(f"cannot ask the Kubernetes API ({what}): {error}") from None
         if answer.status in ok or answer.status in tolerated:
@@ -559,51 +581,27 @@ class KubernetesClient:
                                   "ServiceAccount token is invalid or its Role lacks the permission")
         raise KubernetesError(f"the Kubernetes API answered {what} with HTTP {answer.status}")
 
-    def _own_token(self) -> Secret:
-        return read_token(self._token_file, "KUBERNETES_TOKEN_FILE")
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        """The API server's CA, rebuilt only when the CA file's bytes change."""
-        if urlsplit(self._api).scheme != "https":
+    def _tls(self) -> ssl.SSLContext | None:
+        """The API server's CA as the file holds it now (a rotated CA takes effect without a restart)."""
+        if urlsplit(self._config.kubernetes_api_url).scheme != "https":
             return None
-        ca = read_file(self._ca_file, "KUBERNETES_CA_FILE")
-        with self._tls_lock:
-            if self._tls is None or self._tls[0] != ca:
-                try:
-                    context = ssl.create_default_context(cadata=ca.decode("ascii", "replace"))
-                except ssl.SSLError:
-                    raise CredentialUnreadable(f"KUBERNETES_CA_FILE ({_shown_path(self._ca_file)}) holds no PEM "
-                                               "certificate") from None
-                self._tls = (ca, context)
-            return self._tls[1]
-
-
-def _segment(value: str) -> str:
-    return quote(value, safe="")
+        ca_file = self._config.kubernetes_ca_file
+        ca = read_file(ca_file, "KUBERNETES_CA_FILE").decode("ascii", "replace")
+        try:
+            return ssl.create_default_context(cadata=ca)
+        except ssl.SSLError:
+            raise CredentialUnreadable(f"KUBERNETES_CA_FILE ({_shown_path(ca_file)}) holds no PEM certificate") \
+                from None
 
 
 # ---------------------------------------------------------------------------- GitHub --
-
-class GitHubRefused(Exception):
-    """GitHub answered no for a reason a retry will not change: the credential or its permissions."""
-
-
-class GitHubUnavailable(Exception):
-    """GitHub did not answer usefully within the bounded retries."""
-
-
-class GitHubConflict(Exception):
-    def __init__(self, name: str, earlier_attempt_unanswered: bool) -> None:
-        super().__init__(f"GitHub already has a runner named {name}")
-        self.earlier_attempt_unanswered = earlier_attempt_unanswered
-
 
 @dataclass(frozen=True)
 class Runner:
     id: int
     name: str
     labels: frozenset[str]
-    status: str = ""
+    online: bool = False
     busy: bool = False
 
 
@@ -611,13 +609,6 @@ class Runner:
 class JitConfig:
     runner_id: int
     encoded: Secret = field(repr=False)
-
-
-@dataclass(frozen=True)
-class _CachedToken:
-    key: str
-    token: Secret
-    renew_at: float
 
 
 class GitHubClient:
@@ -632,34 +623,33 @@ class GitHubClient:
         self._clock = clock
         self._tls = ssl.create_default_context() if urlsplit(self._api).scheme == "https" else None
         self._app_token_lock = threading.Lock()
-        self._app_token: _CachedToken | None = None
+        self._app_token: tuple[str, Secret, float] | None = None
+        """The installation token, with the digest of the key that got it and when to renew it."""
 
     # ------------------------------------------------------------------ runners --
 
     def list_runners(self) -> list[Runner]:
         runners: list[Runner] = []
         for page in range(1, MAX_RUNNER_PAGES + 1):
-            answer = self._call("GET", f"{self._runners_path}?per_page={RUNNERS_PER_PAGE}&page={page}",
-                                operation="listing the repository's runners").answer
-            body = answer.json()
-            body = body if isinstance(body, dict) else {}
-            batch = [item for item in body.get("runners") or [] if isinstance(item, dict)]
-            runners.extend(runner for runner in map(_runner, batch) if runner is not None)
-            total = body.get("total_count")
-            if len(batch) < RUNNERS_PER_PAGE or (isinstance(total, int) and page * RUNNERS_PER_PAGE >= total):
+            items, total = self._runners(f"per_page={RUNNERS_PER_PAGE}&page={page}",
+                                         "listing the repository's runners")
+            runners.extend(runner for runner in map(_runner, items) if runner is not None)
+            if len(items) < RUNNERS_PER_PAGE or (isinstance(total, int) and page * RUNNERS_PER_PAGE >= total):
                 break
         return runners
 
     def find_runner(self, name: str) -> Runner | None:
-        return next((runner for runner in self.list_runners() if runner.name == name), None)
+        items, _ = self._runners(f"name={quote(name, safe='')}", f"looking up runner {name}")
+        return next((runner for runner in map(_runner, items) if runner is not None and runner.name == name), None)
 
-    def generate_jit_config(self, name: str, labels: tuple[str, ...]) -> JitConfig:
+    def generate_jit_config(self, name: str, labels: tuple[str, ...]) -> JitConfig | None:
+        """A new runner's JIT config; None when GitHub already has a runner of that name."""
         request = {"name": name, "runner_group_id": 1, "labels": list(labels), "work_folder": "_work"}
-        outcome = self._call("POST", f"{self._runners_path}/generate-jitconfig", request,
-                             operation=f"generating a JIT config for runner {name}", tolerated=(409,))
-        if outcome.answer.status == 409:
-            raise GitHubConflict(name, earlier_attempt_unanswered=outcome.attempts > 1)
-        body = outcome.answer.json()
+        answer = self._call("POST", f"{self._runners_path}/generate-jitconfig", request,
+                            operation=f"generating a JIT config for runner {name}", tolerated=(409,))
+        if answer.status == 409:
+            return None
+        body = answer.json()
         encoded = body.get("encoded_jit_config") if isinstance(body, dict) else None
         runner = body.get("runner") if isinstance(body, dict) else None
         if not isinstance(encoded, str) or not encoded or not isinstance(runner, dict):
@@ -670,9 +660,14 @@ class GitHubClient:
 
     def delete_runner(self, runner_id: int) -> bool:
         """Remove a runner; False when GitHub no longer had it."""
-        outcome = self._call("DELETE", f"{self._runners_path}/{runner_id}",
-                             operation=f"removing runner {runner_id}", tolerated=(404,))
-        return outcome.answer.status != 404
+        answer = self._call("DELETE", f"{self._runners_path}/{runner_id}", operation=f"removing runner {runner_id}",
+                            tolerated=(404,))
+        return answer.status != 404
+
+    def _runners(self, query: str, operation: str) -> tuple[list[dict], object]:
+        body = self._call("GET", f"{self._runners_path}?{query}", operation=operation).json()
+        body = body if isinstance(body, dict) else {}
+        return [item for item in body.get("runners") or [] if isinstance(item, dict)], body.get("total_count")
 
     # -------------------------------------------------------------- credential --
 
@@ -684,71 +679,65 @@ class GitHubClient:
     def _installation_token(self, app: AppCredential) -> Secret:
         """The App installation's token, cached until shortly before it expires or the key changes."""
         key_pem = read_file(app.private_key_file, "GITHUB_APP_PRIVATE_KEY_FILE")
-        cache_key = hashlib.sha256(b"\0".join([app.app_id.encode(), app.installation_id.encode(), key_pem])).hexdigest()
+        key_digest = hashlib.sha256(key_pem).hexdigest()
         # One lock: fifty pods arriving at once cause one token request, not fifty.
         with self._app_token_lock:
-            cached = self._app_token
-            if cached is not None and cached.key == cache_key and self._clock() < cached.renew_at:
-                return cached.token
+            if self._app_token and self._app_token[0] == key_digest and self._clock() < self._app_token[2]:
+                return self._app_token[1]
             token, expires_at = self._new_installation_token(app, key_pem)
-            self._app_token = _CachedToken(cache_key, token, expires_at - APP_TOKEN_MARGIN_SECONDS)
+            self._app_token = (key_digest, token, expires_at - APP_TOKEN_MARGIN_SECONDS)
             return token
 
-    def _forget_installation_token(self) -> None:
+    def _forget_installation_token(self, token: Secret) -> None:
         with self._app_token_lock:
-            self._app_token = None
+            if self._app_token and self._app_token[1] is token:
+                self._app_token = None
 
     def _new_installation_token(self, app: AppCredential, key_pem: bytes) -> tuple[Secret, float]:
         jwt = app_jwt(app.app_id, key_pem, now=int(self._clock()))
-        path = f"/app/installations/{app.installation_id}/access_tokens"
         what = f"an installation token for {app.describe()}"
         try:
-            answer = with_retries(lambda: self._send("POST", path, None, jwt), self._retry).answer
-        except RetriesSpent as spent:
-            raise GitHubUnavailable(f"GitHub did not answer a request for {what}: {spent}") from None
+            answer = exchange("POST", f"{self._api}/app/installations/{app.installation_id}/access_tokens",
+                              headers=_github_headers(jwt, None), body=None, policy=self._retry, tls=self._tls)
+        except Unanswered as error:
+            raise GitHubUnavailable(f"GitHub did not answer a request for {what}: {error}") from None
+        body = answer.json()
+        token = body.get("token") if isinstance(body, dict) else None
+        if answer.status == 201 and isinstance(token, str) and token:
+            return Secret(token), _expiry(body.get("expires_at"), self._clock())
         if answer.status == 201:
-            body = answer.json()
-            token = body.get("token") if isinstance(body, dict) else None
-            if isinstance(token, str) and token:
-                return Secret(token), _expiry(body.get("expires_at"), self._clock())
             raise GitHubUnavailable(f"GitHub answered the request for {what} without a token")
-        raise GitHubRefused(self._app_refusal(app, answer.status))
-
-    def _app_refusal(self, app: AppCredential, status: int) -> str:
-        if status == 401:
-            return (f"GitHub refused the JWT of GitHub App {app.app_id} (HTTP 401): GITHUB_APP_ID or the key in "
-                    "GITHUB_APP_PRIVATE_KEY_FILE is wrong, or the key was revoked")
-        if status == 404:
-            return (f"installation {app.installation_id} of GitHub App {app.app_id} does not exist (HTTP 404): check "
-                    f"GITHUB_APP_INSTALLATION_ID and that the App is installed on {self._repository}")
-        if status == 403:
-            return (f"GitHub App {app.app_id} may not get a token for installation {app.installation_id} (HTTP 403): "
-                    "the installation may be suspended, or the rate limit is spent")
-        return f"GitHub refused a token for {app.describe()} (HTTP {status})"
+        if answer.status == 401:
+            raise GitHubRefused(f"GitHub refused the JWT of GitHub App {app.app_id} (HTTP 401): GITHUB_APP_ID or "
+                                "the key in GITHUB_APP_PRIVATE_KEY_FILE is wrong, or the key was revoked")
+        if answer.status == 404:
+            raise GitHubRefused(f"installation {app.installation_id} of GitHub App {app.app_id} does not exist "
+                                f"(HTTP 404): check GITHUB_APP_INSTALLATION_ID and that the App is installed on "
+                                f"{self._repository}")
+        if answer.status == 403:
+            raise GitHubRefused(f"GitHub App {app.app_id} may not get a token for installation "
+                                f"{app.installation_id} (HTTP 403): the installation may be suspended")
+        raise GitHubRefused(f"GitHub refused {what} (HTTP {answer.status})")
 
     # ------------------------------------------------------------------ plumbing --
 
-    def _send(self, method: str, path: str, payload: bytes | None, bearer: Secret) -> HttpAnswer:
-        headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28",
-                   "User-Agent": USER_AGENT, "Authorization": f"Bearer {bearer.reveal()}"}
-        if payload is not None:
-            headers["Content-Type"] = "application/json"
-        return send(method, self._api + path, headers=headers, body=payload,
-                    timeout_seconds=self._retry.timeout_seconds, tls=self._tls)
-
     def _call(self, method: str, path: str, body: dict | None = None, *, operation: str,
-              tolerated: tuple[int, ...] = ()) -> Outcome:
+              tolerated: tuple[int, ...] = ()) -> HttpAnswer:
         payload = json.dumps(body).encode() if body is not None else None
-        try:
-            outcome = with_retries(lambda: self._send(method, path, payload, self._bearer()), self._retry)
-        except RetriesSpent as spent:
-            raise GitHubUnavailable(f"GitHub did not answer {operation}: {spent}") from None
-        status = outcome.answer.status
-        if 200 <= status < 300 or status in tolerated:
-            return outcome
-        if status == 401 and isinstance(self._credential, AppCredential):
-            self._forget_installation_token()  # revoked early: the next request fetches a new one
-        raise GitHubRefused(self._refusal(operation, outcome.answer))
+        for fresh_token in (False, True):
+            bearer = self._bearer()
+            try:
+                answer = exchange(method, self._api + path, headers=_github_headers(bearer, payload), body=payload,
+                                  policy=self._retry, tls=self._tls)
+            except Unanswered as error:
+                raise GitHubUnavailable(f"GitHub did not answer {operation}: {error}") from None
+            if answer.status != 401 or fresh_token or not isinstance(self._credential, AppCredential):
+                break
+            # An installation token revoked before its time: once more, with a new one.
+            self._forget_installation_token(bearer)
+        if 200 <= answer.status < 300 or answer.status in tolerated:
+            return answer
+        raise GitHubRefused(self._refusal(operation, answer))
 
     def _refusal(self, operation: str, answer: HttpAnswer) -> str:
         credential = self._credential.describe()
@@ -756,10 +745,8 @@ class GitHubClient:
         if answer.status == 401:
             return f"{prefix}: the runner credential (PAT or App), {credential}, is invalid, expired or revoked"
         if answer.status == 403:
-            spent = " (it is: no requests left this hour)" if answer.headers.get("x-ratelimit-remaining") == "0" else ""
             return (f"{prefix}: the credential, {credential}, lacks Administration: read and write on "
-                    f"{self._repository} (classic PAT: repo scope; App: administration write), or its rate limit "
-                    f"is spent{spent}")
+                    f"{self._repository} (classic PAT: repo scope; App: administration write)")
         if answer.status == 404:
             return f"{prefix}: {self._repository} does not exist or the credential, {credential}, cannot see it"
         body = answer.json()
@@ -767,12 +754,20 @@ class GitHubClient:
         return f"{prefix}: {str(message)[:200]}" if message else prefix
 
 
+def _github_headers(bearer: Secret, payload: bytes | None) -> dict[str, str]:
+    headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28",
+               "User-Agent": USER_AGENT, "Authorization": f"Bearer {bearer.reveal()}"}
+    if payload is not None:
+        headers["Content-Type"] = "application/json"
+    return headers
+
+
 def _runner(item: dict) -> Runner | None:
     if not isinstance(item.get("id"), int) or not isinstance(item.get("name"), str):
         return None
     labels = frozenset(label.get("name") for label in item.get("labels") or []
                        if isinstance(label, dict) and isinstance(label.get("name"), str))
-    return Runner(item["id"], item["name"], labels, str(item.get("status") or ""), bool(item.get("busy")))
+    return Runner(item["id"], item["name"], labels, item.get("status") == "online", item.get("busy") is True)
 
 
 def _expiry(expires_at: object, now: float) -> float:
@@ -817,7 +812,7 @@ def app_jwt(app_id: str, private_key_pem: bytes, now: int) -> Secret:
 
 
 # ------------------------------------------------------------------------- decisions --
-# Pure functions: reviewed identity, pod and owner in; a grant or a refusal out.
+# Pure functions: reviewed identity, pod and owner in; a grant out, or a Refusal raised.
 
 @dataclass(frozen=True)
 class PodIdentity:
@@ -837,27 +832,21 @@ class Grant:
     """"base" (a pod of the base-runner Deployment) or "gpu" (the pod of a GPU runner Job)."""
 
 
-@dataclass(frozen=True)
-class Refusal:
-    status: int
-    reason: str
-
-
-def identity_from_review(status: dict, audience: str) -> PodIdentity | Refusal:
-    """The pod a TokenReview status vouches for, or why the token proves nothing (401)."""
+def identity_from_review(status: dict, audience: str) -> PodIdentity:
+    """The pod a TokenReview status vouches for; Refusal(401) when the token proves nothing."""
     if status.get("authenticated") is not True:
         error = str(status.get("error") or "")[:200]
-        return Refusal(401, "the token is invalid, expired or not for this audience" + (f" ({error})" if error else ""))
+        raise Refusal(401, "the token is invalid, expired or not for this audience" + (f" ({error})" if error else ""))
     if audience not in (status.get("audiences") or []):
-        return Refusal(401, f"the token is not for audience {audience}")
+        raise Refusal(401, f"the token is not for audience {audience}")
     user = status.get("user") if isinstance(status.get("user"), dict) else {}
     parts = str(user.get("username") or "").split(":")
     if len(parts) != 4 or parts[:2] != ["system", "serviceaccount"]:
-        return Refusal(401, "the token is not a ServiceAccount's")
+        raise Refusal(401, "the token is not a ServiceAccount's")
     extra = user.get("extra") if isinstance(user.get("extra"), dict) else {}
     pod_name, pod_uid = _first(extra.get(POD_NAME_CLAIM)), _first(extra.get(POD_UID_CLAIM))
     if not pod_name or not pod_uid:
-        return Refusal(401, "the token is not bound to a pod (no pod name and UID in its review)")
+        raise Refusal(401, "the token is not bound to a pod (no pod name and UID in its review)")
     return PodIdentity(namespace=parts[2], service_account=parts[3], pod_name=pod_name, pod_uid=pod_uid)
 
 
@@ -872,71 +861,83 @@ def controller_reference(obj: dict | None) -> dict | None:
 
 
 def decide_runner(identity: PodIdentity, pod: dict | None, owner: dict | None, *, runner_namespace: str,
-                  base_runner_deployment: str, allow_terminating: bool = False) -> Grant | Refusal:
-    """Which runner the pod `identity` names may have, from the pod and its controller alone.
+                  runner_service_account: str, base_runner_deployment: str, allow_terminating: bool = False) -> Grant:
+    """Which runner the pod `identity` names may have, from the pod and its controller alone; Refusal(403) if none.
 
     `pod` is the pod as read from the runner namespace (None when absent); `owner` its
     controller (a ReplicaSet or a Job) as read likewise, None when absent or of another kind.
     """
     where = f"pod {identity.namespace}/{identity.pod_name}"
     if identity.namespace != runner_namespace:
-        return Refusal(403, f"{where} is not in the runner namespace {runner_namespace}")
+        raise Refusal(403, f"{where} is not in the runner namespace {runner_namespace}")
+    if identity.service_account != runner_service_account:
+        raise Refusal(403, f"{where} runs as ServiceAccount {identity.service_account}, not {runner_service_account}")
     if pod is None:
-        return Refusal(403, f"{where} does not exist")
+        raise Refusal(403, f"{where} does not exist")
     metadata = pod.get("metadata") or {}
     if metadata.get("uid") != identity.pod_uid:
-        return Refusal(403, f"{where} has UID {metadata.get('uid')}, not the token's {identity.pod_uid}: "
-                            "the token belongs to an earlier pod of that name")
+        raise Refusal(403, f"{where} has UID {metadata.get('uid')}, not the token's {identity.pod_uid}: "
+                           "the token belongs to an earlier pod of that name")
+    phase = (pod.get("status") or {}).get("phase")
+    if phase in ("Succeeded", "Failed"):
+        raise Refusal(403, f"{where} has ended (phase {phase})")
     if metadata.get("deletionTimestamp") and not allow_terminating:
-        return Refusal(403, f"{where} is terminating")
+        raise Refusal(403, f"{where} is terminating")
     reference = controller_reference(pod)
     if reference is None:
-        return Refusal(403, f"{where} has no controller: a bare pod is not a runner")
+        raise Refusal(403, f"{where} has no controller: a bare pod is not a runner")
     kind, name = reference.get("kind"), str(reference.get("name") or "")
     if owner is not None and (owner.get("metadata") or {}).get("uid") != reference.get("uid"):
-        return Refusal(403, f"{where}'s {kind} {name} has been replaced (its UID differs from the pod's reference)")
+        raise Refusal(403, f"{where}'s {kind} {name} has been replaced (its UID differs from the pod's reference)")
     if kind == "ReplicaSet":
         return _base_runner(where, identity.pod_name, name, owner, base_runner_deployment)
     if kind == "Job":
         return _gpu_runner(where, name, owner)
-    return Refusal(403, f"{where} is controlled by {kind} {name}, neither a ReplicaSet of Deployment "
-                        f"{base_runner_deployment} nor a {GPU_RUNNER_APP} Job")
+    raise Refusal(403, f"{where} is controlled by {kind} {name}, neither a ReplicaSet of Deployment "
+                       f"{base_runner_deployment} nor a {GPU_RUNNER_APP} Job")
 
 
-def _base_runner(where: str, pod_name: str, replicaset: str, owner: dict | None, deployment: str) -> Grant | Refusal:
+def _base_runner(where: str, pod_name: str, replicaset: str, owner: dict | None, deployment: str) -> Grant:
     if owner is None:
-        return Refusal(403, f"{where}'s ReplicaSet {replicaset} does not exist")
+        raise Refusal(403, f"{where}'s ReplicaSet {replicaset} does not exist")
     reference = controller_reference(owner) or {}
     if reference.get("kind") != "Deployment" or reference.get("name") != deployment:
         controller = f"{reference.get('kind')} {reference.get('name')}" if reference else "nothing"
-        return Refusal(403, f"{where}'s ReplicaSet {replicaset} belongs to {controller}, not Deployment {deployment}")
+        raise Refusal(403, f"{where}'s ReplicaSet {replicaset} belongs to {controller}, not Deployment {deployment}")
     if not pod_name.startswith(f"{deployment}-"):
         # The sweep recognises base runners by this prefix; a runner it could not see would never be removed.
-        return Refusal(403, f"{where} is not named {deployment}-*, as the Deployment's pods are")
+        raise Refusal(403, f"{where} is not named {deployment}-*, as the Deployment's pods are")
     return Grant(pod_name, (BASE_RUNNER_LABEL,), "base")
 
 
-def _gpu_runner(where: str, job_name: str, owner: dict | None) -> Grant | Refusal:
+def _gpu_runner(where: str, job_name: str, owner: dict | None) -> Grant:
     if owner is None:
-        return Refusal(403, f"{where}'s Job {job_name} does not exist")
+        raise Refusal(403, f"{where}'s Job {job_name} does not exist")
     labels = (owner.get("metadata") or {}).get("labels") or {}
     if labels.get(APP_NAME_LABEL) != GPU_RUNNER_APP:
-        return Refusal(403, f"{where}'s Job {job_name} is not labelled {APP_NAME_LABEL}={GPU_RUNNER_APP}")
+        raise Refusal(403, f"{where}'s Job {job_name} is not labelled {APP_NAME_LABEL}={GPU_RUNNER_APP}")
     run_id = str(labels.get(RUN_ID_LABEL) or "")
-    if not RUN_ID.match(run_id):
-        return Refusal(403, f"{where}'s Job {job_name} has no numeric {RUN_ID_LABEL} label (got {run_id!r})")
-    match = GPU_RUNNER_NAME.match(job_name)
+    if not DIGITS.fullmatch(run_id):
+        raise Refusal(403, f"{where}'s Job {job_name} has no numeric {RUN_ID_LABEL} label (got {run_id!r})")
+    match = GPU_RUNNER_NAME.fullmatch(job_name)
     if match is None or match.group(1) != run_id:
         # The sweep recognises GPU runners by this name; a runner it could not see would never be removed.
-        return Refusal(403, f"{where}'s Job is named {job_name}, not {GPU_RUNNER_APP}-{run_id}-<attempt>")
+        raise Refusal(403, f"{where}'s Job is named {job_name}, not {GPU_RUNNER_APP}-{run_id}-<attempt>")
     return Grant(job_name, (f"gpu-runner-{run_id}",), "gpu")
+
+
+def container_restarts(pod: dict) -> int:
+    """How often the pod's containers have restarted. startup.sh asks once per container start, so a
+    restarted container belongs to a pod that has already had its runner."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return sum(s["restartCount"] for s in statuses if isinstance(s, dict) and isinstance(s.get("restartCount"), int))
 
 
 def is_ours(runner: Runner, base_runner_deployment: str) -> bool:
     """Whether the broker registered this runner: its name and label say so together."""
     if runner.name.startswith(f"{base_runner_deployment}-") and BASE_RUNNER_LABEL in runner.labels:
         return True
-    match = GPU_RUNNER_NAME.match(runner.name)
+    match = GPU_RUNNER_NAME.fullmatch(runner.name)
     return match is not None and f"gpu-runner-{match.group(1)}" in runner.labels
 
 
@@ -960,63 +961,29 @@ def runners_to_remove(runners: list[Runner], pods: list[dict], base_runner_deplo
     return [runner for runner in runners if is_ours(runner, base_runner_deployment) and runner.name not in live]
 
 
-# ---------------------------------------------------------------------- pod records --
-
-@dataclass
-class PodRecord:
-    """A pod that has had its runner (or said it ended): it never gets another."""
-
-    runner_name: str
-    kind: str
-    checked_at: float
-    """time.monotonic() when GitHub was last asked about its runner."""
-    finished: bool = False
-
-
-@dataclass
-class _PodEntry:
-    name: str
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    record: PodRecord | None = None
-
-
-class PodLedger:
-    """Which pods had a runner, by pod UID, with one lock per pod.
-
-    One pod's requests queue behind each other, so fifty at once yield one grant;
-    other pods' requests go on meanwhile.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pods: dict[str, _PodEntry] = {}
-
-    @contextmanager
-    def holding(self, uid: str, pod_name: str) -> Iterator[_PodEntry]:
-        with self._lock:
-            entry = self._pods.setdefault(uid, _PodEntry(pod_name))
-        with entry.lock:
-            yield entry
-
-    def known_pods(self) -> dict[str, str]:
-        """Pod name by UID, of every pod the broker holds anything for."""
-        with self._lock:
-            return {uid: entry.name for uid, entry in self._pods.items()}
-
-    def forget(self, uid: str) -> None:
-        with self._lock:
-            self._pods.pop(uid, None)
-
-
 # ---------------------------------------------------------------------------- broker --
 
-class Refused(Exception):
-    """A decision not to serve the request: the status and reason go to the pod and the log."""
+@dataclass
+class Handout:
+    """One runner name, which one pod at a time may have; its requests queue on its lock."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0  # requests holding or awaiting the lock: while any, the sweep keeps the entry
+    pod_name: str = ""
+    pod_uid: str = ""
+    granted: bool = False
+    checked_at: float | None = None  # time.monotonic() when GitHub last said the runner is in use or gone
+    finished_at: float | None = None  # time.monotonic() when the pod last said its runner has ended
+
+    def claim(self, who: Authorized) -> None:
+        """Make the record the asking pod's. Pod names are unique, so a base pod's namesake is gone; a Job's
+        other pod may not be."""
+        if self.pod_uid == who.identity.pod_uid:
+            return
+        if self.granted and who.grant.kind == "gpu":
+            raise Refusal(409, f"runner {who.grant.name} was given to pod {self.pod_name} of the same Job")
+        self.pod_name, self.pod_uid = who.identity.pod_name, who.identity.pod_uid
+        self.granted, self.checked_at, self.finished_at = False, None, None
 
 
 @dataclass(frozen=True)
@@ -1030,159 +997,139 @@ class Authorized:
         return bool((self.pod.get("metadata") or {}).get("deletionTimestamp"))
 
 
-INFRASTRUCTURE_ERRORS = (GitHubRefused, GitHubUnavailable, KubernetesError, CredentialUnreadable)
-
-
 class Broker:
     """Hands each runner pod one JIT runner, removes runners that ended, sweeps up after pods that are gone."""
 
-    def __init__(self, config: Config, kubernetes: KubernetesClient, github: GitHubClient,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: Config, kubernetes: KubernetesClient, github: GitHubClient) -> None:
         self.config = config
         self.kubernetes = kubernetes
         self.github = github
-        self.ledger = PodLedger()
-        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._handouts: dict[str, Handout] = {}  # by runner name
 
     # ------------------------------------------------------------------ requests --
 
     def issue_jit_config(self, token: Secret | None) -> dict:
-        seen: dict[str, object] = {}
-        try:
-            who = self._authorize(token, seen, allow_terminating=False)
-            with self.ledger.holding(who.identity.pod_uid, who.identity.pod_name) as entry:
-                if entry.record is not None:
-                    self._refuse_again(who, entry.record)
-                jit = self._register(who, entry)
-        except Refused as refusal:
-            log("jitconfig", decision="refused", status=refusal.status, **seen, reason=refusal.reason)
-            raise
-        except INFRASTRUCTURE_ERRORS as error:
-            log("jitconfig", decision="failed", **seen, reason=str(error))
-            raise
+        with self._request("jitconfig", token, allow_terminating=False) as (who, handout, seen):
+            jit = self._issue(who, handout)
         log("jitconfig", decision="granted", status=201, **seen, labels=who.grant.labels, runner_id=jit.runner_id,
             reason=f"{who.grant.kind} runner pod")
         return {"name": who.grant.name, "labels": list(who.grant.labels), "encodedJitConfig": jit.encoded.reveal()}
 
     def finish(self, token: Secret | None) -> dict:
-        seen: dict[str, object] = {}
-        try:
-            who = self._authorize(token, seen, allow_terminating=True)
-            with self.ledger.holding(who.identity.pod_uid, who.identity.pod_name) as entry:
-                removed, deleted = self._wind_up(who, entry)
-        except Refused as refusal:
-            log("finished", decision="refused", status=refusal.status, **seen, reason=refusal.reason)
-            raise
-        except INFRASTRUCTURE_ERRORS as error:
-            log("finished", decision="failed", **seen, reason=str(error))
-            raise
+        with self._request("finished", token, allow_terminating=True) as (who, handout, seen):
+            removed, deleted = self._wind_up(who, handout)
         log("finished", decision="done", status=200, **seen, runner_removed=removed, pod_deleted=deleted,
             reason="the pod says its runner has ended")
         return {"name": who.grant.name, "runnerRemoved": removed, "podDeleted": deleted}
 
+    @contextmanager
+    def _request(self, event: str, token: Secret | None, *,
+                 allow_terminating: bool) -> Iterator[tuple[Authorized, Handout, dict[str, object]]]:
+        """Who asks, and their runner name's record, held; a refusal or failure is logged on the way out."""
+        seen: dict[str, object] = {}
+        try:
+            who = self._authorize(token, seen, allow_terminating=allow_terminating)
+            with self._lock:
+                handout = self._handouts.setdefault(who.grant.name, Handout())
+                handout.users += 1
+            try:
+                with handout.lock:
+                    handout.claim(who)
+                    yield who, handout, seen
+            finally:
+                with self._lock:
+                    handout.users -= 1
+        except Refusal as refusal:
+            log(event, decision="refused", status=refusal.status, **seen, reason=refusal.reason)
+            raise
+        except Failure as error:
+            log(event, decision="failed", status=error.status, **seen, reason=str(error))
+            raise
+
     def _authorize(self, token: Secret | None, seen: dict[str, object], *, allow_terminating: bool) -> Authorized:
         """Who is asking, from the token's review, the pod and its owner; never from the request."""
         if token is None:
-            raise Refused(401, "no bearer token")
-        review = self.kubernetes.review_token(token, self.config.audience)
-        identity = identity_from_review(review, self.config.audience)
-        if isinstance(identity, Refusal):
-            raise Refused(identity.status, identity.reason)
+            raise Refusal(401, "no bearer token")
+        identity = identity_from_review(self.kubernetes.review_token(token, self.config.audience), self.config.audience)
         seen.update(pod=identity.pod_name, namespace=identity.namespace)
-        # Only pods of our own namespace are read; any other is refused unread.
-        in_namespace = identity.namespace == self.config.runner_namespace
-        pod = self.kubernetes.get_pod(identity.pod_name) if in_namespace else None
-        owner = self._controller_of(pod)
-        decision = decide_runner(identity, pod, owner, runner_namespace=self.config.runner_namespace,
-                                 base_runner_deployment=self.config.base_runner_deployment,
-                                 allow_terminating=allow_terminating)
-        if isinstance(decision, Refusal):
-            raise Refused(decision.status, decision.reason)
-        seen["runner"] = decision.name
-        return Authorized(identity, pod or {}, decision)
+        # Only runner pods' own ServiceAccount in our own namespace gets its pod read; any other is refused unread.
+        ours = (identity.namespace, identity.service_account) == (self.config.runner_namespace,
+                                                                  self.config.runner_service_account)
+        pod = self.kubernetes.get("pods", identity.pod_name) if ours else None
+        grant = decide_runner(identity, pod, self._controller_of(pod), runner_namespace=self.config.runner_namespace,
+                              runner_service_account=self.config.runner_service_account,
+                              base_runner_deployment=self.config.base_runner_deployment,
+                              allow_terminating=allow_terminating)
+        seen["runner"] = grant.name
+        return Authorized(identity, pod or {}, grant)
 
     def _controller_of(self, pod: dict | None) -> dict | None:
-        reference = controller_reference(pod)
-        name = str((reference or {}).get("name") or "")
-        if not name:
-            return None
-        if reference["kind"] == "ReplicaSet":
-            return self.kubernetes.get_replicaset(name)
-        if reference["kind"] == "Job":
-            return self.kubernetes.get_job(name)
-        return None
+        reference = controller_reference(pod) or {}
+        resource = {"ReplicaSet": "replicasets", "Job": "jobs"}.get(str(reference.get("kind")))
+        return self.kubernetes.get(resource, str(reference["name"])) if resource and reference.get("name") else None
 
-    def _register(self, who: Authorized, entry: _PodEntry) -> JitConfig:
-        """A new JIT runner for a pod that never had one. Runs holding the pod's lock."""
-        grant = who.grant
-        # A runner of this name already there means this pod (or its Job) had one
-        # before the broker last started: the record in memory is gone, GitHub's is not.
-        existing = self.github.find_runner(grant.name)
-        jit = None
-        if existing is None:
-            try:
-                jit = self._generate(grant)
-            except GitHubConflict:
-                pass
-        entry.record = PodRecord(grant.name, grant.kind, self._monotonic())
+    def _issue(self, who: Authorized, handout: Handout) -> JitConfig:
+        """The pod's JIT runner, if it may have one."""
+        grant, pod = who.grant, who.identity
+        restarts = container_restarts(who.pod)
+        if restarts:
+            deleted = grant.kind == "base" and self.kubernetes.delete_pod(pod.pod_name, pod.pod_uid)
+            outcome = ": deleted it, so that its ReplicaSet starts a fresh one" if deleted else ""
+            raise Refusal(409, f"the pod's container has restarted ({restarts} times): a pod that has already asked "
+                               f"for its runner is spent{outcome}")
+        had = f"this pod already had its runner, {grant.name}"
+        now = time.monotonic()
+        if handout.finished_at is not None:
+            raise Refusal(409, f"{had}, and said it has ended")
+        if handout.checked_at is not None and now - handout.checked_at < RECHECK_SECONDS:
+            raise Refusal(409, f"{had}, in use or gone when GitHub was asked {now - handout.checked_at:.0f}s ago")
+        jit = None if handout.granted else self.github.generate_jit_config(grant.name, grant.labels)
         if jit is None:
-            raise Refused(409, f"GitHub already has a runner named {grant.name}: this pod already had its runner")
+            # The name is taken. A runner that never connected (offline, not busy) has lost
+            # its JIT config with an answer the pod never got: replace it. Any other stays.
+            runner = self.github.find_runner(grant.name)
+            if runner is None and handout.granted:
+                handout.checked_at = now
+                raise Refusal(409, f"{had}, which has ended")
+            if runner is not None and (runner.online or runner.busy):
+                handout.checked_at = now
+                raise Refusal(409, f"GitHub already has a runner named {grant.name}, "
+                                   f"{'busy' if runner.busy else 'online'}: {had}")
+            if runner is not None:
+                self.github.delete_runner(runner.id)
+                log("jitconfig", decision="replaced", runner=grant.name, runner_id=runner.id,
+                    reason="registered but never connected: its JIT config was lost with an answer")
+            jit = self.github.generate_jit_config(grant.name, grant.labels)
+            if jit is None:
+                raise Refusal(409, f"GitHub already has a runner named {grant.name} again")
+        handout.granted, handout.checked_at = True, None
         return jit
 
-    def _generate(self, grant: Grant) -> JitConfig:
-        try:
-            return self.github.generate_jit_config(grant.name, grant.labels)
-        except GitHubConflict as conflict:
-            if not conflict.earlier_attempt_unanswered:
-                raise
-        # An earlier attempt whose answer was lost registered the runner: the name was
-        # free just before, and only this broker, holding this pod's lock, uses it. Its
-        # JIT config is gone with the answer, so the runner could never start; replace it.
-        stale = self.github.find_runner(grant.name)
-        if stale is not None:
-            self.github.delete_runner(stale.id)
-            log("jitconfig", decision="replaced", runner=grant.name, runner_id=stale.id,
-                reason="an earlier attempt registered the runner but its answer was lost")
-        return self.github.generate_jit_config(grant.name, grant.labels)
-
-    def _refuse_again(self, who: Authorized, record: PodRecord) -> None:
-        """A pod asking again. A base pod whose runner has ended is spent: delete it so its ReplicaSet replaces it."""
-        already = f"this pod already had its runner, {record.runner_name}"
-        now = self._monotonic()
-        if record.finished or who.grant.kind != "base" or now - record.checked_at < self.config.spent_check_seconds:
-            raise Refused(409, already)
-        # Throttled above: a pod hammering the broker must not spend the credential's rate limit.
-        record.checked_at = now
-        try:
-            if self.github.find_runner(record.runner_name) is not None:
-                raise Refused(409, f"{already}, still registered")
-            deleted = self.kubernetes.delete_pod(who.identity.pod_name, who.identity.pod_uid)
-        except INFRASTRUCTURE_ERRORS as error:
-            raise Refused(409, f"{already} (whether it has ended is unknown: {error})") from None
-        outcome = "deleted it so its ReplicaSet starts a fresh one" if deleted else "it was already gone"
-        raise Refused(409, f"{already}, which has ended: the pod is spent, {outcome}")
-
-    def _wind_up(self, who: Authorized, entry: _PodEntry) -> tuple[bool, bool]:
-        """Remove the pod's runner from GitHub and, for a base runner, the pod. Runs holding the pod's lock."""
-        grant = who.grant
-        if entry.record is not None and entry.record.finished:
-            return False, False  # said so before; another pod of the same Job may hold the name by now
-        github_error: Exception | None = None
-        removed = False
+    def _wind_up(self, who: Authorized, handout: Handout) -> tuple[bool, bool]:
+        """Remove the pod's runner from GitHub and, for a base runner, the pod."""
+        grant, pod = who.grant, who.identity
+        now = time.monotonic()
+        if handout.finished_at is not None and now - handout.finished_at < RECHECK_SECONDS:
+            return False, False  # said so moments ago: a pod saying it in a loop costs no GitHub call
+        handout.finished_at = now
+        removed, github_error = False, None
         try:
             runner = self.github.find_runner(grant.name)
-            removed = runner is not None and self.github.delete_runner(runner.id)
-        except (GitHubRefused, GitHubUnavailable, CredentialUnreadable) as error:
+            if runner is not None and runner.busy:
+                log("finished", decision="left", runner=grant.name, runner_id=runner.id,
+                    reason="GitHub says the runner is busy: the sweep removes it once its pod is gone")
+            elif runner is not None:
+                removed = self.github.delete_runner(runner.id)
+        except Failure as error:
             github_error = error
-        deleted = False
-        if grant.kind == "base" and not who.terminating:
-            # Even when GitHub failed: a fresh pod should not wait on it, and once this
-            # one is gone the sweep removes its runner.
-            deleted = self.kubernetes.delete_pod(who.identity.pod_name, who.identity.pod_uid)
+        # The pod goes even when GitHub failed: a fresh one should not wait on it, and once
+        # this one is gone the sweep removes its runner.
+        deleted = grant.kind == "base" and not who.terminating and self.kubernetes.delete_pod(pod.pod_name,
+                                                                                                pod.pod_uid)
         if github_error is not None:
             aftermath = "; the pod was deleted, the sweep removes its runner" if deleted else ""
             raise type(github_error)(f"{github_error}{aftermath}") from None
-        entry.record = PodRecord(grant.name, grant.kind, self._monotonic(), finished=True)
         return removed, deleted
 
     # --------------------------------------------------------------------- sweep --
@@ -1209,7 +1156,7 @@ class Broker:
         for runner in runners_to_remove(runners, pods, self.config.base_runner_deployment):
             try:
                 self.github.delete_runner(runner.id)
-            except INFRASTRUCTURE_ERRORS as error:
+            except Failure as error:
                 log("sweep", decision="failed", runner=runner.name, runner_id=runner.id, reason=str(error))
                 continue
             log("sweep", decision="removed", runner=runner.name, runner_id=runner.id,
@@ -1217,21 +1164,25 @@ class Broker:
         if not final:
             self._forget_gone_pods(pods)
 
-    def sweep_safely(self, when: str = "periodic") -> None:
+    def sweep_safely(self, final: bool = False) -> None:
         try:
-            self.sweep(final=when == "final")
-        except INFRASTRUCTURE_ERRORS as error:
-            log("sweep", decision="failed", when=when, reason=f"{error}; trying again next round")
+            with deadline_at(time.monotonic() + SWEEP_DEADLINE_SECONDS):
+                self.sweep(final=final)
+        except Failure as error:
+            log("sweep", decision="failed", when="final" if final else "periodic",
+                reason=f"{error}; trying again next round")
 
     def _forget_gone_pods(self, listed: list[dict]) -> None:
-        """Drop records of pods that no longer exist: a deleted pod's token is dead, it cannot ask again."""
+        """Drop the records of pods that no longer exist: a deleted pod's token is dead, it cannot ask again."""
         listed_uids = {(pod.get("metadata") or {}).get("uid") for pod in listed}
-        for uid, name in self.ledger.known_pods().items():
-            if uid in listed_uids:
-                continue
-            pod = self.kubernetes.get_pod(name)
-            if pod is None or (pod.get("metadata") or {}).get("uid") != uid:
-                self.ledger.forget(uid)
+        with self._lock:
+            unlisted = [(name, h) for name, h in self._handouts.items() if h.pod_uid not in listed_uids]
+        for name, handout in unlisted:
+            pod = self.kubernetes.get("pods", handout.pod_name) if handout.pod_name else None
+            if pod is None or (pod.get("metadata") or {}).get("uid") != handout.pod_uid:
+                with self._lock:
+                    if self._handouts.get(name) is handout and not handout.users:
+                        del self._handouts[name]
 
 
 # ------------------------------------------------------------------------ HTTP server --
@@ -1243,13 +1194,7 @@ def bearer_token(header: str | None) -> Secret | None:
 
 def status_for(error: Exception) -> int:
     """The HTTP status of a failed request: the only place errors become statuses."""
-    if isinstance(error, Refused):
-        return error.status
-    if isinstance(error, GitHubRefused):
-        return 502
-    if isinstance(error, (GitHubUnavailable, KubernetesError, CredentialUnreadable)):
-        return 503
-    return 500
+    return error.status if isinstance(error, (Refusal, Failure)) else 500
 
 
 def log_unexpected(path: str, error: Exception) -> None:
@@ -1260,11 +1205,39 @@ def log_unexpected(path: str, error: Exception) -> None:
     log("error", path=path, reason=f"{type(error).__name__} at line {frame.tb_lineno if frame else 0}")
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A connection's bytes until its deadline, however slowly they trickle in."""
+
+    def __init__(self, connection: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._connection = connection
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request was not read before its deadline")
+        self._connection.settimeout(left)
+        return self._connection.recv_into(buffer)
+
+
+ROUTES = {"/healthz": "GET", "/v1/jitconfig": "POST", "/v1/finished": "POST"}
+
+
 class BrokerHandler(BaseHTTPRequestHandler):
     server: "BrokerServer"
     server_version = USER_AGENT
     sys_version = ""
-    timeout = 15  # a client that never finishes its request must not hold a thread for ever
+
+    def setup(self) -> None:
+        super().setup()
+        # The whole exchange, reading the request included, ends by this deadline: below the pod's own timeout.
+        self.deadline = time.monotonic() + self.server.config.request_deadline_seconds
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self.deadline))
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -1273,17 +1246,24 @@ class BrokerHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         path = urlsplit(self.path).path
-        methods = ROUTES.get(path)
-        if methods is None:
+        method = ROUTES.get(path)
+        if method is None:
             self._reply(404, {"error": f"no such path: {path}"})
             return
-        if self.command not in methods:
-            self._reply(405, {"error": f"{path} answers {', '.join(methods)} only"}, {"Allow": ", ".join(methods)})
+        if self.command != method:
+            self._reply(405, {"error": f"{path} answers {method} only"}, {"Allow": method})
             return
         if not self._drain_body():
             return
+        token = bearer_token(self.headers.get("Authorization"))
         try:
-            status, body = methods[self.command](self)
+            with deadline_at(self.deadline):
+                if path == "/v1/jitconfig":
+                    status, body = 201, self.server.broker.issue_jit_config(token)
+                elif path == "/v1/finished":
+                    status, body = 200, self.server.broker.finish(token)
+                else:
+                    status, body = 200, {"status": "ok"}
         except Exception as error:  # noqa: BLE001 - every failure still gets an answer
             status = status_for(error)
             body = {"error": str(error) if status != 500 else "internal error"}
@@ -1293,32 +1273,17 @@ class BrokerHandler(BaseHTTPRequestHandler):
 
     def _drain_body(self) -> bool:
         """Read (and ignore) the request body: the broker decides from the token alone."""
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_REQUEST_BODY_BYTES:
-            self._reply(413 if length > 0 else 400, {"error": "bad or too large request body"})
+        length = self.headers.get("Content-Length") or "0"
+        if not re.fullmatch("[0-9]{1,9}", length) or int(length) > MAX_REQUEST_BODY_BYTES:
+            self._reply(413 if length.isdigit() else 400, {"error": "bad or too large request body"})
             return False
-        if length:
-            self.rfile.read(length)
+        self.rfile.read(int(length))
         return True
-
-    def _token(self) -> Secret | None:
-        return bearer_token(self.headers.get("Authorization"))
-
-    def healthz(self) -> tuple[int, dict]:
-        return 200, {"status": "ok"}
-
-    def jitconfig(self) -> tuple[int, dict]:
-        return 201, self.server.broker.issue_jit_config(self._token())
-
-    def finished(self) -> tuple[int, dict]:
-        return 200, self.server.broker.finish(self._token())
 
     def _reply(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(body).encode()
         try:
+            self.connection.settimeout(REPLY_TIMEOUT_SECONDS)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
@@ -1327,35 +1292,69 @@ class BrokerHandler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:
             pass  # the pod gave up waiting; it will ask again
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # decisions are logged by the broker; request lines and headers never are
 
 
-ROUTES: dict[str, dict[str, Callable[[BrokerHandler], tuple[int, dict]]]] = {
-    "/healthz": {"GET": BrokerHandler.healthz},
-    "/v1/jitconfig": {"POST": BrokerHandler.jitconfig},
-    "/v1/finished": {"POST": BrokerHandler.finished},
-}
-
-
 class BrokerServer(ThreadingHTTPServer):
-    # Request threads are joined on close, so a SIGTERM never cuts a grant in half.
-    daemon_threads = False
-    block_on_close = True
+    # Daemon request threads: a request that outlives its deadline never holds the
+    # process; on SIGTERM `drain` waits for those in flight, a bounded time.
+    daemon_threads = True
+    block_on_close = False
     # Every base runner may ask at once (a rollout, a node pool coming up); the
     # default backlog of 5 would turn connections away.
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], broker: Broker) -> None:
+    def __init__(self, config: Config, broker: Broker) -> None:
+        self.config = config
         self.broker = broker
-        super().__init__(address, BrokerHandler)
+        self.slots = threading.BoundedSemaphore(config.max_connections)
+        self.address_family = socket.AF_INET6 if ":" in config.listen_host else socket.AF_INET
+        super().__init__((config.listen_host, config.listen_port), BrokerHandler)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self._turn_away(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
 
-class BrokerServer6(BrokerServer):
-    address_family = socket.AF_INET6
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def _turn_away(self, request: socket.socket) -> None:
+        """503 at once, without a thread: the pod asks again later."""
+        log("busy", decision="refused", status=503, reason=f"{self.config.max_connections} connections in flight")
+        body = json.dumps({"error": "the broker is busy: too many connections at once; ask again"}).encode()
+        head = (f"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        try:
+            request.settimeout(0.1)
+            request.recv(65536)  # what has come of the request, so that closing does not reset the answer
+            request.sendall(head + body)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that broke while being read: one log line, not the standard library's traceback."""
+        log("connection", decision="dropped", reason=type(sys.exc_info()[1]).__name__)
+
+    def drain(self, until: float) -> bool:
+        """Wait, until `until` (time.monotonic()) at most, for the requests in flight; whether they all ended."""
+        for _ in range(self.config.max_connections):
+            if not self.slots.acquire(timeout=max(0.0, until - time.monotonic())):
+                return False
+        return True
 
 
 def serve(config: Config) -> int:
@@ -1363,15 +1362,13 @@ def serve(config: Config) -> int:
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    server_class = BrokerServer6 if ":" in config.listen_host else BrokerServer
     try:
-        server = server_class((config.listen_host, config.listen_port), broker)
+        server = BrokerServer(config, broker)
     except OSError as error:
         log("cannot listen", address=f"{config.listen_host}:{config.listen_port}", reason=error.strerror)
         return 1
-    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="serve")
-    sweeping = threading.Thread(target=_sweep_until, args=(broker, stopping), name="sweep")
-    serving.start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="serve", daemon=True).start()
+    sweeping = threading.Thread(target=_sweep_until, args=(broker, stopping), name="sweep", daemon=True)
     sweeping.start()
     host, port = server.server_address[:2]
     shown_host = f"[{host}]" if ":" in host else host
@@ -1381,9 +1378,11 @@ def serve(config: Config) -> int:
     log("stopping", reason="signal: no new requests; finishing those in flight, then a final sweep")
     server.shutdown()
     server.server_close()
-    serving.join()
-    sweeping.join()
-    broker.sweep_safely(when="final")
+    until = time.monotonic() + config.request_deadline_seconds + DRAIN_MARGIN_SECONDS
+    if not server.drain(until):
+        log("stopping", reason="requests still in flight past their deadline: not waiting for them")
+    sweeping.join(max(0.0, until - time.monotonic()))
+    broker.sweep_safely(final=True)
     log("stopped")
     return 0
 

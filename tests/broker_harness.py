@@ -9,7 +9,9 @@
 
 `BrokerSetup.check_no_leaks` proves that no credential (PAT, App key, JWT,
 installation token, the broker's own token, a pod's token) reached the broker's
-output, its argv or its environment, and that JIT configs appear only in 201 answers.
+output, its argv or its environment, that JIT configs appear only in 201 answers, and
+that every line the broker wrote is a log line (no traceback). For the running process
+as others see it, `BrokerProcess.visible_to_other_processes` reads /proc.
 
 `benchmark()` measures how long a runner pod waits for its JIT config.
 """
@@ -47,6 +49,7 @@ REPOSITORY = "acme-ml/models"
 NAMESPACE = "github-runners"
 AUDIENCE = "runner-broker.gke-gpu-runners"
 BASE_DEPLOYMENT = "base-runner"
+RUNNER_ACCOUNT = "github-runner"
 PART_OF = {"app.kubernetes.io/part-of": "gke-gpu-runners"}
 # Fake values, with hyphens so no secret scanner takes them for real ones.
 PAT = "ghp_FAKE-broker-pat-0001"
@@ -119,12 +122,14 @@ class Cluster:
 
     def pod_owned_by(self, owner: tuple[str, str, str] | None, *, name_prefix: str = "runner",
                      namespace: str = NAMESPACE, terminating: bool = False, phase: str = "Running",
-                     audiences: tuple[str, ...] = (AUDIENCE,), pod_bound: bool = True) -> RunnerPod:
+                     restarts: int = 0, audiences: tuple[str, ...] = (AUDIENCE,), pod_bound: bool = True,
+                     service_account: str = RUNNER_ACCOUNT) -> RunnerPod:
         number = next(self._numbers)
         name, uid, token = f"{name_prefix}-p{number:04d}", f"uid-pod-{number:04d}", f"FAKE-pod-token-{number:04d}"
         labels = {"app.kubernetes.io/name": "runner", **PART_OF}
-        self.kube.put(pod(name, namespace, uid, owner=owner, labels=labels, phase=phase, terminating=terminating))
-        self.kube.add_token(token, namespace=namespace, service_account="runner", audiences=list(audiences),
+        self.kube.put(pod(name, namespace, uid, owner=owner, labels=labels, phase=phase, terminating=terminating,
+                          restarts=restarts))
+        self.kube.add_token(token, namespace=namespace, service_account=service_account, audiences=list(audiences),
                             pod_name=name if pod_bound else None, pod_uid=uid if pod_bound else None)
         self.tokens.append(token)
         return RunnerPod(name, uid, token, namespace)
@@ -191,6 +196,13 @@ class BrokerProcess:
         wait_until(port, "the broker to listen", timeout)
         self.port = port()
         return self
+
+    def visible_to_other_processes(self) -> str:
+        """The running broker's command line and environment, as /proc shows them to anyone on the node."""
+        proc = Path(f"/proc/{self.process.pid}")
+        assert self.running and proc.exists(), "needs a running broker and /proc"
+        return "\n".join((proc / part).read_bytes().replace(b"\0", b"\n").decode("utf-8", "replace")
+                         for part in ("cmdline", "environ"))
 
     def log_lines(self, *fragments: str) -> list[str]:
         """stderr lines holding every fragment."""
@@ -338,12 +350,19 @@ class BrokerSetup:
     def all_secrets(self) -> list[str]:
         return [*self.secrets, *self.cluster.tokens, *self.runners.installation_tokens, *self.app_jwts()]
 
+    def assert_no_secret_in(self, text: str, where: str) -> None:
+        """No credential, pod token or JIT config, nor any line of an App key, in `text`."""
+        for secret in [*self.all_secrets(), *self.runners.jit_configs]:
+            assert secret not in text, f"a secret ({secret[:12]}...) reached {where}"
+
     def check_no_leaks(self) -> None:
         jit_configs = set(self.runners.jit_configs)
         for process in self.processes:
-            visible = "\n".join([process.output, *process.argv, *process.env.values()])
-            for secret in [*self.all_secrets(), *jit_configs]:
-                assert secret not in visible, f"a secret ({secret[:12]}...) reached the broker's output, argv or env"
+            # Every line the broker writes is one of its log lines, never a traceback or a stray print.
+            for line in process.stdout + process.stderr:
+                assert re.match(r"([0-9-]+T[0-9:.]+Z \S|broker: configuration: )", line), line
+            self.assert_no_secret_in("\n".join([process.output, *process.argv, *process.env.values()]),
+                                     "the broker's output, argv or env")
             for answer in process.answers:
                 if answer.status == 201 and isinstance(answer.body, dict) and "encodedJitConfig" in answer.body:
                     others = jit_configs - {answer.body["encodedJitConfig"]}
@@ -390,7 +409,7 @@ def benchmark(requests: int = 200, concurrent_pods: int = 50) -> dict:
 
     `requests` sequential requests, each from a pod of its own; then `concurrent_pods`
     other pods asking at once. The fakes answer at once: the figures are the broker's
-    own cost plus five local HTTP round trips (review, pod, owner, runner list, generate).
+    own cost plus four local HTTP round trips (review, pod, owner, generate).
     """
     with tempfile.TemporaryDirectory() as tmp, BrokerSetup(Path(tmp)) as setup:
         broker = setup.start()

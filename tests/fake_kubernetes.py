@@ -43,8 +43,9 @@ TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 # --------------------------------------------------------------------------- builders --
 
 def pod(name: str, namespace: str, uid: str, *, owner: tuple[str, str, str] | None = None,
-        labels: dict[str, str] | None = None, phase: str = "Running", terminating: bool = False) -> dict:
-    """A Pod; `owner` is its controller as (kind, name, uid)."""
+        labels: dict[str, str] | None = None, phase: str = "Running", terminating: bool = False,
+        restarts: int = 0) -> dict:
+    """A Pod; `owner` is its controller as (kind, name, uid); `restarts` its container's restartCount."""
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "uid": uid, "labels": dict(labels or {})}
     if owner is not None:
         kind, owner_name, owner_uid = owner
@@ -52,8 +53,10 @@ def pod(name: str, namespace: str, uid: str, *, owner: tuple[str, str, str] | No
                                         "uid": owner_uid, "controller": True, "blockOwnerDeletion": True}]
     if terminating:
         metadata["deletionTimestamp"] = "2030-01-01T00:00:00Z"
+    state = {"running": {"startedAt": "2030-01-01T00:00:00Z"}} if phase == "Running" else {"terminated": {}}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": {"containers": [{"name": "runner"}]},
-            "status": {"phase": phase}}
+            "status": {"phase": phase, "containerStatuses": [
+                {"name": "runner", "restartCount": restarts, "ready": phase == "Running", "state": state}]}}
 
 
 def replicaset(name: str, namespace: str, uid: str, *, deployment: str | None, deployment_uid: str = "uid-deploy"

@@ -48,6 +48,8 @@ class GitHubRunners:
         self.lost_answer_delay = 5.0
         self.generate_delay = 0.0
         """Every generate call is answered this much later (the runner registered at once)."""
+        self.generated_status = "offline"
+        """The status a generated runner has: "online" makes it look connected at once."""
         self._lock = threading.Lock()
         self._runners: dict[int, dict] = {}
         self._ids = itertools.count(1001)
@@ -69,6 +71,12 @@ class GitHubRunners:
             for runner_id, runner in list(self._runners.items()):
                 if runner["name"] == name:
                     del self._runners[runner_id]
+
+    def set_state(self, name: str, *, status: str | None = None, busy: bool | None = None) -> None:
+        """As when the runner called `name` connects ("online"), takes a job (busy) or goes away."""
+        with self._lock:
+            (runner,) = [r for r in self._runners.values() if r["name"] == name]
+            runner.update({k: v for k, v in (("status", status), ("busy", busy)) if v is not None})
 
     def names(self) -> set[str]:
         with self._lock:
@@ -118,7 +126,7 @@ class GitHubRunners:
         with self._lock:
             if any(runner["name"] == name for runner in self._runners.values()):
                 return Reply(409, {"message": f"Already exists - A runner with the name {name} already exists."})
-            runner_id = self._add(name, labels, busy=False, status="offline")
+            runner_id = self._add(name, labels, busy=False, status=self.generated_status)
             encoded = f"FAKE-JIT-{runner_id}-{name}-do-not-log"
             self.jit_configs.append(encoded)
             runner = dict(self._runners[runner_id])
@@ -137,6 +145,8 @@ class GitHubRunners:
         page = max(int(query.get("page", ["1"])[0]), 1)
         with self._lock:
             runners = sorted(self._runners.values(), key=lambda r: r["id"])
+        if "name" in query:  # GitHub's filter: the runners of that exact name
+            runners = [r for r in runners if r["name"] == query["name"][0]]
         start = (page - 1) * per_page
         return Reply(200, {"total_count": len(runners), "runners": runners[start:start + per_page]})
 

@@ -133,6 +133,7 @@ def test_a_job_that_reads_the_pods_token_gets_no_second_runner(setup, tmp_path):
     pod = setup.cluster.base_runner_pod()
     container = start_container(tmp_path, broker, pod, mode="wait")
     wait_until(container.runner_started, "run.sh to start", timeout=20)
+    setup.runners.set_state(pod.name, status="online", busy=True)  # the runner connected and took a job
 
     assert broker.jitconfig(pod).status == 409
     assert len(setup.runners.jit_configs) == 1
