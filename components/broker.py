@@ -102,6 +102,7 @@ def broker_pod_spec(image: str, repository: str, runner_namespace: str, credenti
                     {"name": "BROKER_AUDIENCE", "value": m.BROKER_AUDIENCE},
                     {"name": "BROKER_LISTEN", "value": f"0.0.0.0:{BROKER_PORT}"},
                     {"name": "BROKER_BASE_RUNNER_DEPLOYMENT", "value": m.BASE_RUNNER},
+                    {"name": "BROKER_RUNNER_SERVICE_ACCOUNT", "value": m.RUNNER_ACCOUNT},
                     {"name": "BROKER_SWEEP_SECONDS", "value": str(SWEEP_SECONDS)},
                     *credential_env(credential),
                 ],

@@ -54,6 +54,7 @@ def test_broker_gets_the_contract_variables(program):
         "BROKER_AUDIENCE": "runner-broker.gke-gpu-runners",
         "BROKER_LISTEN": "0.0.0.0:8080",
         "BROKER_BASE_RUNNER_DEPLOYMENT": "base-runner",
+        "BROKER_RUNNER_SERVICE_ACCOUNT": "github-runner",
         "BROKER_SWEEP_SECONDS": "30",
         "GITHUB_TOKEN_FILE": "/run/secrets/runner-credential/token",
     }
