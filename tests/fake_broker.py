@@ -13,13 +13,14 @@ replies, then from that path's default; every request is recorded.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Callable, Self
+
+from local_server import LocalServer, QuietHandler, send_json
 
 JITCONFIG = "/v1/jitconfig"
 FINISHED = "/v1/finished"
@@ -57,16 +58,15 @@ class Request:
         return credential if scheme == "Bearer" else None
 
 
-class FakeBroker:
+class FakeBroker(LocalServer):
+    thread_name = "fake-broker"
+
     def __init__(self, *, listening: bool = True) -> None:
         self._lock = threading.Lock()
         self._queues: dict[str, deque[Reply]] = defaultdict(deque)
         self._defaults: dict[str, Reply] = {}
         self._requests: list[Request] = []
-        self._stopping = threading.Event()
         self._listening = listening
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ scripting --
 
@@ -88,87 +88,32 @@ class FakeBroker:
     def requests_to(self, path: str) -> list[Request]:
         return [r for r in self.requests if r.path == path]
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "the fake broker is not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
     # ------------------------------------------------------------ lifecycle --
 
-    def start(self) -> "FakeBroker":
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(), bind_and_activate=False)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._server.server_bind()  # bound, not listening: connections are refused
-        if self._listening:
-            self._listening = False
-            self.listen()
-        return self
-
-    def listen(self) -> None:
-        """Start accepting connections (once)."""
-        assert self._server is not None and not self._listening
-        self._listening = True
-        self._server.server_activate()
-        # A short poll keeps stop() from adding half a second to every test.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-broker", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            if self._thread is not None:
-                self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "FakeBroker":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def start(self) -> Self:
+        """Bind the port; listen at once unless made with `listening=False` (then see `listen()`)."""
+        return super().start(listening=self._listening)
 
     # -------------------------------------------------------------- private --
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         broker = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
                 path = self.path.split("?", 1)[0]
-                broker._record(Request(self.command, path, {k.lower(): v for k, v in self.headers.items()},
-                                       body, time.monotonic(), time.time()))
+                broker._record(Request(self.command, path, self.lowered_headers(), self.read_body(),
+                                       time.monotonic(), time.time()))
                 reply = broker._next_reply(path)
                 if reply.action is not None:
                     reply.action()
                 if reply.delay and broker._stopping.wait(reply.delay):
                     return
-                if reply.body is None:
-                    payload = b""
-                elif isinstance(reply.body, (str, bytes)):
-                    payload = reply.body.encode() if isinstance(reply.body, str) else reply.body
-                else:
-                    payload = json.dumps(reply.body).encode()
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client stopped waiting, as a timing-out client does
+                send_json(self, reply.status, reply.body)
 
             do_GET = do_POST = do_PUT = do_DELETE = _answer
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-                pass
 
         return Handler
 

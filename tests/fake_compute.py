@@ -6,13 +6,12 @@ test can change; every request is recorded with its Authorization header.
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from components.preflight import QUOTA_METRICS
+from local_server import LocalServer, QuietHandler, send_json
 
 
 @dataclass
@@ -38,42 +37,27 @@ class ComputeWorld:
     """Answer every request with this status and body."""
 
 
-class FakeCompute:
+class FakeCompute(LocalServer):
+    thread_name = "fake-compute"
+
     def __init__(self) -> None:
         self.world = ComputeWorld()
         self.requests: list[tuple[str, str]] = []
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def reset(self) -> None:
         self.world = ComputeWorld()
         self.requests.clear()
 
-    def start(self) -> "FakeCompute":
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 - stdlib name
                 fake.requests.append((self.path, self.headers.get("Authorization", "")))
                 status, body = fake.answer(self.path)
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                send_json(self, status, body)
 
-            def log_message(self, format, *args) -> None:  # noqa: A002 - stdlib signature
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
+        return Handler
 
     def answer(self, path: str) -> tuple[int, dict]:
         world = self.world

@@ -14,14 +14,15 @@ that keep state, such as the runner registry in github_runners.py.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
+
+from local_server import LocalServer, QuietHandler, send_json
 
 
 @dataclass
@@ -57,22 +58,15 @@ class Request:
 Responder = Callable[[Request, "re.Match[str]"], Reply]
 
 
-class _Server(ThreadingHTTPServer):
-    # Room for many clients connecting at once (the default backlog is 5): a
-    # dropped connection costs a second's retransmission and would skew timings.
-    request_queue_size = 128
+class FakeGitHub(LocalServer):
+    thread_name = "fake-github"
 
-
-class FakeGitHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queues: dict[str, deque[Reply]] = defaultdict(deque)
         self._defaults: dict[str, Reply] = {}
         self._responders: list[tuple[str, re.Pattern[str], Responder]] = []
         self._requests: list[Request] = []
-        self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------- scripting --
 
@@ -100,78 +94,28 @@ class FakeGitHub:
     def requests_to(self, path: str) -> list[Request]:
         return [r for r in self.requests if r.path == path]
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "the fake server is not running"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+    # -------------------------------------------------------------- answering --
 
-    # ------------------------------------------------------------- lifecycle --
-
-    def start(self) -> "FakeGitHub":
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
                 path, _, query = self.path.partition("?")
-                request = Request(self.command, path, {k.lower(): v for k, v in self.headers.items()},
-                                  body, time.monotonic(), time.time(), query)
+                request = Request(self.command, path, self.lowered_headers(), self.read_body(),
+                                  time.monotonic(), time.time(), query)
                 fake._record(request)
                 reply = fake._next_reply(request)
                 if reply.delay and fake._stopping.wait(reply.delay):
                     return
-                if reply.body is None:
-                    payload = b""
-                elif isinstance(reply.body, bytes):
-                    payload = reply.body
-                elif isinstance(reply.body, str):
-                    payload = reply.body.encode()
-                else:
-                    payload = json.dumps(reply.body).encode()
-                try:
-                    self.send_response(reply.status)
-                    if reply.body is not None:
-                        self.send_header("Content-Type", "application/json; charset=utf-8")
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up waiting, as a timing-out client does
+                send_json(self, reply.status, reply.body, reply.headers,
+                          content_type=None if reply.body is None else "application/json; charset=utf-8")
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-                pass
-
-        server = _Server(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.block_on_close = False
-        self._server = server
-        # A short poll keeps stop() from adding half a second to every test.
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-github", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "FakeGitHub":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return Handler
 
     # --------------------------------------------------------------- private --
 

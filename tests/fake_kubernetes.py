@@ -29,9 +29,11 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote
+
+from local_server import LocalServer, QuietHandler, send_json
 
 KINDS = {"pods": "Pod", "replicasets": "ReplicaSet", "jobs": "Job"}
 API_VERSIONS = {"Pod": "v1", "ReplicaSet": "apps/v1", "Job": "batch/v1"}
@@ -116,13 +118,9 @@ class _Store:
     tokens: dict[str, TokenInfo] = field(default_factory=dict)
 
 
-class _Server(ThreadingHTTPServer):
-    # Room for many clients connecting at once (the default backlog is 5): a
-    # dropped connection costs a second's retransmission and would skew timings.
-    request_queue_size = 128
+class FakeKubernetes(LocalServer):
+    thread_name = "fake-kubernetes"
 
-
-class FakeKubernetes:
     def __init__(self, *, api_token: str | None = None) -> None:
         self.api_token = api_token
         """When set, requests without `Authorization: Bearer <api_token>` get 401."""
@@ -132,9 +130,6 @@ class FakeKubernetes:
         self._store = _Store()
         self._faults: list[Fault] = []
         self._requests: list[Request] = []
-        self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------- scripting --
 
@@ -176,68 +171,25 @@ class FakeKubernetes:
     def requests_to(self, method: str | None = None, path_prefix: str = "") -> list[Request]:
         return [r for r in self.requests if (method is None or r.method == method) and r.path.startswith(path_prefix)]
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "the fake server is not running"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+    # ------------------------------------------------------------- answering --
 
-    # ------------------------------------------------------------- lifecycle --
-
-    def start(self) -> "FakeKubernetes":
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
                 path, _, query = self.path.partition("?")
-                request = Request(self.command, path, query, {k.lower(): v for k, v in self.headers.items()}, body,
-                                  time.time())
+                request = Request(self.command, path, query, self.lowered_headers(), self.read_body(), time.time())
                 status, payload = fake._handle(request)
                 if status == 0:
                     return  # stopped while hanging
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                send_json(self, status, payload)
 
             do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _answer
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-                pass
-
-        server = _Server(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.block_on_close = False
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-kubernetes", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "FakeKubernetes":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------- answering --
+        return Handler
 
     def _handle(self, request: Request) -> tuple[int, Any]:
         with self._lock:

@@ -11,10 +11,11 @@ Each checks what the real one checks that matters here, and records every reques
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from local_server import LocalServer, QuietHandler, send_json
 
 REQUEST_TOKEN = "gh-oidc-request-token-do-not-log"
 JWT = "eyJhbGciOiJSUzI1NiJ9.github-oidc-jwt-do-not-log.sig"
@@ -25,18 +26,14 @@ SECRETS = (REQUEST_TOKEN, JWT, FEDERATED, ACCESS_TOKEN)
 
 
 @dataclass
-class TokenServices:
+class TokenServices(LocalServer):
+    thread_name = "fake-token-services"
+
     provider: str = "projects/123456789012/locations/global/workloadIdentityPools/gpu-runners-github/providers/github-actions"
     service_account: str = "gpu-runners-ci@acme-ml.iam.gserviceaccount.com"
     admit: bool = True
     """Whether the provider's attribute condition admits the job's claims."""
     requests: list[dict] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def environment(self) -> dict[str, str]:
         """What a job with `permissions: id-token: write` and the Actions variables has."""
@@ -71,32 +68,14 @@ class TokenServices:
             return 200, {"accessToken": ACCESS_TOKEN, "expireTime": EXPIRES}
         return 404, {"error": f"no route {method} {url.path}"}
 
-    def __enter__(self) -> "TokenServices":
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         services = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                status, answer = services.answer(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
-                                                 self.rfile.read(length))
-                payload = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                status, answer = services.answer(self.command, self.path, self.lowered_headers(), self.read_body())
+                send_json(self, status, answer)
 
             do_GET = do_POST = _handle  # noqa: N815 - stdlib names
 
-            def log_message(self, format, *args) -> None:  # noqa: A002 - stdlib signature
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        assert self._server is not None
-        self._server.shutdown()
-        self._server.server_close()
+        return Handler

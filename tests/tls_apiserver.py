@@ -15,7 +15,6 @@ that kubeconfig.
 import base64
 import contextlib
 import http.server
-import json
 import os
 import re
 import shutil
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
 import yaml
+
+from local_server import QuietHandler, send_json
 
 PODS_PATH = re.compile(r"^/api/v1/namespaces/(?P<namespace>[a-z0-9-]+)/pods$")
 KUBECTL_TIMEOUT_SECONDS = 30
@@ -141,35 +142,25 @@ DISCOVERY = {
 }
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: "_TlsServer"
-
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
-        pass  # keep pytest output clean; the request log is the record
-
-    def _send(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_GET(self):  # noqa: N802 - the base class's name
         path, _, query = self.path.partition("?")
         authorization = self.headers.get("Authorization")
         self.server.requests.append(Request("GET", path, query, authorization))
         if authorization != f"Bearer {self.server.token}":
-            self._send(401, _status(401, "Unauthorized", "Unauthorized"))
+            send_json(self, 401, _status(401, "Unauthorized", "Unauthorized"))
             return
         if path in DISCOVERY:
-            self._send(200, DISCOVERY[path])
+            send_json(self, 200, DISCOVERY[path])
             return
         match = PODS_PATH.match(path)
         if match:
-            self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []})
+            send_json(self, 200,
+                      {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []})
             return
-        self._send(404, _status(404, "NotFound", f"the server could not find the requested resource ({path})"))
+        send_json(self, 404, _status(404, "NotFound", f"the server could not find the requested resource ({path})"))
 
 
 class _TlsServer(http.server.ThreadingHTTPServer):
