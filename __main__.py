@@ -26,8 +26,9 @@ settings = load_settings()
 repository = f"{settings.github_owner}/{settings.github_repository}"
 gcp_provider = gcp.Provider("gcp", project=settings.gcp_project, zone=settings.zone)
 github_provider = github.Provider("github", owner=settings.github_owner, token=settings.github_token)
-# Before anything is created: the zone and quotas can hold the GPU pool, and the
-# repository is not public (a fork's code would run on our runners).
+# Before anything is created: the zone and quotas can hold the GPU pool, the repository
+# is not public (a fork's code would run on our runners), and no secret or variable of
+# the same name that is not this stack's would be silently taken over.
 preflight_gpu_pool(settings, gcp_provider)
 github_repository = look_up_repository(repository, settings.allow_public_repository, github_provider)
 require_no_silent_takeover(repository, {*SECRET_NAMES, *VARIABLE_NAMES}, settings.adopt_existing_secrets,
