@@ -37,7 +37,6 @@ SECRET_KEYS = ("github:token", f"{PROJECT}:runnerToken", f"{PROJECT}:registryTok
 
 FAKE_ENDPOINT = "203.0.113.10"
 FAKE_CA_B64 = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n").decode()
-FAKE_SA_TOKEN = "test-service-account-token"
 FAKE_GCP_ACCESS_TOKEN = "ya29.test-access-token"
 
 
@@ -67,8 +66,6 @@ def fake_outputs(args: MockResourceArgs, cluster: dict) -> dict:
         return {"id": f"projects/{inputs['project']}/secrets/{inputs['secretId']}"}
     if args.typ == "gcp:secretmanager/secretVersion:SecretVersion":
         return {"name": f"{inputs['secret']}/versions/1"}
-    if args.typ == "kubernetes:core/v1:Secret" and inputs.get("type") == "kubernetes.io/service-account-token":
-        return {"data": {"token": base64.b64encode(cluster["sa_token"].encode()).decode(), "ca.crt": cluster["ca_b64"]}}
     return {}
 
 
@@ -231,7 +228,7 @@ def run_program(config: dict[str, str] | None = None, *, preview: bool = False, 
     program = Program()
     if on_run:
         on_run(program)
-    fake_cluster = {"endpoint": FAKE_ENDPOINT, "ca_b64": FAKE_CA_B64, "sa_token": FAKE_SA_TOKEN, **(cluster or {})}
+    fake_cluster = {"endpoint": FAKE_ENDPOINT, "ca_b64": FAKE_CA_B64, **(cluster or {})}
     fake_repository = {"visibility": "private", "private": True, "repoId": 424242, **(repository or {})}
     mocks = RecordingMocks(fake_cluster, fake_repository, program)
     settings.set_root_resource(None)

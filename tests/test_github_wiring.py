@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from conftest import FAKE_CA_B64, FAKE_ENDPOINT, FAKE_SA_TOKEN, GITHUB_TOKEN, is_secret
+from conftest import FAKE_CA_B64, FAKE_ENDPOINT, GITHUB_TOKEN, is_secret
 
 SECRET = "github:index/actionsSecret:ActionsSecret"
 ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
