@@ -345,7 +345,7 @@ def _runner_credential(read: _Reader, github_token: pulumi.Output[str] | None) -
     app_id = read.text("githubAppId")
     installation_id = read.text("githubAppInstallationId")
     private_key = read.secret("githubAppPrivateKey")
-    given = [key for key, value in zip(APP_KEYS, (app_id, installation_id, private_key)) if value is not None]
+    given = [key for key, value in zip(APP_KEYS, (app_id, installation_id, private_key), strict=True) if value is not None]
     pat = read.secret("runnerToken")
     if not given:
         # With neither token, the github:token line already says what to set.
