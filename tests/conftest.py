@@ -18,7 +18,10 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# The project, the broker's package, and the shared test doubles, for tests in any subfolder.
+for path in (ROOT, ROOT / "broker", ROOT / "tests"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 from fake_compute import shared_fake_compute  # noqa: E402 - it reads the project's components
 

@@ -1,0 +1,87 @@
+"""The names the program, the runner broker, the runner-side commands and the tests share.
+
+Standard library only: the broker's and the runner's images copy this package as it
+is. Change a name here and every side changes with it; the README and CONTRACT.md
+name the same strings for users.
+"""
+
+PART_OF = "gke-gpu-runners"
+
+# --- Kubernetes labels and annotations --------------------------------------------
+APP_NAME_LABEL = "app.kubernetes.io/name"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+RUN_ID_LABEL = "gke-gpu-runners/run-id"
+RUN_ATTEMPT_LABEL = "gke-gpu-runners/run-attempt"
+RUN_INDEX_LABEL = "gke-gpu-runners/run-index"
+# Set by the broker, with a PATCH, on a pod it granted a runner: any broker instance,
+# after any restart, refuses that pod a second one.
+RUNNER_ANNOTATION = "gke-gpu-runners/runner"
+# The label the Job controller puts on a Job's pods.
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+# --- Runners ----------------------------------------------------------------------
+BASE_RUNNER = "base-runner"
+"""The base runners' Deployment, and their one runner label."""
+GPU_RUNNER = "gpu-runner"
+"""`app.kubernetes.io/name` of GPU runner Jobs, and the prefix of their names and label."""
+RUNNER_ACCOUNT = "github-runner"
+"""The ServiceAccount of every runner pod; it has no rights."""
+RUNNER_UID = 10001
+
+# --- Nodes ------------------------------------------------------------------------
+POOL_LABEL = "gpu"
+CPU_POOL_LABELS = {POOL_LABEL: "false"}
+GPU_POOL_LABELS = {POOL_LABEL: "true"}
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+
+# --- The GPU runner template ------------------------------------------------------
+TEMPLATE_CONFIGMAP = "gpu-runner-template"
+TEMPLATE_KEY = "runner-gpu.yaml"
+RUN_ID_PLACEHOLDER = "${GITHUB_RUN_ID}"
+RUN_ATTEMPT_PLACEHOLDER = "${GITHUB_RUN_ATTEMPT}"
+
+# --- The runner broker ------------------------------------------------------------
+BROKER = "runner-broker"
+BROKER_AUDIENCE = "runner-broker.gke-gpu-runners"
+BROKER_PORT = 8080
+BROKER_HEALTH_PORT = 8081
+BROKER_SERVICE_PORT = 80
+BROKER_TOKEN_DIR = "/run/secrets/runner-broker"
+BROKER_TOKEN_KEY = "token"
+JITCONFIG_PATH = "/v1/jitconfig"
+FINISHED_PATH = "/v1/finished"
+GPU_RUNNERS_PATH = "/v1/gpu-runners"
+HEALTH_PATH = "/healthz"
+
+# What a runner pod's container is told about the broker.
+RUNNER_BROKER_URL = "RUNNER_BROKER_URL"
+RUNNER_BROKER_TOKEN_FILE = "RUNNER_BROKER_TOKEN_FILE"
+
+# --- What lands in GitHub ---------------------------------------------------------
+KUBECONFIG_SECRET = "GCP_K8S_KUBECONFIG"
+WORKLOAD_IDENTITY_PROVIDER_VARIABLE = "GCP_WORKLOAD_IDENTITY_PROVIDER"
+SERVICE_ACCOUNT_VARIABLE = "GCP_SERVICE_ACCOUNT"
+OWNER_VARIABLE = "GKE_GPU_RUNNERS_STACK"
+"""Names the stack that owns the secrets and variables above."""
+
+
+def system_namespace(runner_namespace: str) -> str:
+    """Where the broker and the runner credential live, beside the runner namespace."""
+    return f"{runner_namespace}-system"
+
+
+def gpu_runner_label(run_id: str | int) -> str:
+    """The one label of a run's GPU runners: no other run's job asks for it."""
+    return f"{GPU_RUNNER}-{run_id}"
+
+
+def gpu_runner_job_name(run_id: str | int, run_attempt: str | int, index: int = 0) -> str:
+    """`gpu-runner-<run id>-<attempt>`, and `-<i>` after it for a run's second runner on."""
+    name = f"{GPU_RUNNER}-{run_id}-{run_attempt}"
+    return f"{name}-{index}" if index else name
+
+
+def broker_url(runner_namespace: str) -> str:
+    """The broker's Service as runner pods reach it."""
+    return f"http://{BROKER}.{system_namespace(runner_namespace)}.svc.cluster.local:{BROKER_SERVICE_PORT}"
