@@ -5,22 +5,24 @@ import pulumi_gcp as gcp
 import pulumi_github as github
 import pulumi_kubernetes as k8s
 
-from components.broker import RunnerBroker, RunnerBrokerArgs
-from components.ci_access import CiAccess, CiAccessArgs
-from components.cluster import GkeCluster, GkeClusterArgs, NodePoolSpec, gpu_pool_spec
-from components.github_repository import look_up_repository, require_no_silent_takeover
-from components.github_secrets import SECRET_NAMES, VARIABLE_NAMES, GitHubSecrets, GitHubSecretsArgs
-from components.gpu_warmup import GpuWarmup, GpuWarmupArgs
-from components.preflight import preflight_gpu_pool
-from components.project_services import (
-    ARTIFACT_REGISTRY, CONTAINER, IAM, IMAGE_STREAMING, IMPERSONATION, SECRET_MANAGER, TOKEN_EXCHANGE,
-    ProjectServices, ProjectServicesArgs,
+from program.components.broker import RunnerBroker, RunnerBrokerArgs
+from program.components.ci_access import CiAccess, CiAccessArgs
+from program.components.cluster import GkeCluster, GkeClusterArgs, NodePoolSpec, gpu_pool_spec
+from program.checks.github import look_up_repository, require_no_silent_takeover
+from program.components.github_secrets import SECRET_NAMES, VARIABLE_NAMES, GitHubSecrets, GitHubSecretsArgs
+from program.components.gpu_warmup import GpuWarmup, GpuWarmupArgs
+from program.checks.preflight import preflight_gpu_pool
+from program.components.container_image import ContainerImage, ContainerImageArgs
+from program.components.image_registry import ImageRegistry, ImageRegistryArgs
+from program.components.project_services import (
+    ARTIFACT_REGISTRY, CONTAINER, IAM, IMAGE_STREAMING, IMPERSONATION, TOKEN_EXCHANGE, ProjectServices,
+    ProjectServicesArgs,
 )
-from components.registry import PullThroughRegistry, PullThroughRegistryArgs
-from components.runner_image import RunnerImage, RunnerImageArgs
-from components.runners import Runners, RunnersArgs
-from components.settings import load_settings
-from components.workload_identity import GitHubWorkloadIdentity, GitHubWorkloadIdentityArgs
+from program.components.runners import Runners, RunnersArgs
+from program.components.workload_identity import GitHubWorkloadIdentity, GitHubWorkloadIdentityArgs
+from program.manifests.images import BROKER_IMAGE, RUNNER_IMAGE
+from program.manifests.runners import gpu_runner_job
+from program.settings import load_settings
 
 settings = load_settings()
 repository = f"{settings.github_owner}/{settings.github_repository}"
@@ -67,29 +69,34 @@ cluster = GkeCluster(
     opts=in_project,
 )
 
-# Built from the registry token alone, so it builds while GKE creates the cluster.
-runner_image = RunnerImage(
-    "runner-image",
-    RunnerImageArgs(
-        github_owner=settings.github_owner,
-        github_repository=settings.github_repository,
-        registry_token=settings.registry_token,
-    ),
-)
-# The cluster pulls the same digest through Artifact Registry: no registry credential in the cluster.
-registry = PullThroughRegistry(
+# The cluster pulls its images by digest from a repository only its nodes may read;
+# `pulumi up` pushes them there with its own short-lived Google token, and to GHCR.
+registry = ImageRegistry(
     "registry",
-    PullThroughRegistryArgs(
+    ImageRegistryArgs(
         gcp_project=settings.gcp_project,
         zone=settings.zone,
         name_prefix=settings.cluster_name,
-        github_owner=settings.github_owner,
-        pull_token=settings.registry_pull_token,
-        services=(apis[ARTIFACT_REGISTRY], apis[SECRET_MANAGER]),
+        node_account_member=cluster.node_account_member,
+        services=(apis[ARTIFACT_REGISTRY],),
     ),
     opts=in_project,
 )
-cluster_runner_image = registry.image_for(runner_image.image)
+google_token = gcp.organizations.get_client_config_output(opts=pulumi.InvokeOptions(provider=gcp_provider)).access_token
+runner_image, broker_image = (
+    ContainerImage(
+        name,
+        ContainerImageArgs(
+            source=source,
+            github_owner=settings.github_owner,
+            github_repository=settings.github_repository,
+            registry_token=settings.registry_token,
+            cluster_repository=registry.repository,
+            cluster_registry_token=google_token,
+        ),
+    )
+    for name, source in (("runner-image", RUNNER_IMAGE), ("broker-image", BROKER_IMAGE))
+)
 
 # Everything in the cluster goes through this provider, never the ambient kubeconfig.
 # delete_unreachable lets `pulumi destroy` finish if the cluster is already gone.
@@ -97,14 +104,22 @@ in_cluster = pulumi.ResourceOptions(
     providers={"kubernetes": k8s.Provider("gke", kubeconfig=cluster.kubeconfig, delete_unreachable=True)}
 )
 
-# The only holder of the runner credential; runner pods get single-use JIT runners from it.
+# The GPU runner Job the broker creates for a run that asks; runner IDs are filled in per run.
+gpu_runner = runner_image.cluster_image.apply(
+    lambda image: gpu_runner_job(image, settings.namespace, settings.gpu_count, settings.gpu_machine_type,
+                                 settings.gpu_runner_deadline_minutes)
+)
+
+# The only holder of the runner credential, and the only creator of GPU runners.
 broker = RunnerBroker(
     "broker",
     RunnerBrokerArgs(
         runner_namespace=settings.namespace,
         repository=repository,
         credential=settings.runner_credential,
-        image=cluster_runner_image,
+        image=broker_image.cluster_image,
+        gpu_runner_job=gpu_runner,
+        max_gpu_runners_per_run=settings.gpu_max_nodes,
         cpu_pool=cluster.cpu_pool,
     ),
     opts=in_cluster,
@@ -114,15 +129,14 @@ runners = Runners(
     "runners",
     RunnersArgs(
         namespace=settings.namespace,
-        image=cluster_runner_image,
+        image=runner_image.cluster_image,
         broker_url=broker.url,
         broker_subject=broker.subject,
         broker=broker.deployment,
         base_runner_replicas=settings.base_runner_replicas,
+        gpu_runner_job=gpu_runner,
         gpu_count=settings.gpu_count,
-        gpu_machine_type=settings.gpu_machine_type,
         gpu_max_nodes=settings.gpu_max_nodes,
-        gpu_runner_deadline_minutes=settings.gpu_runner_deadline_minutes,
         cpu_pool=cluster.cpu_pool,
     ),
     opts=in_cluster,
@@ -133,7 +147,7 @@ GpuWarmup(
     "gpu-warmup",
     GpuWarmupArgs(
         namespace=broker.namespace,
-        image=cluster_runner_image,
+        image=runner_image.cluster_image,
         gpu_count=settings.gpu_count,
         gpu_machine_type=settings.gpu_machine_type,
         warm_runners=settings.gpu_warm_runners,
@@ -182,6 +196,7 @@ pulumi.export("clusterName", cluster.name)
 pulumi.export("clusterLocation", cluster.location)
 pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("runnerImage", runner_image.image)
-pulumi.export("clusterRunnerImage", cluster_runner_image)
+pulumi.export("clusterRunnerImage", runner_image.cluster_image)
+pulumi.export("brokerImage", broker_image.cluster_image)
 pulumi.export("namespace", runners.namespace)
 pulumi.export("gpuRunnerTemplate", runners.gpu_runner_template)

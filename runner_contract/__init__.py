@@ -27,6 +27,8 @@ GPU_RUNNER = "gpu-runner"
 RUNNER_ACCOUNT = "github-runner"
 """The ServiceAccount of every runner pod; it has no rights."""
 RUNNER_UID = 10001
+GPU_RUNNER_RUN_ID = "GPU_RUNNER_RUN_ID"
+"""Set in a GPU runner's container: the run it serves. Its job-started hook fails any other run's job."""
 
 # --- Nodes ------------------------------------------------------------------------
 POOL_LABEL = "gpu"

@@ -1,8 +1,8 @@
 """Models of what a GPU run waits for and what it bills: figures from published timings and prices.
 
 Not a measurement: tests/benchmark.py prints these next to what it times. The model reads the
-program's own defaults (components.settings, Pulumi.yaml, components.gpu_catalog, components.cpu_sizing,
-components.gpu_warmup) and the example workflow's waits (examples/gpu-training.yml,
+program's own defaults (program.settings, Pulumi.yaml, program.catalog.gpus, program.catalog.cpu_machines,
+program.manifests.warmup) and the example workflow's waits (examples/gpu-training.yml,
 runner_image/gpu-runner.sh) instead of restating them; only the outside world's figures are
 constants here, each with its source.
 
@@ -24,11 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from components import cpu_sizing, gpu_warmup, settings  # noqa: E402
-from components.broker import BROKER_CPU_MILLIS, BROKER_MEMORY_MIB  # noqa: E402
-from components.cluster import NodePoolSpec  # noqa: E402
-from components.gpu_catalog import allocatable, smallest_machine  # noqa: E402
-from components.runner_manifests import BASE_RUNNER_CPU_MILLIS, BASE_RUNNER_MEMORY_MIB  # noqa: E402
+from program import settings
+from program.catalog import cpu_machines as cpu_sizing
+from program.manifests import warmup as gpu_warmup  # noqa: E402
+from program.manifests.broker import BROKER_CPU_MILLIS, BROKER_MEMORY_MIB  # noqa: E402
+from program.components.cluster import NodePoolSpec  # noqa: E402
+from program.catalog.gpus import allocatable, smallest_machine  # noqa: E402
+from program.manifests.runners import BASE_RUNNER_CPU_MILLIS, BASE_RUNNER_MEMORY_MIB  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Published figures and assumptions. Every one names its source and date; "assumption" marks a
@@ -470,7 +472,7 @@ def always_on(machine: str, nodes: int, disk_gb: int, hours: float = HOURS_PER_M
 
 def cpu_node_fit(machine: str, base_runners: int) -> tuple[float, float, float, float]:
     """(requested cores, allocatable cores, requested GiB, allocatable GiB) on one CPU node,
-    counting what components.cpu_sizing counts: GKE's pods, the base runners, the broker, headroom."""
+    counting what program.catalog.cpu_machines counts: GKE's pods, the base runners, the broker, headroom."""
     cores, gib = allocatable(*cpu_sizing.E2_STANDARD[machine])
     cpu = cpu_sizing.SYSTEM_PODS_CPU_MILLIS + base_runners * BASE_RUNNER_CPU_MILLIS + BROKER_CPU_MILLIS
     memory = cpu_sizing.SYSTEM_PODS_MEMORY_MIB + base_runners * BASE_RUNNER_MEMORY_MIB + BROKER_MEMORY_MIB

@@ -29,11 +29,13 @@ SECRET_SIG = rpc._special_secret_sig  # "4dabf18193072939515e22adb298388d"
 PROJECT = "gke-gpu-runners"
 
 GITHUB_TOKEN = "test-github-token"
+RUNNER_TOKEN = "test-runner-token"
 BASE_CONFIG = {
     "gcp:project": "acme-ml",
     "gcp:zone": "us-central1-a",
     f"{PROJECT}:githubRepository": "Acme/Models",
     "github:token": GITHUB_TOKEN,
+    f"{PROJECT}:runnerToken": RUNNER_TOKEN,
 }
 SECRET_KEYS = ("github:token", f"{PROJECT}:runnerToken", f"{PROJECT}:registryToken", f"{PROJECT}:registryPullToken",
                f"{PROJECT}:githubAppPrivateKey")
@@ -55,8 +57,12 @@ def fake_outputs(args: MockResourceArgs, cluster: dict) -> dict:
         return {"email": email, "name": f"projects/{inputs['project']}/serviceAccounts/{email}"}
     if args.typ == "docker:index/image:Image":
         repository = inputs["imageName"].rsplit(":", 1)[0]
-        digest = hashlib.sha256(inputs["imageName"].encode()).hexdigest()
-        return {"repoDigest": f"{repository}@sha256:{digest}"}
+        return {"repoDigest": f"{repository}@{fake_digest(inputs['imageName'])}"}
+    if args.typ == "docker:index/registryImage:RegistryImage":
+        # The same image pushed elsewhere keeps its digest: the one its build was given.
+        return {"sha256Digest": inputs["triggers"]["digest"].rsplit("@", 1)[1]}
+    if args.typ == "gcp:artifactregistry/repository:Repository":
+        return {"repositoryId": inputs["repositoryId"], "name": inputs["repositoryId"]}
     if args.typ == "gcp:projects/serviceIdentity:ServiceIdentity":
         email = f"service-123456789012@gcp-sa-{inputs['service'].split('.')[0]}.iam.gserviceaccount.com"
         return {"email": email, "member": f"serviceAccount:{email}"}
@@ -65,11 +71,11 @@ def fake_outputs(args: MockResourceArgs, cluster: dict) -> dict:
     if args.typ == "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider":
         return {"name": f"projects/123456789012/locations/global/workloadIdentityPools/{inputs['workloadIdentityPoolId']}"
                         f"/providers/{inputs['workloadIdentityPoolProviderId']}"}
-    if args.typ == "gcp:secretmanager/secret:Secret":
-        return {"id": f"projects/{inputs['project']}/secrets/{inputs['secretId']}"}
-    if args.typ == "gcp:secretmanager/secretVersion:SecretVersion":
-        return {"name": f"{inputs['secret']}/versions/1"}
     return {}
+
+
+def fake_digest(image_name: str) -> str:
+    return "sha256:" + hashlib.sha256(image_name.encode()).hexdigest()
 
 
 @dataclass

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 
-from components.preflight import QUOTA_METRICS
+from program.checks.preflight import QUOTA_METRICS
 from local_server import LocalServer, QuietHandler, send_json
 
 

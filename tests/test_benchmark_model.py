@@ -5,8 +5,8 @@ from itertools import pairwise
 import pytest
 
 import cold_start_model as model
-from components import settings
-from components.gpu_catalog import smallest_machine
+from program import settings
+from program.catalog.gpus import smallest_machine
 
 
 @pytest.fixture(scope="module")

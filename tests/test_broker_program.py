@@ -1,4 +1,4 @@
-"""The runner broker, the pull-through registry and the repository check, as the whole program registers them."""
+"""The runner broker, the image registry and the repository check, as the whole program registers them."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 import yaml
 from pulumi import RunError
 
-from conftest import GITHUB_TOKEN, is_secret, run_program
+from conftest import GITHUB_TOKEN, RUNNER_TOKEN, is_secret, run_program
 
 P = "gke-gpu-runners"
 SYSTEM_NS = "github-runners-system"
@@ -35,16 +35,16 @@ def credential(program):
 
 # ----------------------------------------------------------------- the broker --
 
-def test_broker_runs_the_runner_image_in_its_own_namespace_on_the_cpu_pool(program):
+def test_broker_runs_its_own_image_in_its_own_namespace_on_the_cpu_pool(program):
     deployment = broker(program).inputs
     assert deployment["metadata"]["namespace"] == SYSTEM_NS
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # its per-pod memory is never split
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"gpu": "false"}
     container = broker_container(program)
-    assert container["image"] == program.outputs["clusterRunnerImage"]
-    assert container["command"] == ["python3", "/usr/local/bin/broker.py"]
+    assert container["image"] == program.outputs["brokerImage"] != program.outputs["clusterRunnerImage"]
+    assert "command" not in container  # the image's own entrypoint: python3 -m runner_broker
 
 
 def test_broker_gets_the_contract_variables(program):
@@ -53,26 +53,52 @@ def test_broker_gets_the_contract_variables(program):
         "BROKER_RUNNER_NAMESPACE": "github-runners",
         "BROKER_AUDIENCE": "runner-broker.gke-gpu-runners",
         "BROKER_LISTEN": "0.0.0.0:8080",
+        "BROKER_HEALTH_LISTEN": "0.0.0.0:8081",
         "BROKER_BASE_RUNNER_DEPLOYMENT": "base-runner",
         "BROKER_RUNNER_SERVICE_ACCOUNT": "github-runner",
+        "BROKER_GPU_RUNNER_TEMPLATE_FILE": "/etc/runner-broker/gpu-runner-job.json",
+        "BROKER_MAX_GPU_RUNNERS_PER_RUN": "2",
         "BROKER_SWEEP_SECONDS": "30",
         "GITHUB_TOKEN_FILE": "/run/secrets/runner-credential/token",
     }
+
+
+def test_the_most_gpu_runners_a_run_may_ask_for_is_the_gpu_pools_size():
+    program = run_program({f"{P}:gpuMaxNodes": "5"})
+    assert broker_env(program)["BROKER_MAX_GPU_RUNNERS_PER_RUN"] == "5"
+
+
+def test_the_broker_reads_the_programs_gpu_runner_job_as_json_from_its_own_namespace(program):
+    (configmap,) = [c for c in program.of_type("kubernetes:core/v1:ConfigMap") if c.inputs["metadata"]["name"] == "gpu-runner-job"]
+    assert configmap.inputs["metadata"]["namespace"] == SYSTEM_NS  # out of CI's reach
+    job = json.loads(configmap.inputs["data"]["gpu-runner-job.json"])
+    # The same Job the program publishes as the read-only template.
+    assert job == yaml.safe_load(program.outputs["gpuRunnerTemplate"])
+    pod = broker(program).inputs["spec"]["template"]["spec"]
+    mount = next(m for m in broker_container(program)["volumeMounts"] if m["name"] == "gpu-runner-job")
+    volume = next(v for v in pod["volumes"] if v["name"] == "gpu-runner-job")
+    assert mount == {"name": "gpu-runner-job", "mountPath": "/etc/runner-broker", "readOnly": True}
+    assert volume["configMap"]["name"] == "gpu-runner-job"
+    assert program.depends_on(broker(program), configmap)
 
 
 def test_the_runner_credential_lives_in_the_broker_namespace_as_a_pulumi_secret(program):
     secret = credential(program)
     assert secret.inputs["metadata"]["namespace"] == SYSTEM_NS
     assert is_secret(secret.raw_inputs["stringData"])
-    assert secret.inputs["stringData"] == {"token": GITHUB_TOKEN}
+    assert secret.inputs["stringData"] == {"token": RUNNER_TOKEN}
 
 
-def test_runner_token_overrides_the_github_token_for_the_broker():
-    assert credential(run_program({f"{P}:runnerToken": "runner-pat"})).inputs["stringData"] == {"token": "runner-pat"}
+def test_the_broker_never_falls_back_to_the_github_token():
+    with pytest.raises(RunError) as refused:
+        run_program(drop=(f"{P}:runnerToken",))
+    (line,) = [line for line in str(refused.value).splitlines() if "runnerToken:" in line]
+    assert "never taken from github:token" in line
+    assert "Administration read and write and Actions read" in line and "githubAppId" in line
 
 
 def test_a_github_app_replaces_the_pat_and_only_its_key_is_secret():
-    program = run_program(APP)
+    program = run_program(APP, drop=(f"{P}:runnerToken",))
     assert credential(program).inputs["stringData"] == {"private-key": PEM}
     assert is_secret(credential(program).raw_inputs["stringData"])
     variables = broker_env(program)
@@ -100,7 +126,9 @@ def test_broker_is_hardened_and_probed_on_its_health_endpoint(program):
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 8080}
+    # On their own port, so that clients holding the API's connections cannot fail the probes.
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": 8081}
     assert pod["terminationGracePeriodSeconds"] >= 30  # its final sweep
 
 
@@ -202,42 +230,42 @@ def test_the_repository_is_looked_up_by_its_full_name_with_the_github_provider(p
     assert call[2].startswith(program.one("pulumi:providers:github").urn)
 
 
-# ------------------------------------------------------- the pull-through cache --
+# ------------------------------------------------------------- the image registry --
 
-def test_the_cluster_pulls_through_an_artifact_registry_remote_repository_of_ghcr(program):
+def test_the_cluster_pulls_from_a_standard_repository_that_only_its_nodes_may_read(program):
     repository = program.one("gcp:artifactregistry/repository:Repository").inputs
     assert repository["location"] == "us-central1"
-    assert repository["format"] == "DOCKER" and repository["mode"] == "REMOTE_REPOSITORY"
-    remote = repository["remoteRepositoryConfig"]
-    assert remote["dockerRepository"] == {"customRepository": {"uri": "https://ghcr.io"}}
-    credentials = remote["upstreamCredentials"]["usernamePasswordCredentials"]
-    version = program.one("gcp:secretmanager/secretVersion:SecretVersion")
-    assert credentials == {"username": "Acme", "passwordSecretVersion": version.inputs["secret"] + "/versions/1"}
+    assert repository["format"] == "DOCKER" and repository.get("mode", "STANDARD_REPOSITORY") == "STANDARD_REPOSITORY"
+    assert "remoteRepositoryConfig" not in repository
+    (reader,) = program.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
+    assert reader.inputs["role"] == "roles/artifactregistry.reader"
+    assert reader.inputs["repository"] == repository["repositoryId"]
+    assert reader.inputs["member"] == "serviceAccount:gpu-runners-nodes@acme-ml.iam.gserviceaccount.com"
+    project_roles = {m.inputs["role"] for m in program.of_type("gcp:projects/iAMMember:IAMMember")}
+    assert not any(role.startswith("roles/artifactregistry.") for role in project_roles)
 
 
-def test_the_upstream_token_is_a_secret_readable_only_by_artifact_registrys_agent():
+def test_no_registry_token_is_kept_anywhere_in_google_cloud(program):
+    assert not [r for r in program.resources if r.typ.startswith("gcp:secretmanager")]
+    everything = json.dumps([r.inputs for r in program.resources if r.typ.startswith(("gcp:", "kubernetes:"))])
+    assert GITHUB_TOKEN not in everything
+
+
+def test_a_stack_that_still_sets_the_pull_token_is_told_in_one_line_it_is_no_longer_used(caplog):
     program = run_program({f"{P}:registryPullToken": "read-only-token"})
-    version = program.one("gcp:secretmanager/secretVersion:SecretVersion")
-    assert version.inputs["secretData"] == "read-only-token"
-    assert is_secret(version.raw_inputs["secretData"])
-    (member,) = program.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
-    assert member.inputs["role"] == "roles/secretmanager.secretAccessor"
-    assert member.inputs["member"] == "serviceAccount:service-123456789012@gcp-sa-artifactregistry.iam.gserviceaccount.com"
-    assert len(program.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")) == 1
-    repository = program.one("gcp:artifactregistry/repository:Repository")
-    assert program.depends_on(repository, member)
-
-
-def test_the_pull_token_defaults_to_the_registry_token(program):
-    assert program.one("gcp:secretmanager/secretVersion:SecretVersion").inputs["secretData"] == GITHUB_TOKEN
-    program = run_program({f"{P}:registryToken": "push-token"})
-    assert program.one("gcp:secretmanager/secretVersion:SecretVersion").inputs["secretData"] == "push-token"
+    (warning,) = [r.getMessage() for r in caplog.records if "registryPullToken" in r.getMessage()]
+    assert "no longer used" in warning and "pulumi config rm registryPullToken" in warning and "\n" not in warning
+    assert "read-only-token" not in warning
+    assert "read-only-token" not in json.dumps([r.inputs for r in program.resources])
+    caplog.clear()
+    run_program()
+    assert not [r for r in caplog.records if "registryPullToken" in r.getMessage()]
 
 
 def test_apis_are_enabled_before_what_uses_them_and_left_enabled_on_destroy(program):
     services = {s.inputs["service"]: s for s in program.of_type("gcp:projects/service:Service")}
     assert set(services) == {"container.googleapis.com", "containerfilesystem.googleapis.com",
-                             "artifactregistry.googleapis.com", "secretmanager.googleapis.com", "iam.googleapis.com",
+                             "artifactregistry.googleapis.com", "iam.googleapis.com",
                              "sts.googleapis.com", "iamcredentials.googleapis.com"}
     for service in services.values():
         assert service.inputs["disableOnDestroy"] is False
@@ -248,7 +276,6 @@ def test_apis_are_enabled_before_what_uses_them_and_left_enabled_on_destroy(prog
         "sts.googleapis.com": program.one("gcp:iam/workloadIdentityPool:WorkloadIdentityPool"),
         "iamcredentials.googleapis.com": program.one("gcp:serviceaccount/account:Account", "github-oidc"),
         "artifactregistry.googleapis.com": program.one("gcp:artifactregistry/repository:Repository"),
-        "secretmanager.googleapis.com": program.one("gcp:secretmanager/secret:Secret"),
     }
     for api, user in users.items():
         assert program.depends_on(user, services[api]), api
@@ -259,15 +286,15 @@ def test_image_streaming_is_on_for_both_pools(program):
         assert pool.inputs["nodeConfig"]["gcfsConfig"] == {"enabled": True}, pool.name
 
 
-def test_cluster_image_keeps_the_path_and_digest():
-    from components.registry import cluster_image
+def test_an_image_is_pinned_only_by_a_digest():
+    from program.manifests.images import pinned
 
     digest = "sha256:" + "b" * 64
-    assert cluster_image(f"ghcr.io/acme/models/github-runner@{digest}", "europe-west4", "p", "r") == (
-        f"europe-west4-docker.pkg.dev/p/r/acme/models/github-runner@{digest}"
+    assert pinned("europe-west4-docker.pkg.dev/p/r", "github-runner", digest) == (
+        f"europe-west4-docker.pkg.dev/p/r/github-runner@{digest}"
     )
     with pytest.raises(ValueError):
-        cluster_image(f"docker.io/acme/runner@{digest}", "europe-west4", "p", "r")
+        pinned("europe-west4-docker.pkg.dev/p/r", "github-runner", "latest")
 
 
 def test_outputs_include_both_images_and_the_template_is_plain_yaml(program):

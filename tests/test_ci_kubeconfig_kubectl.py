@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from components.documents import ci_kubeconfig
+from program.manifests.kubeconfigs import ci_kubeconfig
 from conftest import ROOT
 from fake_token_services import ACCESS_TOKEN, SECRETS, TokenServices
 from tls_apiserver import ApiServer, kube_apiserver, kubectl_against, kubectl_binary

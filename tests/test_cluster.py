@@ -76,7 +76,7 @@ def test_gke_resources_wait_at_least_30_minutes(program, kind):
             assert value.endswith("m") and int(value[:-1]) >= 30, (resource.name, operation, value)
 
 
-def test_nodes_run_as_a_dedicated_account_with_only_logging_metrics_and_image_roles(program):
+def test_nodes_run_as_a_dedicated_account_with_only_logging_and_metrics_roles_project_wide(program):
     account = program.one(ACCOUNT, "gke-nodes")
     email = f"{account.inputs['accountId']}@acme-ml.iam.gserviceaccount.com"
     roles = {r.inputs["role"] for r in program.of_type(IAM) if r.inputs["member"] == f"serviceAccount:{email}"}
@@ -86,8 +86,7 @@ def test_nodes_run_as_a_dedicated_account_with_only_logging_metrics_and_image_ro
         "roles/monitoring.viewer",
         "roles/stackdriver.resourceMetadata.writer",
         "roles/autoscaling.metricsWriter",
-        "roles/artifactregistry.reader",
-    }
+    }  # images: read on the project's own repository alone (test_broker_program)
     assert not {r.inputs["role"] for r in program.of_type(IAM)} & {"roles/editor", "roles/owner"}
     for pool in program.of_type(POOL):
         assert pool.inputs["nodeConfig"]["serviceAccount"] == email
@@ -96,7 +95,7 @@ def test_nodes_run_as_a_dedicated_account_with_only_logging_metrics_and_image_ro
 def test_cluster_is_created_after_its_node_roles_are_granted(program):
     cluster = program.one(CLUSTER)
     node_roles = [role for role in program.of_type(IAM) if role.name.startswith("gke-nodes-")]
-    assert len(node_roles) == 6
+    assert len(node_roles) == 5
     for role in node_roles:
         assert program.depends_on(cluster, role), role.name
 

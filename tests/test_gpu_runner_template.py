@@ -7,12 +7,13 @@ import subprocess
 import pytest
 import yaml
 
-from components.gpu_catalog import RunnerShare
-from components.runner_manifests import gpu_runner_job, render_template
+from program.catalog.gpus import runner_share
+from program.manifests.runners import gpu_runner_job, render_template
 
 IMAGE = "us-central1-docker.pkg.dev/acme-ml/gpu-runners-ghcr/acme/models/github-runner@sha256:" + "a" * 64
 BROKER_URL = "http://runner-broker.github-runners-system.svc.cluster.local:80"
-SHARE = RunnerShare(cpu_millis=2900, memory_mib=10496)
+MACHINE = "n1-standard-4"
+SHARE = runner_share(MACHINE)
 RUNS = [("9876543210", "1"), ("9876543211", "1"), ("9876543210", "2")]  # two runs, and a re-run
 
 
@@ -30,7 +31,7 @@ def envsubst(template: str, run_id: str, attempt: str) -> dict:
 
 @pytest.fixture(scope="module")
 def jobs() -> list[dict]:
-    template = render_template(gpu_runner_job(IMAGE, BROKER_URL, "github-runners", 1, SHARE, 240))
+    template = render_template(gpu_runner_job(IMAGE, "github-runners", 1, MACHINE, 240))
     return [envsubst(template, run_id, attempt) for run_id, attempt in RUNS]
 
 
@@ -56,10 +57,13 @@ def test_each_job_carries_the_contract_labels_the_broker_names_and_labels_its_ru
             assert labels["app.kubernetes.io/part-of"] == "gke-gpu-runners"  # what the broker's sweep lists
 
 
-def test_the_pod_chooses_neither_its_runner_name_nor_its_labels(jobs):
-    variables = runner_env(jobs[0])
-    assert set(variables) == {"RUNNER_BROKER_URL", "RUNNER_BROKER_TOKEN_FILE"}
-    assert variables["RUNNER_BROKER_URL"] == BROKER_URL
+def test_the_pod_chooses_neither_its_runner_name_nor_its_labels_and_knows_only_its_run(jobs):
+    for (run_id, _attempt), job in zip(RUNS, jobs):
+        variables = runner_env(job)
+        assert set(variables) == {"RUNNER_BROKER_URL", "RUNNER_BROKER_TOKEN_FILE", "GPU_RUNNER_RUN_ID"}
+        assert variables["RUNNER_BROKER_URL"] == BROKER_URL
+        # What its job-started hook compares every job's run with.
+        assert variables["GPU_RUNNER_RUN_ID"] == run_id
 
 
 def test_numeric_ids_stay_strings_after_substitution(jobs):
@@ -129,6 +133,6 @@ def test_template_documents_are_valid_yaml_with_one_job_each(jobs):
 def test_runner_takes_what_gke_leaves_of_its_node_with_guaranteed_qos(jobs):
     resources = container(jobs[0])["resources"]
     assert resources["requests"] == resources["limits"]
-    assert resources["requests"]["cpu"] == "2900m" and resources["requests"]["memory"] == "10496Mi"
+    assert resources["requests"]["cpu"] == f"{SHARE.cpu_millis}m" and resources["requests"]["memory"] == f"{SHARE.memory_mib}Mi"
     dshm = next(v for v in jobs[0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "dshm")
-    assert dshm["emptyDir"]["sizeLimit"] == f"{10496 // 4}Mi"
+    assert dshm["emptyDir"]["sizeLimit"] == f"{SHARE.memory_mib // 4}Mi"

@@ -101,14 +101,16 @@ def test_placeholders_live_outside_the_runner_namespace_and_its_gpu_quota():
 
 def test_every_pod_the_program_runs_pulls_from_artifact_registry_by_digest():
     program = run_program({f"{P}:gpuWarmRunners": "1"})
-    pulled = program.outputs["clusterRunnerImage"]
-    assert pulled.startswith("us-central1-docker.pkg.dev/") and "@sha256:" in pulled
+    runner, broker = program.outputs["clusterRunnerImage"], program.outputs["brokerImage"]
+    for pulled in (runner, broker):
+        assert pulled.startswith("us-central1-docker.pkg.dev/") and "@sha256:" in pulled
     specs = all_pod_specs(program)
     assert len(specs) == 5  # broker, base runner, placeholder, preloader, GPU runner
+    images = []
     for spec in specs:
         assert "imagePullSecrets" not in spec
-        for container in spec["containers"]:
-            assert container["image"] == pulled
+        images += [container["image"] for container in spec["containers"]]
+    assert sorted(images) == sorted([broker] + [runner] * 4)
 
 
 def test_nothing_on_a_gpu_node_keeps_it_alive_once_idle():

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "runner_image"
 DOCKERFILE = IMAGE / "Dockerfile"
 STARTUP = IMAGE / "startup.sh"
-DOCKERIGNORE = IMAGE / ".dockerignore"
+DOCKERIGNORE = ROOT / ".dockerignore"
 
 
 def tool(name: str) -> str:
@@ -112,18 +112,21 @@ def test_tools_jobs_need_are_installed():
 
 def test_broker_ships_in_the_image_with_the_package_that_signs_app_jwts():
     assert re.search(r"(?<![\w-])python3-cryptography(?![\w-])", apt_packages()), "no python3-cryptography"
-    assert ("COPY", "--chmod=0755 broker.py /usr/local/bin/broker.py") in instructions()
+    assert ("COPY", "--chmod=0755 runner_image/broker.py /usr/local/bin/broker.py") in instructions()
 
 
-def test_build_context_admits_exactly_the_files_the_dockerfile_copies():
+def test_build_context_admits_exactly_the_images_source_folders_and_the_dockerfile_copies_only_from_them():
+    from program.manifests.images import BROKER_IMAGE, RUNNER_IMAGE
+
     lines = (line.strip() for line in DOCKERIGNORE.read_text().splitlines())
     rules = [line for line in lines if line and not line.startswith("#")]
     assert rules[0] == "*", "the context must start from nothing"
-    admitted = {rule[1:] for rule in rules[1:] if rule.startswith("!")}
+    admitted = {rule[1:].rstrip("/") for rule in rules[1:] if rule.startswith("!")}
+    assert admitted == {*RUNNER_IMAGE.sources, *BROKER_IMAGE.sources}
     copied = {rest.split()[-2] for keyword, rest in instructions() if keyword == "COPY"}
-    assert copied == admitted == {"startup.sh", "broker.py", "gpu-runner.sh"}
     for name in copied:
-        assert (IMAGE / name).is_file(), f"{name} is copied into the image but missing from runner_image/"
+        assert name.split("/")[0] in RUNNER_IMAGE.sources, f"{name} is outside the runner image's sources"
+        assert (ROOT / name).exists(), f"{name} is copied into the image but missing"
 
 
 def test_runs_as_numeric_non_root_user_with_tini_entrypoint():
@@ -134,7 +137,7 @@ def test_runs_as_numeric_non_root_user_with_tini_entrypoint():
     assert "--gid 10001 runner" in runs and "--uid 10001 --gid 10001" in runs
     [entrypoint] = [rest for keyword, rest in found if keyword == "ENTRYPOINT"]
     assert entrypoint == '["/usr/bin/tini", "--", "/usr/local/bin/startup.sh"]'
-    assert ("COPY", "--chmod=0755 startup.sh /usr/local/bin/startup.sh") in found
+    assert ("COPY", "--chmod=0755 runner_image/startup.sh /usr/local/bin/startup.sh") in found
 
 
 def test_runner_home_and_gpu_driver_paths():

@@ -39,8 +39,10 @@ def test_a_fit_zone_and_quota_pass_with_the_providers_own_token_in_four_reads(co
         "/compute/v1/projects/acme-ml",
     ]
     assert {auth for _, auth in compute.requests} == {f"Bearer {FAKE_GCP_ACCESS_TOKEN}"}
-    (client_config,) = [c for c in program.calls if c[0] == "gcp:organizations/getClientConfig:getClientConfig"]
-    assert client_config[2].startswith(program.one("pulumi:providers:gcp").urn)
+    # The preflight's token, and the image push's: both the GCP provider's own.
+    client_configs = [c for c in program.calls if c[0] == "gcp:organizations/getClientConfig:getClientConfig"]
+    assert len(client_configs) == 2
+    assert all(call[2].startswith(program.one("pulumi:providers:gcp").urn) for call in client_configs)
 
 
 def test_an_unknown_zone_is_refused_before_any_resource(compute):
@@ -121,4 +123,5 @@ def test_skip_preflight_asks_nothing(compute):
     program = run_program({f"{P}:skipPreflight": "true"})
 
     assert compute.requests == []
-    assert not [c for c in program.calls if c[0] == "gcp:organizations/getClientConfig:getClientConfig"]
+    # Only the image push still asks for the provider's token.
+    assert len([c for c in program.calls if c[0] == "gcp:organizations/getClientConfig:getClientConfig"]) == 1

@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from conftest import GITHUB_TOKEN, is_secret, run_program
+from conftest import GITHUB_TOKEN, RUNNER_TOKEN, is_secret, run_program
 
 NS = "kubernetes:core/v1:Namespace"
 SECRET = "kubernetes:core/v1:Secret"
@@ -81,7 +81,7 @@ def test_no_secret_in_the_runner_namespace_holds_any_configured_token():
         "github:token": tokens["github"],
         "gke-gpu-runners:runnerToken": tokens["runner"],
         "gke-gpu-runners:registryToken": tokens["registry"],
-        "gke-gpu-runners:registryPullToken": tokens["pull"],
+        "gke-gpu-runners:registryPullToken": tokens["pull"],  # no longer used: it must land nowhere
     })
     runner_namespace = json.dumps([r.inputs for r in in_namespace(program, RUNNER_NS)])
     for token in tokens.values():
@@ -102,8 +102,8 @@ def test_runner_pods_mount_no_credential_and_carry_the_projected_broker_token(pr
         assert pod["automountServiceAccountToken"] is False
         assert not [v for v in pod["volumes"] if "secret" in v]
         assert not [e for e in container["env"] if "valueFrom" in e]
-        assert env(container) == {"RUNNER_BROKER_URL": BROKER_URL,
-                                  "RUNNER_BROKER_TOKEN_FILE": "/run/secrets/runner-broker/token"}
+        assert {k: v for k, v in env(container).items() if k != "GPU_RUNNER_RUN_ID"} == {
+            "RUNNER_BROKER_URL": BROKER_URL, "RUNNER_BROKER_TOKEN_FILE": "/run/secrets/runner-broker/token"}
         (token,) = [v for v in pod["volumes"] if "projected" in v]
         assert token["projected"]["sources"] == [{"serviceAccountToken": {
             "audience": "runner-broker.gke-gpu-runners", "expirationSeconds": 600, "path": "token"}}]
@@ -123,7 +123,7 @@ def test_runners_run_the_published_digest_as_the_cluster_pulls_it(program):
     published = program.outputs["runnerImage"]
     pulled = program.outputs["clusterRunnerImage"]
     assert published.startswith("ghcr.io/acme/models/github-runner@sha256:")
-    assert pulled == "us-central1-docker.pkg.dev/acme-ml/gpu-runners-ghcr/" + published.removeprefix("ghcr.io/")
+    assert pulled == "us-central1-docker.pkg.dev/acme-ml/gpu-runners-images/github-runner@" + published.split("@")[1]
     assert base_pod(program)["containers"][0]["image"] == pulled
     assert gpu_pod(program)["containers"][0]["image"] == pulled
 
@@ -161,7 +161,7 @@ def test_gpu_pool_does_not_wait_for_anything_in_the_cluster(program):
 
 
 def test_gpu_runner_template_is_published_as_configmap_and_output(program):
-    configmap = program.one(CONFIGMAP).inputs
+    configmap = program.one(CONFIGMAP, "gpu-runner-template").inputs
     assert configmap["metadata"]["name"] == "gpu-runner-template"
     assert configmap["data"] == {"runner-gpu.yaml": program.outputs["gpuRunnerTemplate"]}
     job = yaml.safe_load(program.outputs["gpuRunnerTemplate"])
@@ -207,21 +207,23 @@ def test_runner_service_account_mounts_no_token_and_has_no_rights(program):
         assert "github-runner" not in [s["name"] for s in binding.inputs["subjects"]], binding.name
 
 
-def test_brokers_rights_in_the_runner_namespace_are_exactly_reading_owners_and_replacing_pods(program):
+def test_brokers_rights_in_the_runner_namespace_are_exactly_the_calls_the_contract_lists(program):
     role = next(r.inputs for r in program.of_type(ROLE) if r.inputs["metadata"]["name"] == "runner-broker")
     assert role["metadata"]["namespace"] == RUNNER_NS
     assert sorted((tuple(r["apiGroups"]), tuple(r["resources"]), tuple(sorted(r["verbs"]))) for r in role["rules"]) == [
-        (("",), ("pods",), ("delete", "get", "list")),
+        (("",), ("events",), ("list",)),
+        (("",), ("pods",), ("delete", "get", "list", "patch")),  # patch: the grant annotation
         (("apps",), ("replicasets",), ("get",)),
-        (("batch",), ("jobs",), ("get",)),
+        (("batch",), ("jobs",), ("create", "delete", "get", "list")),
     ]
+    assert not [r for r in role["rules"] if "secrets" in r["resources"]]
     binding = next(b.inputs for b in program.of_type(BINDING) if b.inputs["metadata"]["name"] == "runner-broker")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "runner-broker"}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "runner-broker", "namespace": SYSTEM_NS}]
 
 
 def test_runner_pods_match_the_image_user_and_probe_with_a_tool_the_image_installs():
-    from components.runner_manifests import RUNNER_UID
+    from program.manifests.runners import RUNNER_UID
     from conftest import ROOT
 
     dockerfile = (ROOT / "runner_image" / "Dockerfile").read_text()
@@ -231,8 +233,7 @@ def test_runner_pods_match_the_image_user_and_probe_with_a_tool_the_image_instal
 
 def test_the_github_token_is_used_only_by_the_github_provider_and_the_image_push(program):
     holders = {r.typ for r in program.resources if GITHUB_TOKEN in json.dumps(r.inputs)}
-    # The broker's Secret holds it as the runner PAT by default; nothing in the runner namespace does.
-    assert holders == {"pulumi:providers:github", "docker:index/image:Image", SECRET,
-                       "gcp:secretmanager/secretVersion:SecretVersion"}
-    (holder,) = [s for s in program.of_type(SECRET) if GITHUB_TOKEN in json.dumps(s.inputs)]
+    # Not the broker: its credential is runnerToken alone, never a fallback to github:token.
+    assert holders == {"pulumi:providers:github", "docker:index/image:Image"}
+    (holder,) = [s for s in program.of_type(SECRET) if RUNNER_TOKEN in json.dumps(s.inputs)]
     assert holder.inputs["metadata"]["namespace"] == SYSTEM_NS

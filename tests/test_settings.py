@@ -4,7 +4,7 @@ import pytest
 import yaml
 from pulumi import RunError
 
-from components.gpu_catalog import ACCELERATORS, machine_problem, smallest_machine
+from program.catalog.gpus import ACCELERATORS, machine_problem, smallest_machine
 from conftest import run_program
 
 P = "gke-gpu-runners"
@@ -30,7 +30,7 @@ BAD = [
     ({f"{P}:gpuDriverVersion": "INSTALLATION_DISABLED"}, (), f"{P}:gpuDriverVersion", "DEFAULT, LATEST"),
     ({}, ("gcp:zone",), "gcp:zone", "zone"),
     ({f"{P}:location": "us-central1"}, (), f"{P}:location", "us-central1-a"),
-    ({}, ("github:token",), "github:token", "unless runnerToken or a GitHub App is set"),
+    ({}, ("github:token",), "github:token", "may write the repository's Actions secrets and variables"),
     ({"gcp:project": "my-gcp-project"}, (), "gcp:project", "sample stack's placeholder"),
     ({f"{P}:githubRepository": "my-org/my-ml-repository"}, (), f"{P}:githubRepository", "sample stack's placeholder"),
     ({f"{P}:gpuType": "nvidia-t4"}, (), f"{P}:gpuType", "did you mean nvidia-tesla-t4?"),
@@ -140,7 +140,7 @@ def test_every_default_gpu_machine_passes_its_own_check():
 
 
 def test_gke_allocatable_matches_its_published_figures_for_n1_standard_4():
-    from components.gpu_catalog import allocatable
+    from program.catalog.gpus import allocatable
 
     cores, gib = allocatable(4, 15.0)
     assert round(cores, 2) == 3.92
@@ -149,7 +149,7 @@ def test_gke_allocatable_matches_its_published_figures_for_n1_standard_4():
 
 @pytest.mark.parametrize("gpu_type", sorted(ACCELERATORS))
 def test_gpu_runner_share_leaves_gke_room_on_every_default_machine(gpu_type):
-    from components.gpu_catalog import (MIN_RUNNER_CPU_MILLIS, MIN_RUNNER_MEMORY_MIB, allocatable, machine_shape,
+    from program.catalog.gpus import (MIN_RUNNER_CPU_MILLIS, MIN_RUNNER_MEMORY_MIB, allocatable, machine_shape,
                                         runner_share)
 
     for count in ACCELERATORS[gpu_type].counts:
@@ -169,7 +169,7 @@ def test_a_machine_too_small_for_a_runner_is_refused():
 
 
 def test_base_runners_default_to_one_per_gpu_node_and_size_the_cpu_machine():
-    from components.settings import default_cpu_machine
+    from program.settings import default_cpu_machine
 
     program = run_program({f"{P}:gpuMaxNodes": "6"})
     assert program.one("kubernetes:apps/v1:Deployment", "base-runner").inputs["spec"]["replicas"] == 6
@@ -182,9 +182,9 @@ def test_base_runners_default_to_one_per_gpu_node_and_size_the_cpu_machine():
 @pytest.mark.parametrize("replicas, machine", [(1, "e2-standard-2"), (2, "e2-standard-2"), (3, "e2-standard-4"),
                                                (8, "e2-standard-4"), (12, "e2-standard-8")])
 def test_default_cpu_machine_is_the_smallest_that_holds_its_pods_with_room(replicas, machine):
-    from components.cpu_sizing import HEADROOM, SYSTEM_PODS_CPU_MILLIS, E2_STANDARD
-    from components.gpu_catalog import allocatable
-    from components.settings import default_cpu_machine
+    from program.catalog.cpu_machines import HEADROOM, SYSTEM_PODS_CPU_MILLIS, E2_STANDARD
+    from program.catalog.gpus import allocatable
+    from program.settings import default_cpu_machine
 
     assert default_cpu_machine(replicas) == machine
     cores, _ = allocatable(*E2_STANDARD[machine])

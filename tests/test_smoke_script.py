@@ -25,9 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.documents import operator_kubeconfig
-from components.gpu_catalog import RunnerShare
-from components.runner_manifests import gpu_runner_job, render_template
+from program.manifests.kubeconfigs import operator_kubeconfig
+from program.manifests.runners import gpu_runner_job, render_template
 from fake_github import FakeGitHub, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +45,7 @@ JOB = f"gpu-runner-{RUN_ID}-1"
 IMAGE_RUNNER_VERSION = "2.336.0"
 
 # The template as the program publishes it, with text that must reach the cluster as is.
-_job = gpu_runner_job(IMAGE, "http://runner-broker.github-runners-system.svc.cluster.local:80", NAMESPACE, 1,
-                      RunnerShare(cpu_millis=2900, memory_mib=10496), 240)
+_job = gpu_runner_job(IMAGE, NAMESPACE, 1, "n1-standard-4", 240)
 _job["metadata"]["annotations"] = {"smoke-test/untouched": "$HOME ${KEEP_ME} $(date)"}
 TEMPLATE = render_template(_job)
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import pulumi
 from pulumi.runtime.config import get_config, is_config_secret
 
-from components import broker, runner_manifests
-from components.cpu_sizing import smallest_cpu_machine
-from components.gpu_catalog import ACCELERATORS, machine_problem, smallest_machine
+from program.catalog.cpu_machines import smallest_cpu_machine
+from program.catalog.gpus import ACCELERATORS, machine_problem, smallest_machine
+from program.manifests import broker, runners
 
 PROJECT = "gke-gpu-runners"
 # The placeholders of the sample stack, Pulumi.dev.yaml: they pass every pattern, so name them.
@@ -47,6 +47,17 @@ class RunnerCredential:
     def is_app(self) -> bool:
         return self.app_id is not None
 
+    def secret_data(self) -> dict[str, pulumi.Output[str]]:
+        """The credential Secret's keys: the PAT, or the App's private key; IDs are not secret."""
+        if self.is_app:
+            return {"private-key": pulumi.Output.secret(self.app_private_key)}
+        return {"token": pulumi.Output.secret(self.pat)}
+
+
+def this_stack() -> str:
+    """`<organization>/<project>/<stack>`: what the owner variable in GitHub names."""
+    return f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -64,8 +75,6 @@ class Settings:
     runner_credential: "RunnerCredential"
     registry_token: pulumi.Output[str]
     """Pushes the runner image to GHCR, where `pulumi up` runs; never in the cluster."""
-    registry_pull_token: pulumi.Output[str]
-    """Reads the image from GHCR: Artifact Registry's upstream credential, in Secret Manager."""
     allow_public_repository: bool
     cpu_machine_type: str
     cpu_min_nodes: int
@@ -201,11 +210,13 @@ def load_settings() -> Settings:
 
     github_token = read.secret("github:token")
     if github_token is None:
-        read.problem("github:token", "required; accepted: a GitHub token (pulumi config set --secret github:token ...); "
-                                     "it also registers the runners unless runnerToken or a GitHub App is set")
-    runner_credential = _runner_credential(read, github_token)
+        read.problem("github:token", "required; accepted: a GitHub token that may write the repository's Actions secrets and "
+                                     "variables (pulumi config set --secret github:token ...)")
+    runner_credential = _runner_credential(read)
     registry_token = read.secret("registryToken") or github_token
-    registry_pull_token = read.secret("registryPullToken") or registry_token
+    if read.secret("registryPullToken") is not None:
+        pulumi.log.warn("gke-gpu-runners:registryPullToken is no longer used (the cluster pulls from its own Artifact "
+                        "Registry repository, with no token); remove it: pulumi config rm registryPullToken")
 
     gpu_type = read.text("gpuType", "nvidia-tesla-t4")
     if gpu_type not in ACCELERATORS:
@@ -233,7 +244,6 @@ def load_settings() -> Settings:
         github_token=github_token,
         runner_credential=runner_credential,
         registry_token=registry_token,
-        registry_pull_token=registry_pull_token,
         allow_public_repository=read.boolean("allowPublicRepository", False),
         cpu_machine_type=cpu_machine_type,
         cpu_min_nodes=cpu_min,
@@ -331,7 +341,7 @@ def default_cpu_machine(base_runner_replicas: int) -> str:
     """The smallest machine one node of which holds the base runners, the broker and GKE's own pods."""
     return smallest_cpu_machine(
         base_runner_replicas,
-        runner_manifests.BASE_RUNNER_CPU_MILLIS, runner_manifests.BASE_RUNNER_MEMORY_MIB,
+        runners.BASE_RUNNER_CPU_MILLIS, runners.BASE_RUNNER_MEMORY_MIB,
         broker.BROKER_CPU_MILLIS, broker.BROKER_MEMORY_MIB,
     )
 
@@ -340,16 +350,21 @@ APP_KEYS = ("githubAppId", "githubAppInstallationId", "githubAppPrivateKey")
 NUMERIC_ID = re.compile(r"^[0-9]{1,20}$")
 
 
-def _runner_credential(read: _Reader, github_token: pulumi.Output[str] | None) -> RunnerCredential:
-    """A GitHub App when all three App keys are set, else a PAT (`runnerToken`, then `github:token`)."""
+def _runner_credential(read: _Reader) -> RunnerCredential:
+    """A GitHub App when all three App keys are set, else the PAT in `runnerToken`; never `github:token`."""
     app_id = read.text("githubAppId")
     installation_id = read.text("githubAppInstallationId")
     private_key = read.secret("githubAppPrivateKey")
     given = [key for key, value in zip(APP_KEYS, (app_id, installation_id, private_key), strict=True) if value is not None]
     pat = read.secret("runnerToken")
     if not given:
-        # With neither token, the github:token line already says what to set.
-        return RunnerCredential(pat=pat or github_token)
+        if pat is None:
+            read.problem("runnerToken", "required unless a GitHub App is set (it is never taken from github:token, which "
+                                        "can do far more); accepted: a fine-grained PAT for this repository alone with "
+                                        "Administration read and write and Actions read (pulumi config set --secret "
+                                        "runnerToken ...), or all three githubAppId, githubAppInstallationId and "
+                                        "githubAppPrivateKey of an App with those permissions")
+        return RunnerCredential(pat=pat)
     if len(given) < len(APP_KEYS):
         missing = ", ".join(read.qualified(k) for k in APP_KEYS if k not in given)
         read.problem(given[0], f"a GitHub App needs all three App keys; missing: {missing}; accepted: all of them, or none (a PAT in runnerToken)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
-from components.settings import Settings
+from program.settings import Settings
 
 COMPUTE_API = "https://compute.googleapis.com"
 TIMEOUT_SECONDS = 10

@@ -1,23 +1,21 @@
-"""CI's access to the cluster: a Google service account that may only start and stop GPU runners."""
+"""CI's access to the cluster: a Google service account that may only read the runner namespace."""
 
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.documents import ci_kubeconfig
-from components.runner_manifests import TEMPLATE_CONFIGMAP, app_labels
+from program.manifests.kubeconfigs import ci_kubeconfig
+from program.manifests.runners import app_labels
 
 CI_ROLE = "ci-runner-launcher"
 
-# Exactly what `gpu-runner start|guard|stop` does: create this run's runner Job from the
-# template, watch it and its pod and their events, read the runner's log, delete the Job.
+# Read-only: the broker creates and deletes GPU runners, on a run's own request. CI may
+# watch them, their pods and events, and read a runner's log; nothing else, nowhere else.
+READ = ["get", "list", "watch"]
 CI_RULES = [
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [TEMPLATE_CONFIGMAP], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["pods", "pods/log", "events"], "verbs": READ},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": READ},
 ]
 
 
@@ -35,7 +33,7 @@ class CiAccessArgs:
 
 
 class CiAccess(pulumi.ComponentResource):
-    """A namespaced Role and a RoleBinding to CI's Google service account, and a kubeconfig without credentials.
+    """A read-only namespaced Role and a RoleBinding to CI's Google service account, and a kubeconfig without credentials.
 
     Gives `kubeconfig`: endpoint, CA and the runner namespace; for credentials it runs
     `gpu-runner credential`, which trades the run's GitHub OIDC token for a short-lived

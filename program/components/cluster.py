@@ -5,16 +5,16 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
-from components.documents import operator_kubeconfig
+from program.manifests.kubeconfigs import operator_kubeconfig
 
-# What a node needs and no more: write its logs and metrics, read container images.
+# What a node needs and no more: write its logs and metrics. It reads images from the
+# project's own repository alone, granted there (ImageRegistry), not project-wide.
 NODE_ROLES = (
     "roles/logging.logWriter",
     "roles/monitoring.metricWriter",
     "roles/monitoring.viewer",
     "roles/stackdriver.resourceMetadata.writer",
     "roles/autoscaling.metricsWriter",
-    "roles/artifactregistry.reader",
 )
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
@@ -97,6 +97,8 @@ class GkeCluster(pulumi.ComponentResource):
     context_name: pulumi.Output[str]
     """The kubeconfig name gcloud would give the cluster: gke_<project>_<zone>_<name>."""
     kubeconfig: pulumi.Output[str]
+    node_account_member: pulumi.Output[str]
+    """The nodes' service account as an IAM member, for the image repository to grant reading."""
     cpu_pool: gcp.container.NodePool
     gpu_pool: gcp.container.NodePool
 
@@ -111,12 +113,13 @@ class GkeCluster(pulumi.ComponentResource):
             display_name=f"GKE nodes of {args.cluster_name}",
             opts=child,
         )
+        self.node_account_member = node_account.email.apply(lambda email: f"serviceAccount:{email}")
         node_roles = [
             gcp.projects.IAMMember(
                 f"{name}-nodes-{role.split('/')[1].replace('.', '-').lower()}",
                 project=args.gcp_project,
                 role=role,
-                member=node_account.email.apply(lambda email: f"serviceAccount:{email}"),
+                member=self.node_account_member,
                 opts=child,
             )
             for role in NODE_ROLES

@@ -5,16 +5,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import runner_manifests as m
-from components.gpu_catalog import runner_share
+from program.manifests import runners as m
+from program.manifests.broker import RUNNER_NAMESPACE_RULES
 
-# What the broker may do here: read what owns a runner pod, and replace a spent
-# base runner with a fresh pod. Nothing else, and no Secret.
-BROKER_RULES = [
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]},
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
-    {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},
-]
 BROKER_ACCESS = "runner-broker"
 GPU_QUOTA = "gpu-runners"
 
@@ -30,12 +23,11 @@ class RunnersArgs:
     broker: pulumi.Resource
     """The runner namespace waits for the broker, so destroy removes the runners first."""
     base_runner_replicas: int
+    gpu_runner_job: pulumi.Input[dict]
+    """The GPU runner Job the broker creates per run, published here read-only as a template."""
     gpu_count: int
-    gpu_machine_type: str
-    """The GPU runner is sized to take what GKE leaves of one such machine."""
     gpu_max_nodes: int
-    """The namespace may request no more GPUs than this many nodes carry."""
-    gpu_runner_deadline_minutes: int
+    """The namespace may request no more GPUs than this many nodes of `gpu_count` carry."""
     cpu_pool: pulumi.Resource
     """The base runner waits for this pool, and for no other."""
 
@@ -47,7 +39,8 @@ class Runners(pulumi.ComponentResource):
     runners' ServiceAccount (no API token, no rights), a NetworkPolicy refusing all
     ingress to runner pods, a ResourceQuota capping GPU requests at what the GPU pool
     holds, the broker's Role and RoleBinding, the base-runner Deployment on the CPU
-    pool, and ConfigMap `gpu-runner-template` holding the GPU runner Job template.
+    pool, and ConfigMap `gpu-runner-template`: the GPU runner Job, read-only, for people
+    and the smoke test (the broker creates runners from its own copy).
     """
 
     namespace: pulumi.Output[str]
@@ -85,7 +78,7 @@ class Runners(pulumi.ComponentResource):
             spec={"hard": {f"requests.{m.GPU_RESOURCE}": str(args.gpu_max_nodes * args.gpu_count)}},
             opts=child,
         )
-        broker_role = k8s.rbac.v1.Role(f"{name}-broker", metadata=metadata(BROKER_ACCESS), rules=BROKER_RULES, opts=child)
+        broker_role = k8s.rbac.v1.Role(f"{name}-broker", metadata=metadata(BROKER_ACCESS), rules=RUNNER_NAMESPACE_RULES, opts=child)
         broker_binding = k8s.rbac.v1.RoleBinding(
             f"{name}-broker",
             metadata=metadata(BROKER_ACCESS),
@@ -111,13 +104,7 @@ class Runners(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[account, broker_binding, args.cpu_pool]),
         )
 
-        share = runner_share(args.gpu_machine_type)
-        self.gpu_runner_template = pulumi.Output.all(args.image, namespace.metadata.name).apply(
-            lambda values: m.render_template(
-                m.gpu_runner_job(values[0], args.broker_url, values[1], args.gpu_count, share,
-                                 args.gpu_runner_deadline_minutes)
-            )
-        )
+        self.gpu_runner_template = pulumi.Output.from_input(args.gpu_runner_job).apply(m.render_template)
         k8s.core.v1.ConfigMap(
             f"{name}-gpu-runner-template",
             metadata=metadata(m.TEMPLATE_CONFIGMAP),

@@ -5,6 +5,11 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_github as github
 
+from program.settings import this_stack
+# An Actions variable names the stack owning the secrets, so a later `pulumi up`
+# tells its own secrets from someone else's.
+from runner_contract import OWNER_VARIABLE
+
 
 def public_repository_problem(full_name: str, visibility: str | None, allow_public: bool) -> str | None:
     """Why a repository must not get these runners, or None."""
@@ -36,15 +41,6 @@ def look_up_repository(full_name: str, allow_public: bool, provider: github.Prov
         raise pulumi.RunError(f"1 configuration problem(s); nothing was created:\n  - {problem}")
     owner = github.get_user(username=full_name.split("/")[0], opts=options)
     return RepositoryFacts(repository.full_name or full_name, str(repository.repo_id), str(owner.id))
-
-
-# An Actions variable that names the stack owning the secrets below it, so a later
-# `pulumi up` tells its own secrets from someone else's.
-OWNER_VARIABLE = "GKE_GPU_RUNNERS_STACK"
-
-
-def this_stack() -> str:
-    return f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
 
 
 def takeover_problem(full_name: str, ours: set[str], existing: set[str], owner: str | None, adopt: bool) -> str | None:

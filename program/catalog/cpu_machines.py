@@ -1,6 +1,6 @@
 """The CPU pool's default machine: the smallest that holds what runs there, with a little room."""
 
-from components.gpu_catalog import allocatable
+from program.catalog.gpus import allocatable
 
 # E2 standard machines: vCPUs and GiB of memory.
 E2_STANDARD = {f"e2-standard-{n}": (n, 4.0 * n) for n in (2, 4, 8, 16, 32)}

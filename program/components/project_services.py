@@ -8,12 +8,11 @@ import pulumi_gcp as gcp
 CONTAINER = "container.googleapis.com"
 IMAGE_STREAMING = "containerfilesystem.googleapis.com"
 ARTIFACT_REGISTRY = "artifactregistry.googleapis.com"
-SECRET_MANAGER = "secretmanager.googleapis.com"
 IAM = "iam.googleapis.com"
 # GitHub's OIDC token is traded at STS, then for CI's service account at IAM credentials.
 TOKEN_EXCHANGE = "sts.googleapis.com"
 IMPERSONATION = "iamcredentials.googleapis.com"
-APIS = (CONTAINER, IMAGE_STREAMING, ARTIFACT_REGISTRY, SECRET_MANAGER, IAM, TOKEN_EXCHANGE, IMPERSONATION)
+APIS = (CONTAINER, IMAGE_STREAMING, ARTIFACT_REGISTRY, IAM, TOKEN_EXCHANGE, IMPERSONATION)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_github as github
 
-from components.github_repository import OWNER_VARIABLE, this_stack
+from program.settings import this_stack
+from runner_contract import OWNER_VARIABLE
 
 # What the program writes, by the names workflows read (the README's table). The
 # variables name who may sign in, and are no credential.

@@ -12,32 +12,23 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from components.gpu_catalog import RunnerShare
-
-RUNNER_UID = 10001
-RUNNER_ACCOUNT = "github-runner"
-BASE_RUNNER = "base-runner"
-GPU_RUNNER = "gpu-runner"
-TEMPLATE_CONFIGMAP = "gpu-runner-template"
-TEMPLATE_KEY = "runner-gpu.yaml"
-GPU_RESOURCE = "nvidia.com/gpu"
-PART_OF = "gke-gpu-runners"
-RUN_ID_LABEL = "gke-gpu-runners/run-id"
-RUN_ATTEMPT_LABEL = "gke-gpu-runners/run-attempt"
+from program.catalog.gpus import RunnerShare, runner_share
+from runner_contract import (
+    APP_NAME_LABEL, BROKER_AUDIENCE, BROKER_TOKEN_DIR, BROKER_TOKEN_KEY, CPU_POOL_LABELS, GPU_POOL_LABELS,
+    GPU_RESOURCE, GPU_RUNNER, GPU_RUNNER_RUN_ID, PART_OF, PART_OF_LABEL, RUN_ATTEMPT_LABEL, RUN_ATTEMPT_PLACEHOLDER, RUN_ID_LABEL,
+    RUN_ID_PLACEHOLDER, RUNNER_ACCOUNT, RUNNER_BROKER_TOKEN_FILE, RUNNER_BROKER_URL, RUNNER_UID, broker_url, gpu_runner_job_name,
+)
 
 # Runner pods meet the `restricted` Pod Security Standard; enforce it so nothing
 # weaker can be started in our namespaces.
 POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
 
-RUN_ID = "${GITHUB_RUN_ID}"
-RUN_ATTEMPT = "${GITHUB_RUN_ATTEMPT}"
-GPU_RUNNER_JOB = f"{GPU_RUNNER}-{RUN_ID}-{RUN_ATTEMPT}"
+GPU_RUNNER_JOB = gpu_runner_job_name(RUN_ID_PLACEHOLDER, RUN_ATTEMPT_PLACEHOLDER)
 
 # A runner pod proves who it is to the broker with a token the kubelet projects
-# for this audience alone: the API server refuses it, and it dies with the pod.
-BROKER_AUDIENCE = "runner-broker.gke-gpu-runners"
-BROKER_TOKEN_DIR = "/run/secrets/runner-broker"
-BROKER_TOKEN_KEY = "token"
+# for BROKER_AUDIENCE alone: the API server refuses it, and it dies with the pod.
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
 # The shortest lifetime Kubernetes allows; the kubelet renews the file before then.
 BROKER_TOKEN_SECONDS = 600
 
@@ -66,7 +57,7 @@ def gpu_resources(gpu_count: int, share: RunnerShare) -> dict:
 
 
 def app_labels(name: str) -> dict:
-    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": PART_OF}
+    return {APP_NAME_LABEL: name, PART_OF_LABEL: PART_OF}
 
 
 def pod_security_context() -> dict:
@@ -109,6 +100,7 @@ class RunnerPod:
     broker_url: str
     resources: dict
     node_selector: dict
+    extra_env: tuple[dict, ...] = ()
     extra_spec: dict = field(default_factory=dict)
     extra_volumes: tuple[dict, ...] = ()
     extra_mounts: tuple[dict, ...] = ()
@@ -121,8 +113,9 @@ def runner_container(pod: RunnerPod) -> dict:
         "image": pod.image,
         "imagePullPolicy": "IfNotPresent",
         "env": [
-            {"name": "RUNNER_BROKER_URL", "value": pod.broker_url},
-            {"name": "RUNNER_BROKER_TOKEN_FILE", "value": f"{BROKER_TOKEN_DIR}/{BROKER_TOKEN_KEY}"},
+            {"name": RUNNER_BROKER_URL, "value": pod.broker_url},
+            {"name": RUNNER_BROKER_TOKEN_FILE, "value": f"{BROKER_TOKEN_DIR}/{BROKER_TOKEN_KEY}"},
+            *pod.extra_env,
         ],
         "resources": pod.resources,
         # Jobs install tools and write their workspace inside the container; it is
@@ -173,31 +166,33 @@ def runner_pod_spec(pod: RunnerPod) -> dict:
 def base_runner_pod_spec(image: str, broker_url: str) -> dict:
     """A base runner: one job on the CPU pool, then the broker replaces its pod with a fresh one."""
     return runner_pod_spec(
-        RunnerPod(image=image, broker_url=broker_url, resources=BASE_RESOURCES, node_selector={"gpu": "false"})
+        RunnerPod(image=image, broker_url=broker_url, resources=BASE_RESOURCES, node_selector=CPU_POOL_LABELS)
     )
 
 
 def gpu_runner_labels() -> dict:
-    return {**app_labels(GPU_RUNNER), RUN_ID_LABEL: RUN_ID, RUN_ATTEMPT_LABEL: RUN_ATTEMPT}
+    return {**app_labels(GPU_RUNNER), RUN_ID_LABEL: RUN_ID_PLACEHOLDER, RUN_ATTEMPT_LABEL: RUN_ATTEMPT_PLACEHOLDER}
 
 
-def gpu_runner_job(image: str, broker_url: str, namespace: str, gpu_count: int,
-                   share: RunnerShare, deadline_minutes: int) -> dict:
+def gpu_runner_job(image: str, namespace: str, gpu_count: int, gpu_machine_type: str, deadline_minutes: int) -> dict:
     """The GPU runner Job for one run attempt, with the run's IDs left as placeholders.
 
-    The broker names its runner after the Job and labels it `gpu-runner-<run id>`
-    from the Job's own label: nothing in the pod chooses either.
+    The broker fills them in, names the Job and its runner, and labels the runner
+    `gpu-runner-<run id>` from the Job's own label: nothing in the pod chooses either.
+    The runner's job-started hook refuses any job of another run.
     """
+    share = runner_share(gpu_machine_type)
     labels = gpu_runner_labels()
     pod_spec = runner_pod_spec(
         RunnerPod(
             image=image,
-            broker_url=broker_url,
+            broker_url=broker_url(namespace),
             resources=gpu_resources(gpu_count, share),
-            node_selector={"gpu": "true"},
+            extra_env=({"name": GPU_RUNNER_RUN_ID, "value": RUN_ID_PLACEHOLDER},),
+            node_selector=GPU_POOL_LABELS,
             extra_spec={
                 "restartPolicy": "Never",
-                "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+                "tolerations": [GPU_TOLERATION],
             },
             # Data loaders share tensors through /dev/shm; the container default is 64 MiB.
             # It is memory the runner's limit counts, so it gets a quarter of it.
