@@ -18,8 +18,9 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 ROOT = Path(__file__).resolve().parent.parent
-# The project, the broker's package, and the shared test doubles, for tests in any subfolder.
-for path in (ROOT, ROOT / "broker", ROOT / "tests"):
+# The project, the broker's package, the shared test doubles and the benchmark's models,
+# for tests in any subfolder.
+for path in (ROOT, ROOT / "broker", ROOT / "tests", ROOT / "benchmarks"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 

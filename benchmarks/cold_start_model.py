@@ -1,6 +1,6 @@
 """Models of what a GPU run waits for and what it bills: figures from published timings and prices.
 
-Not a measurement: tests/benchmark.py prints these next to what it times. The model reads the
+Not a measurement: benchmarks/benchmark.py prints these next to what it times. The model reads the
 program's own defaults (program.settings, Pulumi.yaml, program.catalog.gpus, program.catalog.cpu_machines,
 program.manifests.warmup) and the example workflow's waits (examples/gpu-training.yml,
 runner_image/gpu-runner.sh) instead of restating them; only the outside world's figures are
@@ -494,7 +494,7 @@ def print_models(program: Program | None = None) -> None:
     before, after = before_setup(), after_setup(program)
     d = program.defaults
     print()
-    print("MODELS (published figures and stated assumptions; sources in tests/cold_start_model.py)")
+    print("MODELS (published figures and stated assumptions; sources in benchmarks/cold_start_model.py)")
     print(f"read from the program: gpuMaxNodes {settings.DEFAULT_GPU_MAX_NODES}, base runners "
           f"{after.base_runners} (default_base_runner_replicas), CPU machine {after.cpu_machine} "
           f"(default_cpu_machine), profile {after.profile} (Pulumi.yaml: {d['autoscalingProfile']}), "

@@ -1,6 +1,6 @@
 """Prints how fast the things users wait on are. Not a test: figures, no thresholds.
 
-    .venv/bin/python tests/benchmark.py [runs]
+    .venv/bin/python benchmarks/benchmark.py [runs]
 
 - evaluating the whole program under mocks (what `pulumi preview` costs before the cloud);
 - the entrypoint, against a local fake of the runner broker with a stub run.sh: from start
@@ -12,8 +12,8 @@
 - how fast bad input fails: a zone without the GPU (the preflight), and a GPU runner pod
   that cannot pull its image (gpu-runner start, with its default poll).
 
-Then three models, figures rather than timings (tests/cold_start_model.py, which cites every
-published figure and marks every assumption; tests/test_benchmark_model.py tests them): the
+Then three models, figures rather than timings (benchmarks/cold_start_model.py, which cites every
+published figure and marks every assumption; benchmarks/test_cold_start_model.py tests them): the
 cold start of one GPU runner before and after this project's cold-start work, N runs started
 together, and the bill per run, per warm node and per month.
 """
@@ -25,7 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent.parent
+for path in (ROOT, ROOT / "broker", ROOT / "tests", ROOT / "benchmarks"):
+    sys.path.insert(0, str(path))
 
 import pulumi  # noqa: E402
 

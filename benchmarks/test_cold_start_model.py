@@ -1,4 +1,8 @@
-"""The cold-start, concurrency and cost models that tests/benchmark.py prints."""
+"""The cold-start, concurrency and cost models that benchmarks/benchmark.py prints.
+
+Run on demand, beside the benchmark: `.venv/bin/python -m pytest benchmarks`. The few
+checks that the models read the product rather than restate it run with the suite, in
+tests/test_cost_model_reads_the_product.py."""
 
 from itertools import pairwise
 
@@ -56,12 +60,6 @@ def test_the_poll_wait_is_half_the_poll_on_average_and_the_whole_poll_at_worst()
 # --- What the model reads rather than restates ---------------------------------------------------
 
 
-def test_the_after_setup_is_the_programs_defaults(program):
-    after = model.after_setup(program)
-    assert after.base_runners == settings.default_base_runner_replicas(settings.DEFAULT_GPU_MAX_NODES)
-    assert after.cpu_machine == settings.default_cpu_machine(after.base_runners)
-    assert after.profile == settings.AUTOSCALING_PROFILES[0] == program.defaults["autoscalingProfile"]
-    assert after.warm_nodes == program.defaults["gpuWarmRunners"]
 
 
 def test_more_gpu_nodes_mean_more_base_runners_after_but_one_before(program):
@@ -90,12 +88,6 @@ def test_the_repository_gives_the_poll_timeout_grace_and_disk(program):
     assert program.boot_disk_gb > 0
 
 
-def test_every_default_gpu_machine_has_a_price(program):
-    for gpu_type in model.GPU_TYPES:
-        assert smallest_machine(gpu_type, program.defaults["gpuCount"]) in model.MACHINE_PRICES
-        assert gpu_type in model.GPU_PRICES
-    assert model.after_setup(program).cpu_machine in model.MACHINE_PRICES
-    assert model.before_setup().cpu_machine in model.MACHINE_PRICES
 
 
 # --- Model 2: runs started together --------------------------------------------------------------
@@ -194,16 +186,3 @@ def test_the_always_on_part_costs_less_after(program):
     before = model.always_on(model.before_setup().cpu_machine, nodes, program.boot_disk_gb)
     after = model.always_on(model.after_setup(program).cpu_machine, nodes, program.boot_disk_gb)
     assert after.total() < before.total()
-
-
-def test_the_base_runners_and_broker_fit_on_one_default_cpu_node(program):
-    after = model.after_setup(program)
-    need_cpu, has_cpu, need_gib, has_gib = model.cpu_node_fit(after.cpu_machine, after.base_runners)
-    assert need_cpu <= has_cpu and need_gib <= has_gib
-
-
-def test_the_models_print(program, capsys):
-    model.print_models(program)
-    out = capsys.readouterr().out
-    for heading in ("1. Cold start", "2. N runs", "3. The bill", "always-on"):
-        assert heading in out
