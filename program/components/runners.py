@@ -7,6 +7,7 @@ import pulumi_kubernetes as k8s
 
 from program.manifests import runners as m
 from program.manifests.broker import RUNNER_NAMESPACE_RULES
+from runner_contract import BASE_RUNNER, TEMPLATE_CONFIGMAP, TEMPLATE_KEY
 
 BROKER_ACCESS = "runner-broker"
 GPU_QUOTA = "gpu-runners"
@@ -87,10 +88,10 @@ class Runners(pulumi.ComponentResource):
             opts=child,
         )
 
-        base_labels = m.app_labels(m.BASE_RUNNER)
+        base_labels = m.app_labels(BASE_RUNNER)
         k8s.apps.v1.Deployment(
             f"{name}-base-runner",
-            metadata=metadata(m.BASE_RUNNER),
+            metadata=metadata(BASE_RUNNER),
             spec={
                 "replicas": args.base_runner_replicas,
                 "selector": {"matchLabels": base_labels},
@@ -107,8 +108,8 @@ class Runners(pulumi.ComponentResource):
         self.gpu_runner_template = pulumi.Output.from_input(args.gpu_runner_job).apply(m.render_template)
         k8s.core.v1.ConfigMap(
             f"{name}-gpu-runner-template",
-            metadata=metadata(m.TEMPLATE_CONFIGMAP),
-            data={m.TEMPLATE_KEY: self.gpu_runner_template},
+            metadata=metadata(TEMPLATE_CONFIGMAP),
+            data={TEMPLATE_KEY: self.gpu_runner_template},
             opts=child,
         )
 
