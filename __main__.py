@@ -20,7 +20,7 @@ from program.components.project_services import (
 )
 from program.components.runners import Runners, RunnersArgs
 from program.components.workload_identity import GitHubWorkloadIdentity, GitHubWorkloadIdentityArgs
-from program.manifests.images import BROKER_IMAGE, RUNNER_IMAGE
+from program.manifests.images import BROKER_IMAGE, RUNNER_IMAGE, ImageSource, custom_runner_image
 from program.manifests.runners import gpu_runner_job
 from program.settings import load_settings
 
@@ -83,20 +83,25 @@ registry = ImageRegistry(
     opts=in_project,
 )
 google_token = gcp.organizations.get_client_config_output(opts=pulumi.InvokeOptions(provider=gcp_provider)).access_token
-runner_image, broker_image = (
-    ContainerImage(
-        name,
-        ContainerImageArgs(
-            source=source,
-            github_owner=settings.github_owner,
-            github_repository=settings.github_repository,
-            registry_token=settings.registry_token,
-            cluster_repository=registry.repository,
-            cluster_registry_token=google_token,
-        ),
-    )
-    for name, source in (("runner-image", RUNNER_IMAGE), ("broker-image", BROKER_IMAGE))
-)
+
+
+def image(name: str, source: ImageSource, base_image: pulumi.Input[str] | None = None) -> ContainerImage:
+    return ContainerImage(name, ContainerImageArgs(
+        source=source,
+        github_owner=settings.github_owner,
+        github_repository=settings.github_repository,
+        registry_token=settings.registry_token,
+        cluster_repository=registry.repository,
+        cluster_registry_token=google_token,
+        base_image=base_image,
+    ))
+
+
+runner_image = image("runner-image", RUNNER_IMAGE)
+broker_image = image("broker-image", BROKER_IMAGE)
+# GPU runners run the user's own image, built FROM ours, where one is configured.
+gpu_image = (image("gpu-runner-image", custom_runner_image(settings.runner_image_dockerfile), runner_image.image)
+             if settings.runner_image_dockerfile else runner_image)
 
 # Everything in the cluster goes through this provider, never the ambient kubeconfig.
 # delete_unreachable lets `pulumi destroy` finish if the cluster is already gone.
@@ -105,7 +110,7 @@ in_cluster = pulumi.ResourceOptions(
 )
 
 # The GPU runner Job the broker creates for a run that asks; runner IDs are filled in per run.
-gpu_runner = runner_image.cluster_image.apply(
+gpu_runner = gpu_image.cluster_image.apply(
     lambda image: gpu_runner_job(image, settings.namespace, settings.gpu_count, settings.gpu_machine_type,
                                  settings.gpu_runner_deadline_minutes)
 )
@@ -147,7 +152,7 @@ GpuWarmup(
     "gpu-warmup",
     GpuWarmupArgs(
         namespace=broker.namespace,
-        image=runner_image.cluster_image,
+        image=gpu_image.cluster_image,
         gpu_count=settings.gpu_count,
         gpu_machine_type=settings.gpu_machine_type,
         warm_runners=settings.gpu_warm_runners,
@@ -198,5 +203,6 @@ pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("runnerImage", runner_image.image)
 pulumi.export("clusterRunnerImage", runner_image.cluster_image)
 pulumi.export("brokerImage", broker_image.cluster_image)
+pulumi.export("gpuRunnerImage", gpu_image.cluster_image)
 pulumi.export("namespace", runners.namespace)
 pulumi.export("gpuRunnerTemplate", runners.gpu_runner_template)

@@ -16,6 +16,7 @@ from pulumi.runtime.config import get_config, is_config_secret
 from program.catalog.cpu_machines import smallest_cpu_machine
 from program.catalog.gpus import ACCELERATORS, machine_problem, smallest_machine
 from program.manifests import broker, runners
+from program.manifests.images import REPOSITORY_ROOT, custom_dockerfile_problem
 
 PROJECT = "gke-gpu-runners"
 # The placeholders of the sample stack, Pulumi.dev.yaml: they pass every pattern, so name them.
@@ -98,6 +99,8 @@ class Settings:
     data_bucket: str | None
     """The GCS bucket training reads and writes; None: no data access."""
     control_plane_authorized_networks: tuple[str, ...]
+    runner_image_dockerfile: str | None
+    """A Dockerfile (relative to the project) building the GPU runners' image FROM ours; None: ours."""
     """CIDRs that may reach the cluster's public endpoint; empty: open."""
 
 
@@ -266,6 +269,7 @@ def load_settings() -> Settings:
         adopt_existing_secrets=read.boolean("adoptExistingSecrets", False),
         data_bucket=_data_bucket(read),
         control_plane_authorized_networks=_authorized_networks(read),
+        runner_image_dockerfile=_runner_image_dockerfile(read),
     )
     if read.problems:
         listed = "\n".join(f"  - {p}" for p in read.problems)
@@ -306,6 +310,27 @@ def _data_bucket(read: _Reader) -> str | None:
         read.problem("dataBucket", f"got {value!r}; accepted: a Cloud Storage bucket name (3-63 lowercase letters, "
                                    "digits, '-' or '_', starting and ending with a letter or digit), e.g. my-dvc-data")
     return name
+
+
+def _runner_image_dockerfile(read: _Reader) -> str | None:
+    """A project-relative Dockerfile inside the project folder that starts FROM the runner image."""
+    value = read.text("runnerImageDockerfile")
+    if value is None:
+        return None
+    project = REPOSITORY_ROOT
+    path = (project / value).resolve()
+    if not path.is_relative_to(project) or path == project:
+        read.problem("runnerImageDockerfile", f"got {value!r}; accepted: a path inside the project folder, e.g. "
+                                              "ml-image/Dockerfile (its folder is the build context)")
+        return None
+    if not path.is_file():
+        read.problem("runnerImageDockerfile", f"{value!r} is not a file; accepted: the path of a Dockerfile in the "
+                                              "project folder, e.g. ml-image/Dockerfile")
+        return None
+    problem = custom_dockerfile_problem(path.read_text(errors="replace"))
+    if problem:
+        read.problem("runnerImageDockerfile", f"{value!r}: {problem}")
+    return path.relative_to(project).as_posix()
 
 
 def _authorized_networks(read: _Reader) -> tuple[str, ...]:

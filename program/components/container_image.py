@@ -7,7 +7,8 @@ import pulumi
 import pulumi_docker as docker
 
 from program.manifests.images import (
-    ACCESS_TOKEN_USER, REGISTRY, REPOSITORY_ROOT, ImageSource, context_digest, pinned, published_repository,
+    ACCESS_TOKEN_USER, BASE_IMAGE_ARG, REGISTRY, REPOSITORY_ROOT, ImageSource, context_digest, image_tag,
+    pinned, published_repository,
 )
 
 
@@ -25,6 +26,8 @@ class ContainerImageArgs:
     """The Artifact Registry repository the cluster pulls from (`<region>-docker.pkg.dev/<project>/<id>`)."""
     cluster_registry_token: pulumi.Input[str]
     """A short-lived Google access token of the credentials `pulumi up` runs with; never stored."""
+    base_image: pulumi.Input[str] | None = None
+    """For an image built on ours: our image by digest, passed as the build argument RUNNER_IMAGE."""
 
 
 class ContainerImage(pulumi.ComponentResource):
@@ -44,16 +47,21 @@ class ContainerImage(pulumi.ComponentResource):
     def __init__(self, name: str, args: ContainerImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gke-gpu-runners:index:ContainerImage", name, None, opts)
         source = args.source
-        tag = context_digest(REPOSITORY_ROOT, source)
+        # Each change of what it is built from, its base included, gets its own immutable tag.
+        tag = pulumi.Output.from_input(args.base_image or "").apply(
+            lambda base: image_tag(context_digest(REPOSITORY_ROOT, source), base or None)
+        )
+        published = published_repository(args.github_owner, args.github_repository, source.name)
         # Relative, so the state does not change with the folder the project sits in.
-        context = os.path.relpath(REPOSITORY_ROOT)
+        context = os.path.relpath(REPOSITORY_ROOT / source.context)
         built = docker.Image(
             f"{name}-build",
-            image_name=f"{published_repository(args.github_owner, args.github_repository, source.name)}:{tag}",
+            image_name=tag.apply(lambda t: f"{published}:{t}"),
             build=docker.DockerBuildArgs(
                 context=context,
-                dockerfile=os.path.normpath(os.path.join(context, source.dockerfile)),
+                dockerfile=os.path.relpath(REPOSITORY_ROOT / source.dockerfile),
                 platform="linux/amd64",
+                args={BASE_IMAGE_ARG: args.base_image} if args.base_image is not None else None,
             ),
             registry=docker.RegistryArgs(
                 server=REGISTRY,
@@ -62,7 +70,7 @@ class ContainerImage(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        target = pulumi.Output.from_input(args.cluster_repository).apply(lambda repository: f"{repository}/{source.name}:{tag}")
+        target = pulumi.Output.all(args.cluster_repository, tag).apply(lambda v: f"{v[0]}/{source.name}:{v[1]}")
         copy = docker.Tag(
             f"{name}-cluster-tag",
             source_image=built.image_name,
