@@ -8,25 +8,42 @@ import pulumi_gcp as gcp
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 # Lets an identity through GKE's front door; what it may do inside is Kubernetes RBAC's to say.
 CLUSTER_ENTRY_ROLE = "roles/container.clusterViewer"
+# The events the example workflows run on (pull_request, workflow_dispatch) and the two that
+# run only what was pushed here (push, schedule): each runs code of people who may push here.
+# Never pull_request_target, issue_comment, workflow_run or any other: they run with this
+# repository's claims for a stranger's pull request, comment or run, and no example needs them.
+ADMITTED_EVENTS = ("push", "pull_request", "workflow_dispatch", "schedule")
 # Read and write objects, nothing about the bucket itself.
 DATA_ROLE = "roles/storage.objectUser"
 
 
-def attribute_condition(repository_id: str, owner_id: str, full_name: str) -> str:
-    """CEL over GitHub's OIDC claims: this repository only, by its immutable IDs and its name.
+def cel_string(value: str) -> str:
+    """`value` as a CEL string literal, whatever it holds (a branch name may contain a quote)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def attribute_condition(repository_id: str, owner_id: str, full_name: str,
+                        events: tuple[str, ...] = ADMITTED_EVENTS) -> str:
+    """CEL over GitHub's OIDC claims: this repository only, by its immutable IDs and its name,
+    and only runs of the admitted events.
 
     A repository renamed, or deleted and re-created under the same name, has another ID and
-    gets nothing; a fork has its own repository and owner IDs.
+    gets nothing; a fork has its own repository and owner IDs. A fork's pull request that runs
+    here carries this repository's claims (GitHub has no claim naming the head repository), so
+    what keeps it out is GitHub, not this condition: a `pull_request` from a fork gets no
+    id-token, unless a private repository turns on "Send write tokens to workflows from pull
+    requests".
     """
     return (
-        f"assertion.repository_id == '{repository_id}' && "
-        f"assertion.repository_owner_id == '{owner_id}' && "
-        f"assertion.repository == '{full_name}'"
+        f"assertion.repository_id == {cel_string(repository_id)} && "
+        f"assertion.repository_owner_id == {cel_string(owner_id)} && "
+        f"assertion.repository == {cel_string(full_name)} && "
+        f"assertion.event_name in [{', '.join(cel_string(event) for event in events)}]"
     )
 
 
 def repository_principal_set(pool_name: str, repository_id: str) -> str:
-    """Every workflow run of the repository, as IAM names it."""
+    """Every admitted workflow run of the repository, as IAM names it."""
     return f"principalSet://iam.googleapis.com/{pool_name}/attribute.repository_id/{repository_id}"
 
 
@@ -46,9 +63,10 @@ class GitHubWorkloadIdentityArgs:
 
 class GitHubWorkloadIdentity(pulumi.ComponentResource):
     """Creates a Workload Identity pool with an OIDC provider for GitHub Actions that admits this
-    repository alone; service account `<prefix>-ci`, which the repository's workflows may act as,
-    with only the role that lets it into GKE (RBAC gives it the runner namespace); and, with a
-    data bucket, object read and write on that bucket for the repository's workflows themselves.
+    repository's runs of the admitted events alone; service account `<prefix>-ci`, which those
+    runs may act as, with only the role that lets it into GKE (RBAC gives it the runner
+    namespace); and, with a data bucket, object read and write on that bucket for those runs
+    themselves.
 
     Gives `provider_name` (GCP_WORKLOAD_IDENTITY_PROVIDER) and `ci_account_email` (GCP_SERVICE_ACCOUNT).
     """
@@ -93,6 +111,8 @@ class GitHubWorkloadIdentity(pulumi.ComponentResource):
             display_name=f"CI of {args.repository_full_name}: starts and stops GPU runners",
             opts=child,
         )
+        # Only the admitted runs reach this binding: the provider's condition refuses every
+        # other event before a federated token exists.
         gcp.serviceaccount.IAMMember(
             f"{name}-ci-from-github",
             service_account_id=ci_account.name,
