@@ -1,7 +1,8 @@
 """Keyless access: the Workload Identity pool and provider, who may act as CI's account, and the data bucket.
 
-The provider's attribute condition is evaluated for real, with a CEL implementation, against
-GitHub OIDC claims shaped as GitHub issues them for each event.
+The provider's attribute condition and attribute mapping are evaluated for real, with a CEL
+implementation, against GitHub OIDC claims shaped as GitHub issues them for each event; the
+principal sets of the IAM bindings are then matched against the attributes the mapping gives.
 """
 
 import celpy
@@ -9,11 +10,13 @@ import pytest
 from pulumi import RunError
 
 from conftest import run_program
-from program.components.workload_identity import attribute_condition, cel_string
+from program.components.workload_identity import attribute_condition, attribute_mapping, cel_string
 
 P = "gke-gpu-runners"
+BUCKET = "acme-dvc-data"
 POOL = "projects/123456789012/locations/global/workloadIdentityPools/gpu-runners-github"
 REPOSITORY_SET = f"principalSet://iam.googleapis.com/{POOL}/attribute.repository_id/424242"
+WRITER_SET = f"principalSet://iam.googleapis.com/{POOL}/attribute.data_writer/true"
 CI_ACCOUNT = "gpu-runners-ci@acme-ml.iam.gserviceaccount.com"
 WORKFLOW = "Acme/Models/.github/workflows/train-and-report.yml"
 
@@ -56,7 +59,20 @@ def admits(condition: str, token_claims: dict) -> bool:
     return isinstance(result, celpy.celtypes.BoolType) and bool(result)
 
 
-# What each admitted event looks like, and whether it runs on main.
+def attributes(mapping: dict[str, str], token_claims: dict) -> dict[str, str]:
+    """What the provider's mapping makes of the claims: `google.subject` and `attribute.*`, as strings."""
+    return {name: str(evaluate(expression, token_claims)) for name, expression in mapping.items()}
+
+
+def in_principal_set(principal_set: str, attributes_: dict[str, str]) -> bool:
+    """Whether a federated identity with these attributes is in `.../attribute.NAME/VALUE`."""
+    prefix = f"principalSet://iam.googleapis.com/{POOL}/attribute."
+    assert principal_set.startswith(prefix), principal_set
+    name, _, value = principal_set.removeprefix(prefix).partition("/")
+    return attributes_.get(f"attribute.{name}") == value
+
+
+# What each admitted event looks like, and whether it runs on the data branch (main).
 ADMITTED = {
     "push to main": (claims("push", "refs/heads/main"), True),
     "push to a branch": (claims("push", "refs/heads/feature"), False),
@@ -90,6 +106,12 @@ REFUSED = {
 }
 
 
+@pytest.fixture(scope="module")
+def with_data():
+    """The program with a data bucket: every binding it can make."""
+    return run_program({f"{P}:dataBucket": f"gs://{BUCKET}/"})
+
+
 # ------------------------------------------------------------------- the condition --
 
 @pytest.fixture(scope="module")
@@ -121,19 +143,75 @@ def test_a_quote_in_a_value_cannot_change_the_condition():
         assert str(evaluate(cel_string(value), {})) == value
 
 
-# ------------------------------------------------------------- pool and provider --
+# ---------------------------------------------------------------- the mapping --
 
-def test_the_provider_trusts_githubs_issuer_and_maps_the_claims_it_checks(program):
+@pytest.fixture(scope="module")
+def mapping(program) -> dict[str, str]:
+    return provider(program)["attributeMapping"]
+
+
+def test_the_provider_trusts_githubs_issuer_and_maps_the_claims_iam_names(program, mapping):
     trusted = provider(program)
     assert trusted["oidc"] == {"issuerUri": "https://token.actions.githubusercontent.com"}
-    assert trusted["attributeMapping"] == {
+    assert mapping == {
         "google.subject": "assertion.sub",
         "attribute.repository": "assertion.repository",
         "attribute.repository_id": "assertion.repository_id",
         "attribute.repository_owner_id": "assertion.repository_owner_id",
+        "attribute.event_name": "assertion.event_name",
+        "attribute.ref": "assertion.ref",
+        "attribute.workflow_ref": "assertion.workflow_ref",
+        "attribute.data_writer": "assertion.ref == 'refs/heads/main' ? 'true' : 'false'",
     }
     pool = program.one("gcp:iam/workloadIdentityPool:WorkloadIdentityPool").inputs
     assert trusted["workloadIdentityPoolId"] == pool["workloadIdentityPoolId"] == "gpu-runners-github"
+
+
+@pytest.mark.parametrize("token, on_main", list(ADMITTED.values()), ids=list(ADMITTED))
+def test_the_mapping_gives_every_admitted_run_its_claims_and_says_which_run_on_the_data_branch(
+        mapping, token, on_main):
+    mapped = attributes(mapping, token)
+    assert mapped == {
+        "google.subject": token["sub"],
+        "attribute.repository": "Acme/Models",
+        "attribute.repository_id": "424242",
+        "attribute.repository_owner_id": "9919",
+        "attribute.event_name": token["event_name"],
+        "attribute.ref": token["ref"],
+        "attribute.workflow_ref": token["workflow_ref"],
+        "attribute.data_writer": "true" if on_main else "false",
+    }
+    # The principal sets the bindings name, matched against these attributes.
+    assert in_principal_set(REPOSITORY_SET, mapped)
+    assert in_principal_set(WRITER_SET, mapped) is on_main
+
+
+def test_the_data_branch_is_the_repositorys_default_branch_as_github_reports_it():
+    mapping = provider(run_program(repository={"defaultBranch": "trunk"}))["attributeMapping"]
+    writers = [ref for ref in ("refs/heads/trunk", "refs/heads/main", "refs/heads/trunk2", "refs/tags/trunk")
+               if attributes(mapping, claims("push", ref))["attribute.data_writer"] == "true"]
+    assert writers == ["refs/heads/trunk"]
+
+
+@pytest.mark.parametrize("configured, branch", [
+    ("release/v2", "release/v2"),
+    ("refs/heads/release/v2", "release/v2"),  # the full ref is accepted too
+])
+def test_data_write_branch_overrides_the_default_branch(configured, branch):
+    program = run_program({f"{P}:dataBucket": BUCKET, f"{P}:dataWriteBranch": configured})
+    mapping = provider(program)["attributeMapping"]
+    assert attributes(mapping, claims("push", f"refs/heads/{branch}"))["attribute.data_writer"] == "true"
+    assert attributes(mapping, claims("push", "refs/heads/main"))["attribute.data_writer"] == "false"
+    # The bindings do not change with the branch: the principal set names the derived attribute.
+    bindings = program.of_type("gcp:storage/bucketIAMMember:BucketIAMMember")
+    members = {binding.inputs["role"]: binding.inputs["member"] for binding in bindings}
+    assert members["roles/storage.objectCreator"] == WRITER_SET
+
+
+def test_a_branch_name_with_a_quote_is_matched_literally():
+    mapping = attribute_mapping("it's")
+    assert attributes(mapping, claims("push", "refs/heads/it's"))["attribute.data_writer"] == "true"
+    assert attributes(mapping, claims("push", "refs/heads/it"))["attribute.data_writer"] == "false"
 
 
 # ----------------------------------------------------------------- IAM bindings --
@@ -146,15 +224,21 @@ def iam_bindings(program) -> list[tuple[str, str, str]]:
     return sorted((r.typ.split(":")[1], r.inputs["role"], r.inputs["member"]) for kind in kinds for r in program.of_type(kind))
 
 
-def test_every_iam_binding_and_its_member(program):
+def test_every_iam_binding_and_its_member(program, with_data):
     nodes = "serviceAccount:gpu-runners-nodes@acme-ml.iam.gserviceaccount.com"
-    assert iam_bindings(program) == sorted([
+    without_data = [
         *[("projects/iAMMember", role, nodes) for role in (
             "roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/monitoring.viewer",
             "roles/stackdriver.resourceMetadata.writer", "roles/autoscaling.metricsWriter")],
         ("artifactregistry/repositoryIamMember", "roles/artifactregistry.reader", nodes),
         ("projects/iAMMember", "roles/container.clusterViewer", f"serviceAccount:{CI_ACCOUNT}"),
         ("serviceaccount/iAMMember", "roles/iam.workloadIdentityUser", REPOSITORY_SET),
+    ]
+    assert iam_bindings(program) == sorted(without_data)
+    assert iam_bindings(with_data) == sorted([
+        *without_data,
+        ("storage/bucketIAMMember", "roles/storage.objectViewer", REPOSITORY_SET),
+        ("storage/bucketIAMMember", "roles/storage.objectCreator", WRITER_SET),
     ])
 
 
@@ -177,16 +261,24 @@ def test_without_a_data_bucket_there_is_no_data_access(program):
     assert program.of_type("gcp:storage/bucketIAMMember:BucketIAMMember") == []
 
 
-def test_a_data_bucket_gives_the_repositorys_workflows_object_access_to_it_alone():
-    program = run_program({f"{P}:dataBucket": "gs://acme-dvc-data/"})
-    (binding,) = program.of_type("gcp:storage/bucketIAMMember:BucketIAMMember")
-    assert binding.inputs == {"bucket": "acme-dvc-data", "role": "roles/storage.objectUser", "member": REPOSITORY_SET}
-    project_roles = {r.inputs["role"] for r in program.of_type("gcp:projects/iAMMember:IAMMember")}
+def test_every_admitted_run_reads_the_bucket_and_only_the_data_branchs_runs_add_to_it(with_data):
+    bindings = sorted((b.name, b.inputs) for b in with_data.of_type("gcp:storage/bucketIAMMember:BucketIAMMember"))
+    assert bindings == [
+        ("github-oidc-data-read", {"bucket": BUCKET, "role": "roles/storage.objectViewer", "member": REPOSITORY_SET}),
+        ("github-oidc-data-write", {"bucket": BUCKET, "role": "roles/storage.objectCreator", "member": WRITER_SET}),
+    ]
+    # Nothing on the project's storage, and no role that deletes or overwrites an object.
+    project_roles = {r.inputs["role"] for r in with_data.of_type("gcp:projects/iAMMember:IAMMember")}
     assert not [role for role in project_roles if role.startswith("roles/storage")]
+    assert not {"roles/storage.objectUser", "roles/storage.objectAdmin", "roles/storage.admin"} & {
+        inputs["role"] for _, inputs in bindings}
 
 
 @pytest.mark.parametrize("key, value, accepted", [
     ("dataBucket", "My_Bucket", "Cloud Storage bucket name"),
+    ("dataWriteBranch", "feature..x", "a branch name"),
+    ("dataWriteBranch", "my branch", "a branch name"),
+    ("dataWriteBranch", "refs/heads/", "a branch name"),
     ("dataBucket", "googlebucket", "Cloud Storage bucket name"),
     ("dataBucket", "ab", "3-63"),
     ("controlPlaneAuthorizedNetworks", '["203.0.113.7/24"]', "CIDR form"),

@@ -13,8 +13,15 @@ CLUSTER_ENTRY_ROLE = "roles/container.clusterViewer"
 # Never pull_request_target, issue_comment, workflow_run or any other: they run with this
 # repository's claims for a stranger's pull request, comment or run, and no example needs them.
 ADMITTED_EVENTS = ("push", "pull_request", "workflow_dispatch", "schedule")
-# Read and write objects, nothing about the bucket itself.
-DATA_ROLE = "roles/storage.objectUser"
+# Every admitted run reads the data; only runs on the data branch add to it. DVC's remote is
+# content-addressed (an object's name is its hash), so a push lists, reads and creates
+# objects but never replaces or deletes one: objectCreator holds no delete, so no run,
+# not even the data branch's, can overwrite or remove what is there.
+DATA_READ_ROLE = "roles/storage.objectViewer"
+DATA_WRITE_ROLE = "roles/storage.objectCreator"
+# The derived attribute that says a run is on the data branch: "true" or "false", a plain
+# value a principal set can name whatever the branch is called.
+DATA_WRITER = "data_writer"
 
 
 def cel_string(value: str) -> str:
@@ -42,9 +49,34 @@ def attribute_condition(repository_id: str, owner_id: str, full_name: str,
     )
 
 
+def attribute_mapping(data_write_branch: str) -> dict[str, str]:
+    """The claims IAM may name, and `attribute.data_writer`: "true" for a run on `data_write_branch`.
+
+    `ref` is `refs/heads/<branch>` for a push, a dispatch or a schedule on that branch, and
+    `refs/pull/<n>/merge` for a pull request, so no pull request is ever a data writer.
+    """
+    on_data_branch = f"assertion.ref == {cel_string(f'refs/heads/{data_write_branch}')}"
+    return {
+        "google.subject": "assertion.sub",
+        "attribute.repository": "assertion.repository",
+        "attribute.repository_id": "assertion.repository_id",
+        "attribute.repository_owner_id": "assertion.repository_owner_id",
+        "attribute.event_name": "assertion.event_name",
+        "attribute.ref": "assertion.ref",
+        # The workflow file and the ref it ran from, for a principal set that names one workflow.
+        "attribute.workflow_ref": "assertion.workflow_ref",
+        f"attribute.{DATA_WRITER}": f"{on_data_branch} ? 'true' : 'false'",
+    }
+
+
 def repository_principal_set(pool_name: str, repository_id: str) -> str:
     """Every admitted workflow run of the repository, as IAM names it."""
     return f"principalSet://iam.googleapis.com/{pool_name}/attribute.repository_id/{repository_id}"
+
+
+def data_writer_principal_set(pool_name: str) -> str:
+    """The admitted runs on the data branch, as IAM names them."""
+    return f"principalSet://iam.googleapis.com/{pool_name}/attribute.{DATA_WRITER}/true"
 
 
 @dataclass(frozen=True)
@@ -57,7 +89,9 @@ class GitHubWorkloadIdentityArgs:
     repository_id: str
     owner_id: str
     data_bucket: str | None = None
-    """A GCS bucket the repository's training jobs may read and write; None: no data access."""
+    """A GCS bucket the repository's training jobs may read and add to; None: no data access."""
+    data_write_branch: str = ""
+    """The branch whose runs may add objects to `data_bucket` (without `refs/heads/`); empty: none may."""
     services: tuple[pulumi.Resource, ...] = ()
 
 
@@ -65,8 +99,8 @@ class GitHubWorkloadIdentity(pulumi.ComponentResource):
     """Creates a Workload Identity pool with an OIDC provider for GitHub Actions that admits this
     repository's runs of the admitted events alone; service account `<prefix>-ci`, which those
     runs may act as, with only the role that lets it into GKE (RBAC gives it the runner
-    namespace); and, with a data bucket, object read and write on that bucket for those runs
-    themselves.
+    namespace, read-only); and, with a data bucket, object read on that bucket for those runs
+    themselves and object creation for those on the data branch.
 
     Gives `provider_name` (GCP_WORKLOAD_IDENTITY_PROVIDER) and `ci_account_email` (GCP_SERVICE_ACCOUNT).
     """
@@ -93,12 +127,7 @@ class GitHubWorkloadIdentity(pulumi.ComponentResource):
             workload_identity_pool_provider_id="github-actions",
             display_name="GitHub Actions OIDC",
             oidc={"issuer_uri": GITHUB_ISSUER},
-            attribute_mapping={
-                "google.subject": "assertion.sub",
-                "attribute.repository": "assertion.repository",
-                "attribute.repository_id": "assertion.repository_id",
-                "attribute.repository_owner_id": "assertion.repository_owner_id",
-            },
+            attribute_mapping=attribute_mapping(args.data_write_branch),
             attribute_condition=attribute_condition(args.repository_id, args.owner_id, args.repository_full_name),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -129,10 +158,18 @@ class GitHubWorkloadIdentity(pulumi.ComponentResource):
         )
         if args.data_bucket:
             gcp.storage.BucketIAMMember(
-                f"{name}-data",
+                f"{name}-data-read",
                 bucket=args.data_bucket,
-                role=DATA_ROLE,
+                role=DATA_READ_ROLE,
                 member=workflows,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            # Runs on the data branch also read through the binding above: they are admitted runs.
+            gcp.storage.BucketIAMMember(
+                f"{name}-data-write",
+                bucket=args.data_bucket,
+                role=DATA_WRITE_ROLE,
+                member=pool.name.apply(data_writer_principal_set),
                 opts=pulumi.ResourceOptions(parent=self),
             )
 
