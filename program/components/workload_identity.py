@@ -133,11 +133,20 @@ class GitHubWorkloadIdentity(pulumi.ComponentResource):
         )
         workflows = pool.name.apply(lambda pool_name: repository_principal_set(pool_name, args.repository_id))
 
+        # CI reaches the cluster with a token of this account. `gpu-runner credential` trades the
+        # job's GitHub OIDC token (GitHub's expire 5 minutes after issue) at Google's STS for a
+        # federated token, which expires with it, then asks IAM Credentials' generateAccessToken
+        # for a token of this account with the shortest lifetime Google documents, 300s (service
+        # account access tokens: 5 minutes to 12 hours, over 1 hour only where an organization
+        # policy allows it; federated tokens: the external token's expiry), see
+        # https://cloud.google.com/docs/authentication/token-types. The lifetime is the caller's
+        # choice, so a job with id-token: write could ask for up to an hour; this account can only
+        # enter GKE and read the runner namespace, and that is all an hour would buy.
         ci_account = gcp.serviceaccount.Account(
             f"{name}-ci",
             project=args.gcp_project,
             account_id=f"{args.name_prefix[:27].rstrip('-')}-ci",
-            display_name=f"CI of {args.repository_full_name}: starts and stops GPU runners",
+            display_name=f"CI of {args.repository_full_name}: reads the runner namespace",
             opts=child,
         )
         # Only the admitted runs reach this binding: the provider's condition refuses every
