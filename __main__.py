@@ -170,6 +170,7 @@ workload_identity = GitHubWorkloadIdentity(
         repository_id=github_repository.repository_id,
         owner_id=github_repository.owner_id,
         data_bucket=settings.data_bucket,
+        data_write_branch=settings.data_write_branch or github_repository.default_branch,
         services=(apis[IAM], apis[TOKEN_EXCHANGE], apis[IMPERSONATION]),
     ),
     opts=in_project,

@@ -98,6 +98,8 @@ class Settings:
     adopt_existing_secrets: bool
     data_bucket: str | None
     """The GCS bucket training reads and writes; None: no data access."""
+    data_write_branch: str | None
+    """The branch whose runs may write `data_bucket` (no `refs/heads/`); None: the repository's default branch."""
     control_plane_authorized_networks: tuple[str, ...]
     runner_image_dockerfile: str | None
     """A Dockerfile (relative to the project) building the GPU runners' image FROM ours; None: ours."""
@@ -268,6 +270,7 @@ def load_settings() -> Settings:
         skip_preflight=read.boolean("skipPreflight", False),
         adopt_existing_secrets=read.boolean("adoptExistingSecrets", False),
         data_bucket=_data_bucket(read),
+        data_write_branch=_data_write_branch(read),
         control_plane_authorized_networks=_authorized_networks(read),
         runner_image_dockerfile=_runner_image_dockerfile(read),
     )
@@ -310,6 +313,21 @@ def _data_bucket(read: _Reader) -> str | None:
         read.problem("dataBucket", f"got {value!r}; accepted: a Cloud Storage bucket name (3-63 lowercase letters, "
                                    "digits, '-' or '_', starting and ending with a letter or digit), e.g. my-dvc-data")
     return name
+
+
+# What git refuses in a branch name (git check-ref-format --branch).
+BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^/|/$|^-|\.$|(^|/)\.|\.lock(/|$)|^@$")
+
+
+def _data_write_branch(read: _Reader) -> str | None:
+    value = read.text("dataWriteBranch")
+    if value is None:
+        return None
+    branch = value.removeprefix("refs/heads/")
+    if not branch or BRANCH_FORBIDDEN.search(branch):
+        read.problem("dataWriteBranch", f"got {value!r}; accepted: a branch name such as main or release/v2 "
+                                        "(empty: the repository's default branch)")
+    return branch
 
 
 def _runner_image_dockerfile(read: _Reader) -> str | None:

@@ -239,7 +239,8 @@ def run_program(config: dict[str, str] | None = None, *, preview: bool = False, 
     if on_run:
         on_run(program)
     fake_cluster = {"endpoint": FAKE_ENDPOINT, "ca_b64": FAKE_CA_B64, **(cluster or {})}
-    fake_repository = {"visibility": "private", "private": True, "repoId": 424242, **(repository or {})}
+    fake_repository = {"visibility": "private", "private": True, "repoId": 424242, "defaultBranch": "main",
+                       **(repository or {})}
     mocks = RecordingMocks(fake_cluster, fake_repository, program)
     settings.set_root_resource(None)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="test", preview=preview, organization="acme",

@@ -264,10 +264,14 @@ EXPRESSIONS = {
 
 PR_FROM_THIS_REPOSITORY = "github.event_name == 'pull_request' && " \
                           "github.event.pull_request.head.repo.full_name == github.repository"
+ON_THE_DEFAULT_BRANCH = "github.ref == format('refs/heads/{0}', github.event.repository.default_branch)"
+DEFAULT_BRANCH = "main"
+# Each condition of the job, as GitHub would evaluate it for a run's (event, ref).
 CONDITIONS = {
-    None: lambda event: True,
-    PR_FROM_THIS_REPOSITORY: lambda event: event == "pull_request",
-    "github.event_name == 'pull_request'": lambda event: event == "pull_request",
+    None: lambda run: True,
+    PR_FROM_THIS_REPOSITORY: lambda run: run[0] == "pull_request",
+    "github.event_name == 'pull_request'": lambda run: run[0] == "pull_request",
+    ON_THE_DEFAULT_BRANCH: lambda run: run[1] == f"refs/heads/{DEFAULT_BRANCH}",
 }
 
 
@@ -278,10 +282,12 @@ def evaluate(value: str) -> str:
     return value
 
 
-def run_training_job(tmp_path: Path, event: str, **stub_env: str) -> tuple[list[dict], Path, list]:
+def run_training_job(tmp_path: Path, event: str, ref: str | None = None,
+                     **stub_env: str) -> tuple[list[dict], Path, list]:
     """Runs the training job's `run:` steps as GitHub does (bash -eo pipefail, the job's and the
     step's env), skipping the `uses:` steps; returns the stubs' records, the workspace and
-    the failed step (name, output), if any."""
+    the failed step (name, output), if any. `ref` defaults to a pull request's merge ref, or main."""
+    ref = ref or ("refs/pull/7/merge" if event == "pull_request" else f"refs/heads/{DEFAULT_BRANCH}")
     workspace, stubs = tmp_path / "workspace", tmp_path / "bin"
     workspace.mkdir()
     stubs.mkdir()
@@ -296,6 +302,7 @@ def run_training_job(tmp_path: Path, event: str, **stub_env: str) -> tuple[list[
         "LANG": "C.UTF-8",
         "GITHUB_ACTIONS": "true",
         "GITHUB_EVENT_NAME": event,
+        "GITHUB_REF": ref,
         "GITHUB_SERVER_URL": SERVER_URL,
         "GITHUB_WORKSPACE": str(workspace),
         "STUB_LOG": str(log),
@@ -305,7 +312,7 @@ def run_training_job(tmp_path: Path, event: str, **stub_env: str) -> tuple[list[
     job_env = {name: evaluate(value) for name, value in job.get("env", {}).items()}
     failed = []
     for index, step in enumerate(job["steps"]):
-        if "run" not in step or not CONDITIONS[step.get("if")](event):
+        if "run" not in step or not CONDITIONS[step.get("if")]((event, ref)):
             continue
         script = tmp_path / f"step-{index}.sh"
         script.write_text(step["run"])
@@ -326,8 +333,9 @@ def commands(calls: list[dict]) -> list[str]:
 TRAINING = [
     "pip install --requirement requirements-freeze.txt",
     "dvc repro --pull",
-    "dvc push",
 ]
+# Only from the default branch: the bucket takes objects from no other run.
+PUSH = ["dvc push"]
 COMMIT = [
     "git status --porcelain -- dvc.lock",
     "git add -- dvc.lock",
@@ -354,7 +362,7 @@ def assert_no_token_on_a_command_line(calls: list[dict]):
         assert TOKEN not in line and basic not in line, line
 
 
-def test_a_pull_request_trains_pushes_commits_dvc_lock_and_reports(tmp_path):
+def test_a_pull_request_trains_commits_dvc_lock_and_reports_and_pushes_no_data(tmp_path):
     calls, workspace, failed = run_training_job(tmp_path, "pull_request", STUB_GIT_STATUS=" M dvc.lock")
 
     assert failed == []
@@ -415,11 +423,22 @@ def test_a_rejected_push_fails_the_job_and_says_why(tmp_path):
     assert TOKEN not in failed[1]
 
 
-def test_a_manual_run_trains_and_pushes_the_outcomes_only(tmp_path):
+def test_a_manual_run_on_the_default_branch_trains_and_pushes_the_outcomes_only(tmp_path):
     calls, _, failed = run_training_job(tmp_path, "workflow_dispatch", STUB_GIT_STATUS=" M dvc.lock")
 
     assert failed == []
+    assert commands(calls) == TRAINING + PUSH
+
+
+def test_a_manual_run_on_another_branch_trains_and_pushes_nothing(tmp_path):
+    calls, _, failed = run_training_job(tmp_path, "workflow_dispatch", "refs/heads/experiment")
+
+    assert failed == []
     assert commands(calls) == TRAINING
+
+
+def test_only_a_run_on_the_default_branch_pushes_to_the_dvc_remote():
+    assert step_named("Push the outcomes to the DVC remote")["if"] == ON_THE_DEFAULT_BRANCH
 
 
 def test_the_stub_harness_knows_every_condition_and_expression_of_the_job():

@@ -25,11 +25,13 @@ def public_repository_problem(full_name: str, visibility: str | None, allow_publ
 
 @dataclass(frozen=True)
 class RepositoryFacts:
-    """What GitHub says of the repository: its name as GitHub spells it, and the immutable IDs."""
+    """What GitHub says of the repository: its name as GitHub spells it, the immutable IDs, and
+    its default branch (where data may be written from unless `dataWriteBranch` says otherwise)."""
 
     full_name: str
     repository_id: str
     owner_id: str
+    default_branch: str
 
 
 def look_up_repository(full_name: str, allow_public: bool, provider: github.Provider) -> RepositoryFacts:
@@ -40,7 +42,8 @@ def look_up_repository(full_name: str, allow_public: bool, provider: github.Prov
     if problem:
         raise pulumi.RunError(f"1 configuration problem(s); nothing was created:\n  - {problem}")
     owner = github.get_user(username=full_name.split("/")[0], opts=options)
-    return RepositoryFacts(repository.full_name or full_name, str(repository.repo_id), str(owner.id))
+    return RepositoryFacts(repository.full_name or full_name, str(repository.repo_id), str(owner.id),
+                           repository.default_branch or "")
 
 
 def takeover_problem(full_name: str, ours: set[str], existing: set[str], owner: str | None, adopt: bool) -> str | None:
