@@ -416,7 +416,8 @@ def default_scale_set_cpu_machine() -> str:
 
 
 def _scale_set(read: _Reader, runner_mode: str, owner: str) -> dict:
-    """The scale-set keys, read in either mode; the ones that only make sense there are refused elsewhere."""
+    """The scale-set keys, read in either mode (every declared key is read); per-run mode refuses
+    an organization or a runner group, which only a scale set can use."""
     organization = read.text("githubOrganization")
     runner_group = read.text("runnerGroup")
     name = read.matching("scaleSetName", SCALE_SET_NAME, "1-45 lowercase letters, digits or '-', starting with a "
