@@ -19,9 +19,12 @@ from program.components.project_services import (
     ProjectServicesArgs,
 )
 from program.components.runners import Runners, RunnersArgs
+from program.components.scale_set import RunnerScaleSet, RunnerScaleSetArgs
+from program.components.scale_set_dashboard import ScaleSetDashboard, ScaleSetDashboardArgs
 from program.components.workload_identity import GitHubWorkloadIdentity, GitHubWorkloadIdentityArgs
 from program.manifests.images import BROKER_IMAGE, RUNNER_IMAGE, ImageSource, custom_runner_image
 from program.manifests.runners import gpu_runner_job
+from program.manifests.scale_set import github_config_url
 from program.settings import load_settings
 
 settings = load_settings()
@@ -65,6 +68,7 @@ cluster = GkeCluster(
         autoscaling_profile=settings.autoscaling_profile,
         authorized_networks=settings.control_plane_authorized_networks,
         services=(apis[CONTAINER], apis[IMAGE_STREAMING], apis[IAM]),
+        managed_prometheus=settings.is_scale_set,
     ),
     opts=in_project,
 )
@@ -98,7 +102,8 @@ def image(name: str, source: ImageSource, base_image: pulumi.Input[str] | None =
 
 
 runner_image = image("runner-image", RUNNER_IMAGE)
-broker_image = image("broker-image", BROKER_IMAGE)
+# Scale-set mode has no broker.
+broker_image = None if settings.is_scale_set else image("broker-image", BROKER_IMAGE)
 # GPU runners run the user's own image, built FROM ours, where one is configured.
 gpu_image = (image("gpu-runner-image", custom_runner_image(settings.runner_image_dockerfile), runner_image.image)
              if settings.runner_image_dockerfile else runner_image)
@@ -109,53 +114,90 @@ in_cluster = pulumi.ResourceOptions(
     providers={"kubernetes": k8s.Provider("gke", kubeconfig=cluster.kubeconfig, delete_unreachable=True)}
 )
 
-# The GPU runner Job the broker creates for a run that asks; runner IDs are filled in per run.
-gpu_runner = gpu_image.cluster_image.apply(
-    lambda image: gpu_runner_job(image, settings.namespace, settings.gpu_count, settings.gpu_machine_type,
-                                 settings.gpu_runner_deadline_minutes)
-)
+if settings.is_scale_set:
+    # GitHub's Actions Runner Controller: its listener takes the scale set's jobs from GitHub's
+    # queue and its controller starts one GPU runner pod per job (`runs-on: <scaleSetName>`).
+    scale_set = RunnerScaleSet(
+        "scale-set",
+        RunnerScaleSetArgs(
+            namespace=settings.namespace,
+            name=settings.scale_set_name,
+            config_url=github_config_url(settings.github_owner, settings.github_repository,
+                                         settings.github_organization),
+            runner_group=settings.runner_group,
+            credential=settings.runner_credential,
+            image=gpu_image.cluster_image,
+            gpu_count=settings.gpu_count,
+            gpu_machine_type=settings.gpu_machine_type,
+            gpu_max_nodes=settings.gpu_max_nodes,
+            warm_runners=settings.gpu_warm_runners,
+            deadline_minutes=settings.gpu_runner_deadline_minutes,
+            cpu_pool=cluster.cpu_pool,
+        ),
+        opts=in_cluster,
+    )
+    ScaleSetDashboard(
+        "scale-set-dashboard",
+        ScaleSetDashboardArgs(
+            gcp_project=settings.gcp_project,
+            cluster_name=cluster.name,
+            location=cluster.location,
+            controller_namespace=scale_set.controller_namespace,
+            scale_set_name=settings.scale_set_name,
+        ),
+        opts=in_project,
+    )
+    runner_namespace, system_namespace = scale_set.namespace, scale_set.controller_namespace
+else:
+    # The GPU runner Job the broker creates for a run that asks; runner IDs are filled in per run.
+    gpu_runner = gpu_image.cluster_image.apply(
+        lambda image: gpu_runner_job(image, settings.namespace, settings.gpu_count, settings.gpu_machine_type,
+                                     settings.gpu_runner_deadline_minutes)
+    )
 
-# The only holder of the runner credential, and the only creator of GPU runners.
-broker = RunnerBroker(
-    "broker",
-    RunnerBrokerArgs(
-        runner_namespace=settings.namespace,
-        repository=repository,
-        credential=settings.runner_credential,
-        image=broker_image.cluster_image,
-        gpu_runner_job=gpu_runner,
-        max_gpu_runners_per_run=settings.gpu_max_nodes,
-        cpu_pool=cluster.cpu_pool,
-    ),
-    opts=in_cluster,
-)
+    # The only holder of the runner credential, and the only creator of GPU runners.
+    broker = RunnerBroker(
+        "broker",
+        RunnerBrokerArgs(
+            runner_namespace=settings.namespace,
+            repository=repository,
+            credential=settings.runner_credential,
+            image=broker_image.cluster_image,
+            gpu_runner_job=gpu_runner,
+            max_gpu_runners_per_run=settings.gpu_max_nodes,
+            cpu_pool=cluster.cpu_pool,
+        ),
+        opts=in_cluster,
+    )
 
-runners = Runners(
-    "runners",
-    RunnersArgs(
-        namespace=settings.namespace,
-        image=runner_image.cluster_image,
-        broker_url=broker.url,
-        broker_subject=broker.subject,
-        broker=broker.deployment,
-        base_runner_replicas=settings.base_runner_replicas,
-        gpu_runner_job=gpu_runner,
-        gpu_count=settings.gpu_count,
-        gpu_max_nodes=settings.gpu_max_nodes,
-        cpu_pool=cluster.cpu_pool,
-    ),
-    opts=in_cluster,
-)
+    runners = Runners(
+        "runners",
+        RunnersArgs(
+            namespace=settings.namespace,
+            image=runner_image.cluster_image,
+            broker_url=broker.url,
+            broker_subject=broker.subject,
+            broker=broker.deployment,
+            base_runner_replicas=settings.base_runner_replicas,
+            gpu_runner_job=gpu_runner,
+            gpu_count=settings.gpu_count,
+            gpu_max_nodes=settings.gpu_max_nodes,
+            cpu_pool=cluster.cpu_pool,
+        ),
+        opts=in_cluster,
+    )
+    runner_namespace, system_namespace = runners.namespace, broker.namespace
 
-# The image pulled while a new GPU node installs its driver, and optional warm GPU nodes.
+# The image pulled while a new GPU node installs its driver, and optional warm GPU nodes
+# (in scale-set mode ARC keeps gpuWarmRunners idle runners instead of placeholders).
 GpuWarmup(
     "gpu-warmup",
     GpuWarmupArgs(
-        namespace=broker.namespace,
+        namespace=system_namespace,
         image=gpu_image.cluster_image,
         gpu_count=settings.gpu_count,
         gpu_machine_type=settings.gpu_machine_type,
-        warm_runners=settings.gpu_warm_runners,
+        warm_runners=0 if settings.is_scale_set else settings.gpu_warm_runners,
     ),
     opts=in_cluster,
 )
@@ -179,7 +221,7 @@ workload_identity = GitHubWorkloadIdentity(
 ci_access = CiAccess(
     "ci",
     CiAccessArgs(
-        namespace=runners.namespace,
+        namespace=runner_namespace,
         ci_identity=workload_identity.ci_account_email,
         cluster_name=cluster.context_name,
         endpoint=cluster.endpoint,
@@ -203,7 +245,10 @@ pulumi.export("clusterLocation", cluster.location)
 pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("runnerImage", runner_image.image)
 pulumi.export("clusterRunnerImage", runner_image.cluster_image)
-pulumi.export("brokerImage", broker_image.cluster_image)
 pulumi.export("gpuRunnerImage", gpu_image.cluster_image)
-pulumi.export("namespace", runners.namespace)
-pulumi.export("gpuRunnerTemplate", runners.gpu_runner_template)
+pulumi.export("namespace", runner_namespace)
+if settings.is_scale_set:
+    pulumi.export("scaleSetName", settings.scale_set_name)
+else:
+    pulumi.export("brokerImage", broker_image.cluster_image)
+    pulumi.export("gpuRunnerTemplate", runners.gpu_runner_template)

@@ -9,7 +9,9 @@ constants here, each with its source.
 "Before" is the project before image streaming, the preloader, one base runner per GPU node and
 OPTIMIZE_UTILIZATION: one base runner, the image pulled from GHCR once the GPU node is ready,
 GKE's default autoscaling profile (BALANCED) and a CPU pool of e2-standard-4. "After" is what the
-program does by default now.
+program does by default now. "Scale-set" is runnerMode: scale-set with the same defaults: GitHub's
+Actions Runner Controller starts one GPU runner pod per job, its controller and listener live on the
+CPU pool, and there is no base runner, broker or start job.
 """
 
 import dataclasses
@@ -31,6 +33,7 @@ from program.manifests.broker import BROKER_CPU_MILLIS, BROKER_MEMORY_MIB  # noq
 from program.components.cluster import NodePoolSpec  # noqa: E402
 from program.catalog.gpus import allocatable, smallest_machine  # noqa: E402
 from program.manifests.runners import BASE_RUNNER_CPU_MILLIS, BASE_RUNNER_MEMORY_MIB  # noqa: E402
+from program.manifests.scale_set import ARC_PODS_CPU_MILLIS, ARC_PODS_MEMORY_MIB  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Published figures and assumptions. Every one names its source and date; "assumption" marks a
@@ -94,6 +97,12 @@ GITHUB_HANDOVER = Span(2, 3, 5)
 # Assumption: ~2 s; Kubernetes publishes an SLO only for stateless pods with images pulled
 # (kubernetes/community sig-scalability pod startup SLO: 5 s at the 99th percentile).
 POD_ON_READY_NODE = Span(1, 2, 5)
+# Scale-set mode: from GitHub queueing a job for the scale set to its runner pod existing. ARC's
+# listener holds a long poll on the scale set's message queue and gets the job at once; it patches
+# the EphemeralRunnerSet, and the controller asks GitHub for a JIT configuration and creates the
+# pod (actions/actions-runner-controller 0.14.2: cmd/ghalistener, ephemeralrunner_controller.go).
+# Assumption: 2-8 s, three API round trips and two reconciles; ARC publishes no figure.
+LISTENER_TO_POD = Span(2, 4, 8)
 # Deleting an idle node: drain the runner pods and stop the VM; billing stops when the VM is
 # TERMINATED. Assumption: ~30 s; not published.
 NODE_DELETE_SECONDS = 30
@@ -222,6 +231,8 @@ class Setup:
     profile: str
     cpu_machine: str
     warm_nodes: int
+    scale_set: bool = False
+    """runnerMode: scale-set: ARC starts the GPU runner for each job; no base runner, no start job."""
 
 
 def before_setup() -> Setup:
@@ -237,6 +248,13 @@ def after_setup(program: Program, gpu_max_nodes: int | None = None) -> Setup:
     return Setup("after", base_runners=base, pull=PULL_STREAMED, pull_overlaps_driver=True,
                  profile=settings.AUTOSCALING_PROFILES[0], cpu_machine=settings.default_cpu_machine(base),
                  warm_nodes=program.defaults["gpuWarmRunners"])
+
+
+def scale_set_setup(program: Program) -> Setup:
+    """runnerMode: scale-set with the program's defaults: ARC on the CPU pool instead of base runners and the broker."""
+    return Setup("scale-set", base_runners=0, pull=PULL_STREAMED, pull_overlaps_driver=True,
+                 profile=settings.AUTOSCALING_PROFILES[0], cpu_machine=settings.default_scale_set_cpu_machine(),
+                 warm_nodes=program.defaults["gpuWarmRunners"], scale_set=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,6 +325,30 @@ def warm_start_for(program: Program, which: str = "typical") -> dict[str, float]
         notice=poll_wait(program.poll_seconds, which),
         handover=GITHUB_HANDOVER.pick(which),
     )
+
+
+def scale_set_cold_start_for(setup: Setup, which: str = "typical") -> dict[str, float]:
+    """Seconds of each part from GitHub queueing a GPU job for the scale set to the job starting.
+
+    No start job: ARC's listener sees the job and its controller creates the runner pod, and GitHub
+    hands the job to that runner as soon as it is up; no one polls for it.
+    """
+    return {
+        "listener sees the job, ARC creates the pod": LISTENER_TO_POD.pick(which),
+        "autoscaler reaction (incl. GPU hold)": autoscaler_reaction(which),
+        "VM create + boot": VM_CREATE_BOOT.pick(which),
+        "GKE driver install": DRIVER_INSTALL.pick(which),
+        "image pull (~1 GB)": (max(0.0, setup.pull.pick(which) - DRIVER_INSTALL.pick(which))
+                               if setup.pull_overlaps_driver else setup.pull.pick(which)),
+        "container + runner start": RUNNER_START.pick(which),
+        "GitHub hands over the job": GITHUB_HANDOVER.pick(which),
+    }
+
+
+def per_run_queued_to_train(setup: Setup, poll_seconds: float, which: str = "typical") -> float:
+    """Per-run mode, from the start job being queued to `train` starting: the start job first waits for
+    a base runner to take it (a free one: GitHub's handover), then asks for the GPU runner."""
+    return GITHUB_HANDOVER.pick(which) + sum(cold_start_for(setup, poll_seconds, which).values())
 
 
 def until_runner_up(parts: dict[str, float]) -> float:
@@ -387,6 +429,52 @@ def concurrent_runs(runs: int, job_seconds: float, gpu_max_nodes: int, base_runn
     return timeline
 
 
+def scale_set_concurrent_runs(runs: int, job_seconds: float, gpu_max_nodes: int, listener: float,
+                              cold_until_up: float, reuse_until_up: float, handover: float, autoscaler: float,
+                              scale_down: ScaleDown) -> list[RunTimes]:
+    """When each of `runs` GPU jobs, all queued at time 0, starts in scale-set mode.
+
+    ARC runs at most maxRunners = gpuMaxNodes runners: the first jobs each get a new node; a later
+    job's runner is created when a runner finishes, and takes the freed node (driver in, image on it)
+    unless the profile's scale-down rule has removed it. `start_job_*` fields hold the listener's part.
+    """
+    nodes: list[_Node] = []
+    timeline = []
+
+    def removed_at(node: _Node) -> float:
+        return max(node.free_at, node.added_at + scale_down.delay_after_add) + scale_down.unneeded
+
+    for _ in range(runs):
+        live = [n for n in nodes if listener < removed_at(n)]
+        waited_for_node = cold = False
+        if len(live) < gpu_max_nodes and not [n for n in live if n.free_at <= listener]:
+            node = _Node(added_at=listener + autoscaler, free_at=float("inf"))
+            nodes.append(node)
+            runner_up = cold_until_up
+            cold = True
+        else:
+            node = min(live, key=lambda n: n.free_at)
+            waited_for_node = node.free_at > listener
+            runner_up = max(node.free_at, listener) + reuse_until_up
+        train_starts = runner_up + handover
+        node.free_at = train_starts + job_seconds
+        timeline.append(RunTimes(listener, runner_up, train_starts, node.free_at, False, waited_for_node, cold,
+                                 runner_up - listener))
+    return timeline
+
+
+def scale_set_concurrent_for(setup: Setup, runs: int, job_minutes: float, gpu_max_nodes: int) -> list[RunTimes]:
+    parts = scale_set_cold_start_for(setup)
+    listener = parts["listener sees the job, ARC creates the pod"]
+    return scale_set_concurrent_runs(
+        runs=runs, job_seconds=job_minutes * 60, gpu_max_nodes=gpu_max_nodes, listener=listener,
+        cold_until_up=sum(parts.values()) - parts["GitHub hands over the job"],
+        reuse_until_up=listener + POD_ON_READY_NODE.typical + RUNNER_START.typical,
+        handover=parts["GitHub hands over the job"], autoscaler=parts["autoscaler reaction (incl. GPU hold)"],
+        scale_down=SCALE_DOWN[setup.profile],
+    )
+
+
 def concurrent_for(setup: Setup, program: Program, runs: int, job_minutes: float, gpu_max_nodes: int) -> list[RunTimes]:
     cold = cold_start_for(setup, program.poll_seconds)
     notice = poll_wait(program.poll_seconds, "typical")
@@ -426,6 +514,10 @@ def node_price_per_hour(machine: str, gpu_type: str, gpu_count: int, disk_gb: in
 
 
 def vm_to_train_for(setup: Setup, poll_seconds: float) -> float:
+    if setup.scale_set:
+        parts = scale_set_cold_start_for(setup)
+        return (sum(parts.values()) - parts["autoscaler reaction (incl. GPU hold)"]
+                - parts["listener sees the job, ARC creates the pod"])
     parts = cold_start_for(setup, poll_seconds)
     return sum(parts.values()) - parts["autoscaler reaction (incl. GPU hold)"]
 
@@ -470,12 +562,15 @@ def always_on(machine: str, nodes: int, disk_gb: int, hours: float = HOURS_PER_M
     )
 
 
-def cpu_node_fit(machine: str, base_runners: int) -> tuple[float, float, float, float]:
+def cpu_node_fit(machine: str, base_runners: int, scale_set: bool = False) -> tuple[float, float, float, float]:
     """(requested cores, allocatable cores, requested GiB, allocatable GiB) on one CPU node,
-    counting what program.catalog.cpu_machines counts: GKE's pods, the base runners, the broker, headroom."""
+    counting what program.catalog.cpu_machines counts: GKE's pods, the base runners, the broker
+    (or, in scale-set mode, ARC's controller and listener), headroom."""
     cores, gib = allocatable(*cpu_sizing.E2_STANDARD[machine])
-    cpu = cpu_sizing.SYSTEM_PODS_CPU_MILLIS + base_runners * BASE_RUNNER_CPU_MILLIS + BROKER_CPU_MILLIS
-    memory = cpu_sizing.SYSTEM_PODS_MEMORY_MIB + base_runners * BASE_RUNNER_MEMORY_MIB + BROKER_MEMORY_MIB
+    control_cpu, control_memory = ((ARC_PODS_CPU_MILLIS, ARC_PODS_MEMORY_MIB) if scale_set
+                                   else (BROKER_CPU_MILLIS, BROKER_MEMORY_MIB))
+    cpu = cpu_sizing.SYSTEM_PODS_CPU_MILLIS + base_runners * BASE_RUNNER_CPU_MILLIS + control_cpu
+    memory = cpu_sizing.SYSTEM_PODS_MEMORY_MIB + base_runners * BASE_RUNNER_MEMORY_MIB + control_memory
     cpu, memory = cpu * cpu_sizing.HEADROOM, memory * cpu_sizing.HEADROOM
     return cpu / 1000, cores, memory / 1024, gib
 
@@ -600,3 +695,39 @@ def print_models(program: Program | None = None) -> None:
         need_cpu, has_cpu, need_gib, has_gib = cpu_node_fit(setup.cpu_machine, setup.base_runners)
         print(f"   {setup.name}: {setup.base_runners} base runner(s) + broker + GKE pods ask {need_cpu:.2f} of "
               f"{has_cpu:.2f} cores and {need_gib:.2f} of {has_gib:.2f} GiB on one {setup.cpu_machine}")
+
+    print_scale_set_model(program)
+
+
+def print_scale_set_model(program: Program) -> None:
+    """4. runnerMode: scale-set next to per-run mode's defaults."""
+    d = program.defaults
+    after, scale_set = after_setup(program), scale_set_setup(program)
+    print()
+    print("4. runnerMode: scale-set (ARC) next to per-run, both with the defaults")
+    parts = {which: scale_set_cold_start_for(scale_set, which) for which in ("typical", "low", "high")}
+    for part, seconds in parts["typical"].items():
+        print(f"   {part:<46}{seconds:8.1f}")
+    per_run = {which: per_run_queued_to_train(after, program.poll_seconds, which)
+               for which in ("typical", "low", "high")}
+    print(f"   {'GPU job queued -> it starts, scale-set':<46}{sum(parts['typical'].values()):8.1f} s "
+          f"(range {sum(parts['low'].values()):.1f}-{sum(parts['high'].values()):.1f})")
+    print(f"   {'start job queued -> train starts, per-run':<46}{per_run['typical']:8.1f} s "
+          f"(range {per_run['low']:.1f}-{per_run['high']:.1f}): a start job first, and its poll")
+    job = 5
+    gpu_max = settings.DEFAULT_GPU_MAX_NODES
+    columns = (("per-run", concurrent_for(after, program, 5, job, gpu_max)),
+               ("scale-set", scale_set_concurrent_for(scale_set, 5, job, gpu_max)))
+    print(f"   5 GPU jobs queued together, {job}-minute jobs, gpuMaxNodes {gpu_max}: minutes until job k starts")
+    print("   job" + "".join(f"{title:>12}" for title, _ in columns))
+    for k in range(5):
+        print(f"   {k + 1:>3}" + "".join(f"{_m(timeline[k].train_starts):>12}" for _, timeline in columns))
+    minutes, usd = run_bill(scale_set, program, d["gpuType"], job)
+    print(f"   one {job}-minute {d['gpuType']} job that adds a node: {minutes:.1f} billed GPU-node minutes, ${usd:.3f}")
+    costs = {s.name: always_on(s.cpu_machine, d["cpuMinNodes"], program.boot_disk_gb) for s in (after, scale_set)}
+    print(f"   always-on per month, on-demand, free tier: per-run {costs['after'].machine} x{costs['after'].nodes} "
+          f"${costs['after'].total():.2f}, scale-set {costs['scale-set'].machine} x{costs['scale-set'].nodes} "
+          f"${costs['scale-set'].total():.2f}; gpuWarmRunners idle runners bill a GPU node each, as warm nodes do")
+    need_cpu, has_cpu, need_gib, has_gib = cpu_node_fit(scale_set.cpu_machine, 0, scale_set=True)
+    print(f"   scale-set: ARC's controller + listener + GKE pods ask {need_cpu:.2f} of {has_cpu:.2f} cores and "
+          f"{need_gib:.2f} of {has_gib:.2f} GiB on one {scale_set.cpu_machine}; no base runner, no broker")

@@ -186,3 +186,35 @@ def test_the_always_on_part_costs_less_after(program):
     before = model.always_on(model.before_setup().cpu_machine, nodes, program.boot_disk_gb)
     after = model.always_on(model.after_setup(program).cpu_machine, nodes, program.boot_disk_gb)
     assert after.total() < before.total()
+
+
+# --- Model 4: runnerMode: scale-set ------------------------------------------------------------
+
+
+def test_a_scale_set_job_waits_for_no_start_job_and_no_poll(program):
+    scale_set = model.scale_set_cold_start_for(model.scale_set_setup(program))
+    assert not [part for part in scale_set if "poll" in part or "start job" in part]
+    # The node dominates either way: the modes' cold starts differ by seconds, not minutes.
+    per_run = model.per_run_queued_to_train(model.after_setup(program), program.poll_seconds)
+    assert abs(sum(scale_set.values()) - per_run) < 15
+
+
+def test_scale_set_jobs_up_to_gpu_max_nodes_start_together_and_later_ones_reuse_a_node(program):
+    runs = model.scale_set_concurrent_for(model.scale_set_setup(program), runs=4, job_minutes=5, gpu_max_nodes=2)
+    assert runs[0].train_starts == runs[1].train_starts
+    assert runs[0].cold_node and runs[1].cold_node
+    assert not runs[2].cold_node and runs[2].waited_for_node
+    assert runs[2].train_starts > runs[0].train_ends
+    assert not any(run.waited_for_base_runner for run in runs)
+
+
+def test_arc_fits_on_one_default_scale_set_cpu_node_with_gke_pods(program):
+    setup = model.scale_set_setup(program)
+    need_cpu, has_cpu, need_gib, has_gib = model.cpu_node_fit(setup.cpu_machine, 0, scale_set=True)
+    assert need_cpu <= has_cpu and need_gib <= has_gib
+    assert setup.cpu_machine in model.MACHINE_PRICES
+
+
+def test_the_scale_set_model_prints(program, capsys):
+    model.print_models(program)
+    assert "4. runnerMode: scale-set" in capsys.readouterr().out

@@ -15,7 +15,7 @@ from pulumi.runtime.config import get_config, is_config_secret
 
 from program.catalog.cpu_machines import smallest_cpu_machine
 from program.catalog.gpus import ACCELERATORS, machine_problem, smallest_machine
-from program.manifests import broker, runners
+from program.manifests import broker, runners, scale_set
 from program.manifests.images import REPOSITORY_ROOT, custom_dockerfile_problem
 
 PROJECT = "gke-gpu-runners"
@@ -33,6 +33,17 @@ CLUSTER_NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,38}[a-z0-9])?$")
 NAMESPACE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,54}[a-z0-9])?$")
 MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z0-9-]+$")
 GITHUB_REPOSITORY = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9-]{0,38}))/([A-Za-z0-9._-]{1,100})$")
+GITHUB_ORGANIZATION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
+
+PER_RUN = "per-run"
+SCALE_SET = "scale-set"
+RUNNER_MODES = (PER_RUN, SCALE_SET)
+DEFAULT_SCALE_SET_NAME = "gpu"
+# ARC's runnerScaleSetName: at most 45 characters (the chart refuses more), and the name of
+# Kubernetes objects and label values; a leading letter keeps YAML from reading it as a number.
+SCALE_SET_NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,43}[a-z0-9])?$")
+# The scale set chart writes the group unquoted into YAML: letters first, no ':' or '#'.
+RUNNER_GROUP = re.compile(r"^[A-Za-z][A-Za-z0-9 ._-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,18 @@ class Settings:
     runner_image_dockerfile: str | None
     """A Dockerfile (relative to the project) building the GPU runners' image FROM ours; None: ours."""
     """CIDRs that may reach the cluster's public endpoint; empty: open."""
+    runner_mode: str = PER_RUN
+    """per-run: a base runner starts each run's GPU runners; scale-set: GitHub's Actions Runner Controller."""
+    github_organization: str | None = None
+    """Scale-set mode: the organization whose repositories the runners serve; None: githubRepository alone."""
+    runner_group: str | None = None
+    """Scale-set mode, with an organization: the runner group the scale set joins; None: the default group."""
+    scale_set_name: str = DEFAULT_SCALE_SET_NAME
+    """Scale-set mode: the scale set's name, which is the label workflows ask for (`runs-on: gpu`)."""
+
+    @property
+    def is_scale_set(self) -> bool:
+        return self.runner_mode == SCALE_SET
 
 
 class _Reader:
@@ -235,8 +258,10 @@ def load_settings() -> Settings:
 
     # 0: one base runner per GPU node, so runs started together never wait for each other's GPU.
     base_runner_replicas = read.integer("baseRunnerReplicas", 0, minimum=0) or default_base_runner_replicas(gpu_max)
+    runner_mode = read.choice("runnerMode", RUNNER_MODES, PER_RUN)
     cpu_machine_type = read.matching("cpuMachineType", MACHINE_TYPE, "a Compute Engine machine type",
-                                     default_cpu_machine(base_runner_replicas))
+                                     default_scale_set_cpu_machine() if runner_mode == SCALE_SET
+                                     else default_cpu_machine(base_runner_replicas))
     cpu_min, cpu_max = read.bounds("cpu", 1, 3, least_max=1)
 
     settings = Settings(
@@ -273,6 +298,8 @@ def load_settings() -> Settings:
         data_write_branch=_data_write_branch(read),
         control_plane_authorized_networks=_authorized_networks(read),
         runner_image_dockerfile=_runner_image_dockerfile(read),
+        runner_mode=runner_mode,
+        **_scale_set(read, runner_mode, owner),
     )
     if read.problems:
         listed = "\n".join(f"  - {p}" for p in read.problems)
@@ -378,6 +405,47 @@ def _authorized_networks(read: _Reader) -> tuple[str, ...]:
 def default_base_runner_replicas(gpu_max_nodes: int) -> int:
     """One per GPU node: each run's start job holds a base runner until its GPU runner is up."""
     return max(1, gpu_max_nodes)
+
+
+def default_scale_set_cpu_machine() -> str:
+    """The smallest machine one node of which holds ARC's controller and listener and GKE's own pods."""
+    return smallest_cpu_machine(
+        0, 0, 0,
+        scale_set.ARC_PODS_CPU_MILLIS, scale_set.ARC_PODS_MEMORY_MIB,
+    )
+
+
+def _scale_set(read: _Reader, runner_mode: str, owner: str) -> dict:
+    """The scale-set keys, read in either mode (every declared key is read); per-run mode refuses
+    an organization or a runner group, which only a scale set can use."""
+    organization = read.text("githubOrganization")
+    runner_group = read.text("runnerGroup")
+    name = read.matching("scaleSetName", SCALE_SET_NAME, "1-45 lowercase letters, digits or '-', starting with a "
+                         "letter (it is the label workflows ask for: runs-on: <scaleSetName>)", DEFAULT_SCALE_SET_NAME)
+    if runner_mode != SCALE_SET:
+        for key, value in (("githubOrganization", organization), ("runnerGroup", runner_group)):
+            if value is not None:
+                read.problem(key, f"is only used with runnerMode {SCALE_SET} (per-run runners serve "
+                                  f"githubRepository alone); accepted: pulumi config set runnerMode {SCALE_SET}, "
+                                  f"or pulumi config rm {key}")
+        return {"github_organization": None, "runner_group": None, "scale_set_name": name}
+    if organization is not None:
+        if not GITHUB_ORGANIZATION.match(organization):
+            read.problem("githubOrganization", f"got {organization!r}; accepted: an organization's login, "
+                                               "e.g. octo-org")
+        elif owner and organization.lower() != owner.lower():
+            read.problem("githubOrganization", f"got {organization!r}, but githubRepository belongs to {owner!r}; "
+                                               f"accepted: {owner} (the organization whose workflows the runners "
+                                               "serve holds githubRepository, where the kubeconfig secret goes)")
+    if runner_group is not None:
+        if organization is None:
+            read.problem("runnerGroup", "needs githubOrganization (a repository's runners have no group); accepted: "
+                                        "set githubOrganization, or remove runnerGroup (pulumi config rm runnerGroup)")
+        elif not RUNNER_GROUP.match(runner_group):
+            read.problem("runnerGroup", f"got {runner_group!r}; accepted: the name of one of the organization's "
+                                        "runner groups: a letter, then up to 99 letters, digits, spaces, '.', '_' "
+                                        "or '-'")
+    return {"github_organization": organization, "runner_group": runner_group, "scale_set_name": name}
 
 
 def default_cpu_machine(base_runner_replicas: int) -> str:

@@ -264,3 +264,30 @@ def program() -> Program:
 def every_object() -> Program:
     """The program with every optional object turned on (warm GPU runners), for whole-manifest checks."""
     return run_program({f"{PROJECT}:gpuWarmRunners": "1"})
+
+
+SCALE_SET = {f"{PROJECT}:runnerMode": "scale-set"}
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
+def kubernetes_objects(program: Program) -> list[dict]:
+    """The Kubernetes objects a run registers, secrets unwrapped, for whole-manifest checks; a Helm
+    release is none itself, but a scale set's runner pod template goes in as the Pod ARC makes of it."""
+    from program.manifests.scale_set import runner_pod
+
+    objects = []
+    for resource in program.resources:
+        if resource.typ == HELM_RELEASE:
+            template = resource.inputs["values"].get("template")
+            if template:
+                objects.append(runner_pod(template, f"{resource.inputs['name']}-runner", resource.inputs["namespace"]))
+        elif resource.typ.startswith("kubernetes:"):
+            objects.append(unwrap_secrets(resource.inputs))
+    return objects
+
+
+@pytest.fixture(scope="session")
+def every_scale_set_object() -> Program:
+    """runnerMode scale-set with every optional object turned on, for whole-manifest checks."""
+    return run_program({**SCALE_SET, f"{PROJECT}:gpuWarmRunners": "1"})
+

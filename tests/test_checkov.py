@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, unwrap_secrets
+from conftest import ROOT, kubernetes_objects
 
 # Each skip with its reason. Keep this short.
 SKIPS = {
@@ -22,26 +22,28 @@ def checkov_binary() -> str:
     return binary
 
 
-def render(program, directory: Path) -> list[str]:
-    """One YAML file per registered Kubernetes object, secrets replaced, plus a rendered GPU runner."""
+def render(program, directory: Path, prefix: str = "") -> list[str]:
+    """One YAML file per registered Kubernetes object (a scale set's runner as a Pod), secrets
+    replaced, plus a rendered GPU runner where the program publishes its template."""
     names = []
-    for resource in program.resources:
-        if resource.typ.startswith("kubernetes:"):
-            manifest = unwrap_secrets(resource.inputs)
-            for field in ("stringData", "data"):
-                if field in manifest:
-                    manifest[field] = {key: "redacted" for key in manifest[field]}
-            (directory / f"{resource.name}.yaml").write_text(yaml.safe_dump(manifest))
-            names.append(f"{manifest['kind']}.{manifest['metadata']['name']}")
-    job = program.outputs["gpuRunnerTemplate"].replace("${GITHUB_RUN_ID}", "42").replace("${GITHUB_RUN_ATTEMPT}", "1")
-    (directory / "gpu-runner-42-1.yaml").write_text(job)
+    for index, manifest in enumerate(kubernetes_objects(program)):
+        for field in ("stringData", "data"):
+            if field in manifest:
+                manifest[field] = {key: "redacted" for key in manifest[field]}
+        name = f"{prefix}{index:03}-{manifest['metadata']['name']}.yaml"
+        (directory / name).write_text(yaml.safe_dump(manifest))
+        names.append(f"{manifest['kind']}.{manifest['metadata']['name']}")
+    if "gpuRunnerTemplate" in program.outputs:
+        job = program.outputs["gpuRunnerTemplate"].replace("${GITHUB_RUN_ID}", "42").replace("${GITHUB_RUN_ATTEMPT}", "1")
+        (directory / f"{prefix}gpu-runner-42-1.yaml").write_text(job)
     return names
 
 
 @pytest.fixture(scope="module")
-def report(every_object, tmp_path_factory) -> dict:
+def report(every_object, every_scale_set_object, tmp_path_factory) -> dict:
     directory = tmp_path_factory.mktemp("manifests")
-    render(every_object, directory)
+    render(every_object, directory, "per-run-")
+    render(every_scale_set_object, directory, "scale-set-")
     result = subprocess.run(
         [checkov_binary(), "--directory", str(directory), "--framework", "kubernetes", "--output", "json",
          "--skip-download"],
@@ -64,10 +66,11 @@ def test_checkov_finds_no_failure_in_the_cluster_objects_and_the_gpu_runner(repo
     assert not report["failed"], "\n".join(f"{c['check_id']} {c['check_name']} on {c['resource']}" for c in report["failed"])
 
 
-def test_checkov_scanned_both_runner_workloads(report):
+def test_checkov_scanned_every_runner_workload(report):
     scanned = {c["resource"] for c in report["passed"]}
     assert any(r.startswith("Deployment.") and r.endswith(".base-runner") for r in scanned), scanned
     assert any(r.startswith("Job.") and "gpu-runner-42-1" in r for r in scanned), scanned
+    assert any(r.startswith("Pod.") and r.endswith(".gpu-runner") for r in scanned), scanned  # the scale set's
     assert len(report["passed"]) > 100
 
 

@@ -40,3 +40,10 @@ def test_the_models_print(program, capsys):
     out = capsys.readouterr().out
     for heading in ("1. Cold start", "2. N runs", "3. The bill", "always-on"):
         assert heading in out
+
+
+def test_the_scale_set_setup_is_the_programs_scale_set_defaults(program):
+    scale_set = model.scale_set_setup(program)
+    assert scale_set.base_runners == 0 and scale_set.scale_set
+    assert scale_set.cpu_machine == settings.default_scale_set_cpu_machine()
+    assert scale_set.warm_nodes == program.defaults["gpuWarmRunners"]

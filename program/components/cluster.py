@@ -19,6 +19,10 @@ NODE_ROLES = (
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
 
+# The components are listed because setting monitoring_config sends them: system metrics
+# (GKE's default, which the GPU node count on the scale set's dashboard reads).
+MANAGED_PROMETHEUS = {"enable_components": ["SYSTEM_COMPONENTS"], "managed_prometheus": {"enabled": True}}
+
 # GKE creates and deletes clusters and node pools in 5 to 20 minutes; Pulumi's
 # defaults would give up while GKE is still working.
 GKE_TIMEOUTS = pulumi.CustomTimeouts(create="45m", update="45m", delete="45m")
@@ -58,6 +62,8 @@ class GkeClusterArgs:
     """The APIs (Kubernetes Engine, image streaming, IAM) that must be enabled first."""
     authorized_networks: tuple[str, ...] = ()
     """CIDRs allowed to reach the public endpoint; empty: any. Nodes reach it from inside regardless."""
+    managed_prometheus: bool = False
+    """Collect Prometheus metrics of pods that PodMonitorings select (GKE's managed collection)."""
 
 
 def gpu_pool_spec(gpu_type: str, gpu_count: int, driver_version: str, machine_type: str,
@@ -154,6 +160,7 @@ class GkeCluster(pulumi.ComponentResource):
                 if args.authorized_networks else None
             ),
             deletion_protection=args.deletion_protection,
+            monitoring_config=MANAGED_PROMETHEUS if args.managed_prometheus else None,
             opts=pulumi.ResourceOptions(
                 parent=self, custom_timeouts=GKE_TIMEOUTS, depends_on=[*node_roles, *args.services]
             ),

@@ -92,6 +92,25 @@ def _listener_probe(period_seconds: int, failure_threshold: int) -> dict:
     }
 
 
+def listener_probes() -> dict:
+    """A runner container's probes. Getting a runner may take a while (the broker retries
+    GitHub; ARC's runner waits for its node): liveness only counts once the listener has started."""
+    return {
+        "startupProbe": _listener_probe(period_seconds=10, failure_threshold=60),
+        "livenessProbe": _listener_probe(period_seconds=30, failure_threshold=3),
+        "readinessProbe": _listener_probe(period_seconds=10, failure_threshold=1),
+    }
+
+
+SHM_MOUNT = {"name": "dshm", "mountPath": "/dev/shm"}
+
+
+def shm_volume(share: RunnerShare) -> dict:
+    """Data loaders share tensors through /dev/shm; the container default is 64 MiB.
+    It is memory the runner's limit counts, so it gets a quarter of it."""
+    return {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{share.memory_mib // 4}Mi"}}
+
+
 @dataclass(frozen=True)
 class RunnerPod:
     """What differs between one kind of runner pod and another."""
@@ -122,11 +141,7 @@ def runner_container(pod: RunnerPod) -> dict:
         # thrown away with the pod after one job.
         "securityContext": container_security_context(read_only_root=False),
         "volumeMounts": [{"name": "broker-token", "mountPath": BROKER_TOKEN_DIR, "readOnly": True}, *pod.extra_mounts],
-        # The broker may retry GitHub for a while: liveness only counts once the
-        # listener has started.
-        "startupProbe": _listener_probe(period_seconds=10, failure_threshold=60),
-        "livenessProbe": _listener_probe(period_seconds=30, failure_threshold=3),
-        "readinessProbe": _listener_probe(period_seconds=10, failure_threshold=1),
+        **listener_probes(),
     }
 
 
@@ -194,10 +209,8 @@ def gpu_runner_job(image: str, namespace: str, gpu_count: int, gpu_machine_type:
                 "restartPolicy": "Never",
                 "tolerations": [GPU_TOLERATION],
             },
-            # Data loaders share tensors through /dev/shm; the container default is 64 MiB.
-            # It is memory the runner's limit counts, so it gets a quarter of it.
-            extra_volumes=({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{share.memory_mib // 4}Mi"}},),
-            extra_mounts=({"name": "dshm", "mountPath": "/dev/shm"},),
+            extra_volumes=(shm_volume(share),),
+            extra_mounts=(SHM_MOUNT,),
         )
     )
     return {
