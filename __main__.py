@@ -192,7 +192,7 @@ GitHubSecrets(
     "actions-secrets",
     GitHubSecretsArgs(
         repository=settings.github_repository,
-        secrets=dict(zip(SECRET_NAMES, (ci_access.kubeconfig, cluster.name, cluster.location), strict=True)),
+        secrets=dict(zip(SECRET_NAMES, (ci_access.kubeconfig,), strict=True)),
         variables=dict(zip(VARIABLE_NAMES, (workload_identity.provider_name, workload_identity.ci_account_email), strict=True)),
     ),
     opts=pulumi.ResourceOptions(providers={"github": github_provider}),
