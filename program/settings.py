@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi.runtime.config import get_config, is_config_secret
 
-from program.catalog.cpu_machines import smallest_cpu_machine
+from program.catalog.cpu_machines import cpu_machine_problem, smallest_cpu_machine
 from program.catalog.gpus import ACCELERATORS, machine_problem, smallest_machine
 from program.manifests import broker, runners
 from program.manifests.images import REPOSITORY_ROOT, custom_dockerfile_problem
@@ -32,6 +32,8 @@ CLUSTER_NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,38}[a-z0-9])?$")
 # A DNS label short enough that `<namespace>-system` is one too.
 NAMESPACE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,54}[a-z0-9])?$")
 MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z0-9-]+$")
+# GHCR accepts only personal access tokens (classic) for pushing packages.
+FINE_GRAINED = "github_pat_"
 GITHUB_REPOSITORY = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9-]{0,38}))/([A-Za-z0-9._-]{1,100})$")
 
 
@@ -207,7 +209,7 @@ def load_settings() -> Settings:
     cluster_name = read.matching(
         "clusterName", CLUSTER_NAME, "1-40 lowercase letters, digits or '-', starting with a letter", "gpu-runners"
     )
-    repository = read.matching("githubRepository", GITHUB_REPOSITORY, "owner/name, e.g. octo-org/ml-models")
+    repository = _repository(read)
     if repository == SAMPLE_REPOSITORY:
         read.problem("githubRepository", f"is the sample stack's placeholder {SAMPLE_REPOSITORY!r}; accepted: "
                                          "the owner/name of the repository whose workflows the runners serve")
@@ -218,7 +220,7 @@ def load_settings() -> Settings:
         read.problem("github:token", "required; accepted: a GitHub token that may write the repository's Actions secrets and "
                                      "variables (pulumi config set --secret github:token ...)")
     runner_credential = _runner_credential(read)
-    registry_token = read.secret("registryToken") or github_token
+    registry_token = _registry_token(read) or github_token
     if read.secret("registryPullToken") is not None:
         pulumi.log.warn("gke-gpu-runners:registryPullToken is no longer used (the cluster pulls from its own Artifact "
                         "Registry repository, with no token); remove it: pulumi config rm registryPullToken")
@@ -237,6 +239,8 @@ def load_settings() -> Settings:
     base_runner_replicas = read.integer("baseRunnerReplicas", 0, minimum=0) or default_base_runner_replicas(gpu_max)
     cpu_machine_type = read.matching("cpuMachineType", MACHINE_TYPE, "a Compute Engine machine type",
                                      default_cpu_machine(base_runner_replicas))
+    if read.text("cpuMachineType") and (problem := cpu_machine_problem_for(cpu_machine_type, base_runner_replicas)):
+        read.problem("cpuMachineType", f"got {cpu_machine_type!r}; {problem}")
     cpu_min, cpu_max = read.bounds("cpu", 1, 3, least_max=1)
 
     settings = Settings(
@@ -292,12 +296,53 @@ def zone_hint(value: str) -> str:
     return "a zone such as us-central1-a (set location or gcp:zone)"
 
 
+GPU_MODEL = re.compile(r"^([a-z]+[0-9]+)[a-z]*$")
+
+
+def gpu_model(gpu_type: str) -> str | None:
+    """The GPU's model, letters and number: nvidia-tesla-t4 -> t4, nvidia-a100-80gb -> a100, nvidia-a10g -> a10."""
+    return next((match[1] for part in gpu_type.lower().split("-") if (match := GPU_MODEL.match(part))), None)
+
+
 def did_you_mean(gpu_type: str) -> str:
-    """The GPU type whose model matches the last part of `gpu_type` (nvidia-t4 -> nvidia-tesla-t4), or a close spelling."""
-    model = gpu_type.lower().rsplit("-", 1)[-1]
-    by_model = [name for name in sorted(ACCELERATORS) if name.rsplit("-", 1)[-1] == model]
-    close = by_model or difflib.get_close_matches(gpu_type.lower(), sorted(ACCELERATORS), n=1, cutoff=0.6)
-    return f"did you mean {close[0]}? " if close else ""
+    """The served GPU type of the same model (nvidia-t4 -> nvidia-tesla-t4, nvidia-a100-80g -> nvidia-a100-80gb).
+
+    Never a guess across models: nvidia-a10g is not a spelling of nvidia-a100-80gb, a far pricier GPU.
+    """
+    model = gpu_model(gpu_type)
+    same_model = [name for name in sorted(ACCELERATORS) if model and gpu_model(name) == model]
+    closest = difflib.get_close_matches(gpu_type.lower(), same_model, n=1, cutoff=0.0)
+    return f"did you mean {closest[0]}? " if closest else ""
+
+
+def _repository(read: _Reader) -> str:
+    """owner/name; a clone URL or a trailing .git is refused with the owner/name it stands for."""
+    accepted = "owner/name, e.g. octo-org/ml-models"
+    value = read.text("githubRepository")
+    if value is None:
+        read.problem("githubRepository", f"required; accepted: {accepted}")
+        return ""
+    meant = re.sub(r"^(?:https?://github\.com/|git@github\.com:|github\.com/)", "", value).rstrip("/")
+    meant = meant.removesuffix(".git")
+    if meant != value and GITHUB_REPOSITORY.match(meant):
+        read.problem("githubRepository", f"got {value!r}; accepted: owner/name alone, without a URL or .git: {meant}")
+    elif not GITHUB_REPOSITORY.match(value):
+        read.problem("githubRepository", f"got {value!r}; accepted: {accepted}")
+    return value
+
+
+def _registry_token(read: _Reader) -> pulumi.Output[str] | None:
+    """registryToken, refusing a fine-grained token there or, without it, in github:token: GHCR takes neither."""
+    token = read.secret("registryToken")
+    fix = ("accepted: a personal access token (classic) with write:packages: "
+           f"pulumi config set --secret {read.qualified('registryToken')} ghp_...")
+    if token is not None and (get_config(read.qualified("registryToken")) or "").strip().startswith(FINE_GRAINED):
+        read.problem("registryToken", "is a fine-grained token, which GHCR does not accept for pushing the runner "
+                                      f"image; {fix}")
+    elif token is None and (get_config("github:token") or "").strip().startswith(FINE_GRAINED):
+        read.problem("registryToken", "unset, so the runner image would be pushed to GHCR with github:token, a "
+                                      f"fine-grained token, which GHCR does not accept for pushing packages; {fix}")
+    return token
 
 
 # Cloud Storage's naming rules for a bucket without dots: 3-63 characters.
@@ -378,6 +423,15 @@ def _authorized_networks(read: _Reader) -> tuple[str, ...]:
 def default_base_runner_replicas(gpu_max_nodes: int) -> int:
     """One per GPU node: each run's start job holds a base runner until its GPU runner is up."""
     return max(1, gpu_max_nodes)
+
+
+def cpu_machine_problem_for(machine_type: str, base_runner_replicas: int) -> str | None:
+    """Why one node of `machine_type` cannot hold the base runners, the broker and GKE's pods, or None."""
+    return cpu_machine_problem(
+        machine_type, base_runner_replicas,
+        runners.BASE_RUNNER_CPU_MILLIS, runners.BASE_RUNNER_MEMORY_MIB,
+        broker.BROKER_CPU_MILLIS, broker.BROKER_MEMORY_MIB,
+    )
 
 
 def default_cpu_machine(base_runner_replicas: int) -> str:
