@@ -7,7 +7,8 @@ import pulumi_kubernetes as k8s
 
 from program.components.broker import RunnerBroker, RunnerBrokerArgs
 from program.components.ci_access import CiAccess, CiAccessArgs
-from program.components.cluster import GkeCluster, GkeClusterArgs, NodePoolSpec, gpu_pool_spec
+from program.components.cluster import GkeCluster, GkeClusterArgs, NodePoolSpec
+from program.components.node_pools import gpu_pool_spec
 from program.checks.github import look_up_repository, require_no_silent_takeover
 from program.components.github_secrets import SECRET_NAMES, VARIABLE_NAMES, GitHubSecrets, GitHubSecretsArgs
 from program.components.gpu_warmup import GpuWarmup, GpuWarmupArgs
