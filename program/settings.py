@@ -28,6 +28,7 @@ DRIVER_VERSIONS = ("DEFAULT", "LATEST")
 AUTOSCALING_PROFILES = ("OPTIMIZE_UTILIZATION", "BALANCED")
 DEFAULT_GPU_MAX_NODES = 2
 ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
+REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 CLUSTER_NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,38}[a-z0-9])?$")
 # A DNS label short enough that `<namespace>-system` is one too.
 NAMESPACE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,54}[a-z0-9])?$")
@@ -71,6 +72,12 @@ class Settings:
     zone_key: str
     """Where the zone came from: gcp:zone, or gke-gpu-runners:location."""
     cluster_name: str
+    existing_cluster: str | None
+    """An existing GKE cluster the program adds its pools and runners to; None: it creates `cluster_name`."""
+    cluster_location: str
+    """Where the cluster is: `zone`; or, for an existing regional cluster, its region (its new pools go in `zone`)."""
+    allow_no_network_policy: bool
+    """The user accepts an existing cluster that enforces no NetworkPolicy."""
     github_owner: str
     github_repository: str
     """The repository's name, without its owner."""
@@ -201,10 +208,11 @@ def load_settings() -> Settings:
     elif gcp_project == SAMPLE_PROJECT:
         read.problem("gcp:project", f"is the sample stack's placeholder {SAMPLE_PROJECT!r}; accepted: the ID of your "
                                     "GCP project (gcloud projects list)")
-    zone_key = "location" if read.text("location") else "gcp:zone"
-    zone = read.text(zone_key) or ""
-    if not ZONE.match(zone):
-        read.problem(zone_key, f"{_got(zone)}; accepted: {zone_hint(zone)}")
+    existing_cluster = read.text("existingCluster")
+    if existing_cluster is not None and not CLUSTER_NAME.match(existing_cluster):
+        read.problem("existingCluster", f"got {existing_cluster!r}; accepted: the name of a GKE cluster of the project, "
+                                        "as gcloud container clusters list shows it")
+    cluster_location, zone, zone_key = _location(read, existing_cluster)
 
     cluster_name = read.matching(
         "clusterName", CLUSTER_NAME, "1-40 lowercase letters, digits or '-', starting with a letter", "gpu-runners"
@@ -248,6 +256,9 @@ def load_settings() -> Settings:
         zone=zone,
         zone_key=read.qualified(zone_key),
         cluster_name=cluster_name,
+        existing_cluster=existing_cluster,
+        cluster_location=cluster_location,
+        allow_no_network_policy=read.boolean("allowNoNetworkPolicy", False),
         github_owner=owner,
         github_repository=name,
         github_token=github_token,
@@ -278,10 +289,63 @@ def load_settings() -> Settings:
         control_plane_authorized_networks=_authorized_networks(read),
         runner_image_dockerfile=_runner_image_dockerfile(read),
     )
+    if existing_cluster:
+        _cluster_settings_left_alone(read, settings)
     if read.problems:
         listed = "\n".join(f"  - {p}" for p in read.problems)
         raise pulumi.RunError(f"{len(read.problems)} configuration problem(s); nothing was created:\n{listed}")
     return settings
+
+
+def _location(read: _Reader, existing_cluster: str | None) -> tuple[str, str, str]:
+    """(the cluster's location, the zone of the program's pools, the key that zone came from).
+
+    A cluster the program creates is zonal. An existing one may be regional: `location`
+    (or `gcp:zone`) names its region, and `gcp:zone` the one zone of it the new pools go in.
+    """
+    key = "location" if read.text("location") else "gcp:zone"
+    value = read.text(key) or ""
+    if existing_cluster and REGION.match(value):
+        zone = read.text("gcp:zone") or ""
+        if key == "gcp:zone" or not (ZONE.match(zone) and zone.rsplit("-", 1)[0] == value):
+            read.problem("gcp:zone", f"{_got(zone)}; existingCluster {existing_cluster} is regional ({value}) and the "
+                                     f"runners' pools go in one zone of it; accepted: location {value} and gcp:zone "
+                                     f"a zone of {value} that offers the GPU, e.g. {value}-a (gcloud compute "
+                                     f"accelerator-types list --filter=zone~{value})")
+        return value, zone, "gcp:zone"
+    if not ZONE.match(value):
+        accepted = (f"the zone or region of cluster {existing_cluster} (gcloud container clusters list "
+                    f"--filter=name={existing_cluster}); set location or gcp:zone"
+                    if existing_cluster else zone_hint(value))
+        read.problem(key, f"{_got(value)}; accepted: {accepted}")
+    return value, value, key
+
+
+# Settings of a cluster the program creates; an existing cluster keeps its own.
+CLUSTER_SETTINGS_FIXES = {
+    "autoscalingProfile": "to change the cluster's own: gcloud container clusters update {name} --location "
+                          "{location} --autoscaling-profile=optimize-utilization",
+    "controlPlaneAuthorizedNetworks": "to change the cluster's own: gcloud container clusters update {name} "
+                                      "--location {location} --enable-master-authorized-networks "
+                                      "--master-authorized-networks=CIDR,...",
+    "deletionProtection": "pulumi destroy never deletes an existing cluster, which is not in the stack; GKE's own "
+                          "guard: gcloud container clusters update {name} --location {location} --deletion-protection",
+}
+
+
+def _cluster_settings_left_alone(read: _Reader, settings: "Settings") -> None:
+    """Refuses a setting of a cluster the program creates, set away from its default with existingCluster."""
+    changed = {
+        "autoscalingProfile": settings.autoscaling_profile != AUTOSCALING_PROFILES[0],
+        "controlPlaneAuthorizedNetworks": bool(settings.control_plane_authorized_networks),
+        "deletionProtection": settings.deletion_protection,
+    }
+    for key, fix in CLUSTER_SETTINGS_FIXES.items():
+        if changed[key]:
+            read.problem(key, f"is a setting of a cluster the program creates, and existingCluster "
+                              f"{settings.existing_cluster} keeps its own; accepted: the default "
+                              f"(pulumi config rm {key}); "
+                              + fix.format(name=settings.existing_cluster, location=settings.cluster_location))
 
 
 def _got(value: str) -> str:

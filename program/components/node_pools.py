@@ -109,7 +109,8 @@ def node_account(name: str, gcp_project: str, name_prefix: str, parent: pulumi.R
 
 def node_pool(resource_name: str, pool_name: str, spec: NodePoolSpec, *, gcp_project: str, location: str,
               cluster: pulumi.Input[str], service_account: pulumi.Input[str], parent: pulumi.Resource,
-              node_locations: tuple[str, ...] = (), depends_on: tuple[pulumi.Resource, ...] = ()) -> gcp.container.NodePool:
+              node_locations: tuple[str, ...] = (),
+              depends_on: tuple[pulumi.Resource, ...] = ()) -> gcp.container.NodePool:
     """Pool `pool_name` of `spec` in `cluster`, its nodes on GKE's metadata server (Workload Identity).
 
     `node_locations` pins a regional cluster's pool to its zones; empty: the cluster's own.
