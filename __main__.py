@@ -12,7 +12,8 @@ from program.components.existing_cluster import ExistingGkeCluster, ExistingGkeC
 from program.components.node_pools import cpu_pool_spec, gpu_pool_spec
 from program.checks.existing_cluster import require_fit_existing_cluster
 from program.checks.github import look_up_repository, require_no_silent_takeover
-from program.components.github_secrets import SECRET_NAMES, VARIABLE_NAMES, GitHubSecrets, GitHubSecretsArgs
+from program.components.deploy_identity import DeployIdentity, DeployIdentityArgs
+from program.components.github_secrets import SECRET_NAMES, GitHubSecrets, GitHubSecretsArgs, variable_names
 from program.components.gpu_warmup import GpuWarmup, GpuWarmupArgs
 from program.checks.preflight import preflight_gpu_pool
 from program.components.container_image import ContainerImage, ContainerImageArgs
@@ -38,7 +39,8 @@ github_provider = github.Provider("github", owner=settings.github_owner, token=s
 existing_cluster = require_fit_existing_cluster(settings, gcp_provider) if settings.existing_cluster else None
 preflight_gpu_pool(settings, gcp_provider)
 github_repository = look_up_repository(repository, settings.allow_public_repository, github_provider)
-require_no_silent_takeover(repository, {*SECRET_NAMES, *VARIABLE_NAMES}, settings.adopt_existing_secrets,
+deploys = bool(settings.deploy_namespace or settings.deploy_registry)
+require_no_silent_takeover(repository, {*SECRET_NAMES, *variable_names(deploys)}, settings.adopt_existing_secrets,
                            github_provider)
 
 in_project = pulumi.ResourceOptions(providers={"gcp": gcp_provider})
@@ -195,6 +197,27 @@ workload_identity = GitHubWorkloadIdentity(
     opts=in_project,
 )
 
+# Opt-in: the repository's deploy job, on the default branch only, pushes the model's image
+# and applies it to the user's namespace with the same keyless tokens, instead of a key.
+registry_of_model = settings.deploy_registry
+deploy_identity = DeployIdentity(
+    "deploy",
+    DeployIdentityArgs(
+        gcp_project=settings.gcp_project,
+        name_prefix=settings.cluster_name,
+        repository_full_name=github_repository.full_name,
+        default_branch=github_repository.default_branch,
+        workload_identity_provider=workload_identity.provider_name,
+        namespace=settings.deploy_namespace,
+        registry_location=registry_of_model.location if registry_of_model else None,
+        registry_project=registry_of_model.project if registry_of_model else None,
+        registry_repository=registry_of_model.repository if registry_of_model else None,
+        data_bucket=settings.data_bucket,
+        services=(apis[IAM],),
+    ),
+    opts=pulumi.ResourceOptions.merge(in_project, in_cluster),
+) if deploys else None
+
 ci_access = CiAccess(
     "ci",
     CiAccessArgs(
@@ -212,7 +235,12 @@ GitHubSecrets(
     GitHubSecretsArgs(
         repository=settings.github_repository,
         secrets=dict(zip(SECRET_NAMES, (ci_access.kubeconfig,), strict=True)),
-        variables=dict(zip(VARIABLE_NAMES, (workload_identity.provider_name, workload_identity.ci_account_email), strict=True)),
+        variables=dict(zip(
+            variable_names(deploys),
+            (workload_identity.provider_name, workload_identity.ci_account_email,
+             *([deploy_identity.email] if deploy_identity else [])),
+            strict=True,
+        )),
     ),
     opts=pulumi.ResourceOptions(providers={"github": github_provider}),
 )

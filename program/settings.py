@@ -78,6 +78,10 @@ class Settings:
     """Where the cluster is: `zone`; or, for an existing regional cluster, its region (its new pools go in `zone`)."""
     allow_no_network_policy: bool
     """The user accepts an existing cluster that enforces no NetworkPolicy."""
+    deploy_namespace: str | None
+    """The namespace a deploy job may deploy to (the deploy identity's Role); None: none."""
+    deploy_registry: "ArtifactRepository | None"
+    """The Docker repository a deploy job may push to; None: none."""
     github_owner: str
     github_repository: str
     """The repository's name, without its owner."""
@@ -259,6 +263,8 @@ def load_settings() -> Settings:
         existing_cluster=existing_cluster,
         cluster_location=cluster_location,
         allow_no_network_policy=read.boolean("allowNoNetworkPolicy", False),
+        deploy_namespace=_deploy_namespace(read),
+        deploy_registry=_deploy_registry(read),
         github_owner=owner,
         github_repository=name,
         github_token=github_token,
@@ -346,6 +352,55 @@ def _cluster_settings_left_alone(read: _Reader, settings: "Settings") -> None:
                               f"{settings.existing_cluster} keeps its own; accepted: the default "
                               f"(pulumi config rm {key}); "
                               + fix.format(name=settings.existing_cluster, location=settings.cluster_location))
+
+
+@dataclass(frozen=True)
+class ArtifactRepository:
+    """A Docker repository of Artifact Registry: `<location>-docker.pkg.dev/<project>/<repository>`."""
+
+    location: str
+    project: str
+    repository: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.location}-docker.pkg.dev/{self.project}/{self.repository}"
+
+
+DOCKER_REPOSITORY = re.compile(
+    r"^([a-z0-9-]+)-docker\.pkg\.dev/([a-z][a-z0-9-]{4,28}[a-z0-9])/([a-z0-9][a-z0-9._-]{0,62})$"
+)
+# A Kubernetes namespace: a DNS label.
+DNS_LABEL = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _deploy_namespace(read: _Reader) -> str | None:
+    """The namespace a deploy job may deploy to: the user's, never the runners'."""
+    value = read.text("deployNamespace")
+    if value is None:
+        return None
+    runner_namespace = read.text("namespace", "github-runners")
+    if not DNS_LABEL.match(value):
+        read.problem("deployNamespace", f"got {value!r}; accepted: the Kubernetes namespace the deploy job applies "
+                                        "its manifests to, e.g. default (the tutorial's)")
+    elif value in (runner_namespace, f"{runner_namespace}-system") or value.startswith(("kube-", "gke-")):
+        read.problem("deployNamespace", f"got {value!r}, a namespace of the runners or of GKE; accepted: the "
+                                        "namespace your model is deployed to, e.g. default (the tutorial's)")
+    return value
+
+
+def _deploy_registry(read: _Reader) -> ArtifactRepository | None:
+    value = read.text("deployRegistry")
+    if value is None:
+        return None
+    match = DOCKER_REPOSITORY.match(value.removeprefix("https://").rstrip("/"))
+    if not match:
+        read.problem("deployRegistry", f"got {value!r}; accepted: an Artifact Registry Docker repository, "
+                                       "<location>-docker.pkg.dev/<project>/<repository> (the tutorial's "
+                                       "GCP_CONTAINER_REGISTRY_HOST), e.g. europe-west6-docker.pkg.dev/my-project/"
+                                       "my-repository")
+        return None
+    return ArtifactRepository(location=match[1], project=match[2], repository=match[3])
 
 
 def _got(value: str) -> str:

@@ -66,6 +66,12 @@ WORKLOAD_IDENTITY_PROVIDER_VARIABLE = "GCP_WORKLOAD_IDENTITY_PROVIDER"
 SERVICE_ACCOUNT_VARIABLE = "GCP_SERVICE_ACCOUNT"
 OWNER_VARIABLE = "GKE_GPU_RUNNERS_STACK"
 """Names the stack that owns the secrets and variables above."""
+DEPLOY_SERVICE_ACCOUNT_VARIABLE = "GCP_DEPLOY_SERVICE_ACCOUNT"
+"""The service account a deploy job on the default branch may act as (deployNamespace, deployRegistry)."""
+
+# --- The deploy identity, in the user's own namespace -----------------------------
+DEPLOY_ROLE = "gke-gpu-runners-deployer"
+"""The Role and RoleBinding that let the deploy identity apply a model's manifests there."""
 
 
 def system_namespace(runner_namespace: str) -> str:

@@ -7,7 +7,8 @@ import pulumi_github as github
 
 from program.settings import this_stack
 from runner_contract import (
-    KUBECONFIG_SECRET, OWNER_VARIABLE, SERVICE_ACCOUNT_VARIABLE, WORKLOAD_IDENTITY_PROVIDER_VARIABLE,
+    DEPLOY_SERVICE_ACCOUNT_VARIABLE, KUBECONFIG_SECRET, OWNER_VARIABLE, SERVICE_ACCOUNT_VARIABLE,
+    WORKLOAD_IDENTITY_PROVIDER_VARIABLE,
 )
 
 # What the program writes, by the names workflows read (the README's table). The
@@ -16,6 +17,11 @@ from runner_contract import (
 # (the stack outputs clusterName and clusterLocation say the same).
 SECRET_NAMES = (KUBECONFIG_SECRET,)
 VARIABLE_NAMES = (WORKLOAD_IDENTITY_PROVIDER_VARIABLE, SERVICE_ACCOUNT_VARIABLE)
+
+
+def variable_names(deploy_identity: bool) -> tuple[str, ...]:
+    """The variables written: with a deploy identity, its service account too."""
+    return VARIABLE_NAMES + ((DEPLOY_SERVICE_ACCOUNT_VARIABLE,) if deploy_identity else ())
 
 
 @dataclass(frozen=True)
