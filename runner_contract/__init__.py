@@ -36,6 +36,9 @@ CPU_POOL_LABELS = {POOL_LABEL: "false"}
 GPU_POOL_LABELS = {POOL_LABEL: "true"}
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+CPU_POOL_TAINT = {"key": "gke-gpu-runners/pool", "value": "cpu", "effect": "NoSchedule"}
+"""On the CPU pool added to an existing cluster, so that cluster's own workloads stay on its own nodes
+(where they can pull their images); the base runners and the broker tolerate it everywhere."""
 
 # --- The GPU runner template ------------------------------------------------------
 TEMPLATE_CONFIGMAP = "gpu-runner-template"

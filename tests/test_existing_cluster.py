@@ -1,5 +1,6 @@
 """existingCluster: the runners join a cluster the user already has, which stays out of the stack."""
 
+import copy
 import json
 
 import pytest
@@ -15,6 +16,7 @@ POOL = "gcp:container/nodePool:NodePool"
 GET_CLUSTER = "gcp:container/getCluster:getCluster"
 EXISTING = {f"{P}:existingCluster": "mlops-kubernetes"}
 FIX = "gcloud container clusters update mlops-kubernetes --location us-central1-a --project acme-ml"
+SHARED_CPU_TAINT = {"key": "gke-gpu-runners/pool", "value": "cpu", "effect": "NO_SCHEDULE"}
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +58,31 @@ def test_the_gpu_pool_and_a_cpu_pool_are_added_to_the_named_cluster_and_named_as
     assert added["gpu-runners-cpu-pool"].inputs["nodeConfig"]["labels"] == {"gpu": "false"}
 
 
-def test_the_pools_are_the_same_as_in_a_cluster_the_program_creates(joined, program):
+def test_the_pools_are_the_same_as_in_a_cluster_the_program_creates_but_for_the_cpu_pools_taint(joined, program):
     mine = {p.inputs["name"].removeprefix("gpu-runners-"): p for p in pools(joined).values()}
     theirs = pools(program)
     assert set(mine) == set(theirs) == {"cpu-pool", "gpu-pool"}
     for role, pool in mine.items():
         same = ("nodeConfig", "autoscaling", "management", "initialNodeCount", "project")
-        assert {k: pool.inputs[k] for k in same} == {k: theirs[role].inputs[k] for k in same}, role
+        inputs = copy.deepcopy({k: pool.inputs[k] for k in same})
+        if role == "cpu-pool":
+            assert inputs["nodeConfig"].pop("taints") == [SHARED_CPU_TAINT]
+            assert not theirs[role].inputs["nodeConfig"].get("taints")
+            inputs["nodeConfig"]["taints"] = theirs[role].inputs["nodeConfig"].get("taints")
+        assert inputs == {k: theirs[role].inputs[k] for k in same}, role
         assert pool.ignore_changes == theirs[role].ignore_changes and pool.delete_before_replace
         assert pool.custom_timeouts == theirs[role].custom_timeouts
+
+
+def test_the_clusters_own_workloads_stay_off_the_cpu_pool_which_the_runners_and_broker_tolerate(joined):
+    """On the runners' nodes the user's pods could not pull their images, and would sit beside runners."""
+    cpu = pools(joined)["gpu-runners-cpu-pool"]
+    assert cpu.inputs["nodeConfig"]["taints"] == [SHARED_CPU_TAINT]
+    for deployment in joined.of_type("kubernetes:apps/v1:Deployment"):
+        spec = deployment.inputs["spec"]["template"]["spec"]
+        if spec["nodeSelector"] == {"gpu": "false"}:
+            assert {"key": "gke-gpu-runners/pool", "operator": "Equal", "value": "cpu",
+                    "effect": "NoSchedule"} in spec["tolerations"], deployment.name
 
 
 def test_the_pools_nodes_run_as_their_own_account_which_holds_its_roles_first(joined):

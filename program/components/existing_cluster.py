@@ -1,11 +1,11 @@
 """A GKE cluster the program is given (`existingCluster`): it adds the runners' pools, never the cluster."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pulumi
 import pulumi_gcp as gcp
 
-from program.components.node_pools import NodePoolSpec, node_account, node_pool
+from program.components.node_pools import SHARED_CLUSTER_CPU_TAINT, NodePoolSpec, node_account, node_pool
 from program.manifests.kubeconfigs import operator_kubeconfig
 
 # GKE's node pool names: 1-40 lowercase letters, digits or '-'.
@@ -75,7 +75,9 @@ class ExistingGkeCluster(pulumi.ComponentResource):
                              # A node logs and reports from its first minute: its roles come first.
                              depends_on=(*nodes.roles, *args.services))
 
-        self.cpu_pool = pool("cpu", args.cpu_pool)
+        # The cluster's own workloads stay off the runners' CPU nodes: there they could not pull
+        # their images (the pool's account reads ours alone), and runners keep to themselves.
+        self.cpu_pool = pool("cpu", replace(args.cpu_pool, taints=(*args.cpu_pool.taints, SHARED_CLUSTER_CPU_TAINT)))
         self.gpu_pool = pool("gpu", args.gpu_pool)
         self.name = pulumi.Output.from_input(args.cluster_name)
         self.location = pulumi.Output.from_input(args.location)

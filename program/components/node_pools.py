@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
-from runner_contract import CPU_POOL_LABELS, GPU_POOL_LABELS
+from runner_contract import CPU_POOL_LABELS, CPU_POOL_TAINT, GPU_POOL_LABELS
 
 # What a node needs and no more: write its logs and metrics. It reads images from the
 # project's own repository alone, granted there (ImageRegistry), not project-wide.
@@ -24,6 +24,8 @@ NODE_ROLES = (
 )
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
+# GKE's API spells the effect NO_SCHEDULE where Kubernetes spells it NoSchedule.
+SHARED_CLUSTER_CPU_TAINT = {**CPU_POOL_TAINT, "effect": "NO_SCHEDULE"}
 OAUTH_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 SHIELDED = {"enable_secure_boot": True, "enable_integrity_monitoring": True}
 
