@@ -334,8 +334,8 @@ CLUSTER_SETTINGS_FIXES = {
     "controlPlaneAuthorizedNetworks": "to change the cluster's own: gcloud container clusters update {name} "
                                       "--location {location} --enable-master-authorized-networks "
                                       "--master-authorized-networks=CIDR,...",
-    "deletionProtection": "pulumi destroy never deletes an existing cluster, which is not in the stack; GKE's own "
-                          "guard: gcloud container clusters update {name} --location {location} --deletion-protection",
+    "deletionProtection": "nothing protects it better: pulumi destroy never deletes an existing cluster, which is "
+                          "not in the stack",
 }
 
 
