@@ -39,9 +39,8 @@ github_provider = github.Provider("github", owner=settings.github_owner, token=s
 existing_cluster = require_fit_existing_cluster(settings, gcp_provider) if settings.existing_cluster else None
 preflight_gpu_pool(settings, gcp_provider)
 github_repository = look_up_repository(repository, settings.allow_public_repository, github_provider)
-deploys = bool(settings.deploy_namespace or settings.deploy_registry)
-require_no_silent_takeover(repository, {*SECRET_NAMES, *variable_names(deploys)}, settings.adopt_existing_secrets,
-                           github_provider)
+require_no_silent_takeover(repository, {*SECRET_NAMES, *variable_names(settings.deploy_identity)},
+                           settings.adopt_existing_secrets, github_provider)
 
 in_project = pulumi.ResourceOptions(providers={"gcp": gcp_provider})
 apis = ProjectServices("apis", ProjectServicesArgs(gcp_project=settings.gcp_project), opts=in_project).apis
@@ -199,7 +198,6 @@ workload_identity = GitHubWorkloadIdentity(
 
 # Opt-in: the repository's deploy job, on the default branch only, pushes the model's image
 # and applies it to the user's namespace with the same keyless tokens, instead of a key.
-registry_of_model = settings.deploy_registry
 deploy_identity = DeployIdentity(
     "deploy",
     DeployIdentityArgs(
@@ -209,14 +207,12 @@ deploy_identity = DeployIdentity(
         default_branch=github_repository.default_branch,
         workload_identity_provider=workload_identity.provider_name,
         namespace=settings.deploy_namespace,
-        registry_location=registry_of_model.location if registry_of_model else None,
-        registry_project=registry_of_model.project if registry_of_model else None,
-        registry_repository=registry_of_model.repository if registry_of_model else None,
+        registry=settings.deploy_registry,
         data_bucket=settings.data_bucket,
         services=(apis[IAM],),
     ),
     opts=pulumi.ResourceOptions.merge(in_project, in_cluster),
-) if deploys else None
+) if settings.deploy_identity else None
 
 ci_access = CiAccess(
     "ci",
@@ -236,7 +232,7 @@ GitHubSecrets(
         repository=settings.github_repository,
         secrets=dict(zip(SECRET_NAMES, (ci_access.kubeconfig,), strict=True)),
         variables=dict(zip(
-            variable_names(deploys),
+            variable_names(settings.deploy_identity),
             (workload_identity.provider_name, workload_identity.ci_account_email,
              *([deploy_identity.email] if deploy_identity else [])),
             strict=True,

@@ -118,6 +118,11 @@ class Settings:
     """A Dockerfile (relative to the project) building the GPU runners' image FROM ours; None: ours."""
     """CIDRs that may reach the cluster's public endpoint; empty: open."""
 
+    @property
+    def deploy_identity(self) -> bool:
+        """Whether a deploy job's identity is asked for (deployNamespace or deployRegistry)."""
+        return bool(self.deploy_namespace or self.deploy_registry)
+
 
 class _Reader:
     """Reads raw config values, collecting every problem instead of stopping at one."""

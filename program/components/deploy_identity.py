@@ -13,6 +13,7 @@ import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
 from program.manifests.runners import app_labels
+from program.settings import ArtifactRepository
 from runner_contract import DEPLOY_ROLE
 
 # Lets the identity through GKE's front door (get-gke-credentials); inside, RBAC decides.
@@ -63,9 +64,7 @@ class DeployIdentityArgs:
     """The provider that admits this repository's OIDC tokens (GCP_WORKLOAD_IDENTITY_PROVIDER)."""
     namespace: str | None = None
     """The user's namespace the model is deployed to; None: no cluster rights."""
-    registry_location: str | None = None
-    registry_project: str | None = None
-    registry_repository: str | None = None
+    registry: ArtifactRepository | None = None
     """The Artifact Registry Docker repository the job pushes to; None: no registry rights."""
     data_bucket: str | None = None
     """The DVC bucket the job pulls the trained model from; None: no data rights."""
@@ -106,12 +105,12 @@ class DeployIdentity(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        if args.registry_repository:
+        if args.registry:
             gcp.artifactregistry.RepositoryIamMember(
                 f"{name}-push",
-                project=args.registry_project,
-                location=args.registry_location,
-                repository=args.registry_repository,
+                project=args.registry.project,
+                location=args.registry.location,
+                repository=args.registry.repository,
                 role=REGISTRY_WRITER,
                 member=member,
                 opts=child,
