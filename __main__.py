@@ -7,9 +7,13 @@ import pulumi_kubernetes as k8s
 
 from program.components.broker import RunnerBroker, RunnerBrokerArgs
 from program.components.ci_access import CiAccess, CiAccessArgs
-from program.components.cluster import GkeCluster, GkeClusterArgs, NodePoolSpec, gpu_pool_spec
+from program.components.cluster import GkeCluster, GkeClusterArgs
+from program.components.existing_cluster import ExistingGkeCluster, ExistingGkeClusterArgs
+from program.components.node_pools import cpu_pool_spec, gpu_pool_spec
+from program.checks.existing_cluster import require_fit_existing_cluster
 from program.checks.github import look_up_repository, require_no_silent_takeover
-from program.components.github_secrets import SECRET_NAMES, VARIABLE_NAMES, GitHubSecrets, GitHubSecretsArgs
+from program.components.deploy_identity import DeployIdentity, DeployIdentityArgs
+from program.components.github_secrets import SECRET_NAMES, GitHubSecrets, GitHubSecretsArgs, variable_names
 from program.components.gpu_warmup import GpuWarmup, GpuWarmupArgs
 from program.checks.preflight import preflight_gpu_pool
 from program.components.container_image import ContainerImage, ContainerImageArgs
@@ -31,43 +35,59 @@ settings = load_settings()
 repository = f"{settings.github_owner}/{settings.github_repository}"
 gcp_provider = gcp.Provider("gcp", project=settings.gcp_project, zone=settings.zone)
 github_provider = github.Provider("github", owner=settings.github_owner, token=settings.github_token)
-# Before anything is created: the zone and quotas can hold the GPU pool, the repository
-# is not public (a fork's code would run on our runners), and no secret or variable of
-# the same name that is not this stack's would be silently taken over.
+# Before anything is created: an existing cluster has what the runners' safety needs, the
+# zone and quotas can hold the GPU pool, the repository is not public (a fork's code would
+# run on our runners), and no secret or variable of the same name that is not this
+# stack's would be silently taken over.
+existing_cluster = require_fit_existing_cluster(settings, gcp_provider) if settings.existing_cluster else None
 preflight_gpu_pool(settings, gcp_provider)
 github_repository = look_up_repository(repository, settings.allow_public_repository, github_provider)
-require_no_silent_takeover(repository, {*SECRET_NAMES, *VARIABLE_NAMES}, settings.adopt_existing_secrets,
-                           github_provider)
+require_no_silent_takeover(repository, {*SECRET_NAMES, *variable_names(settings.deploy_identity)},
+                           settings.adopt_existing_secrets, github_provider)
 
 in_project = pulumi.ResourceOptions(providers={"gcp": gcp_provider})
 apis = ProjectServices("apis", ProjectServicesArgs(gcp_project=settings.gcp_project), opts=in_project).apis
 
-cluster = GkeCluster(
+cpu_pool = cpu_pool_spec(settings.cpu_machine_type, settings.cpu_min_nodes, settings.cpu_max_nodes, settings.cpu_spot)
+gpu_pool = gpu_pool_spec(
+    gpu_type=settings.gpu_type,
+    gpu_count=settings.gpu_count,
+    driver_version=settings.gpu_driver_version,
+    machine_type=settings.gpu_machine_type,
+    min_nodes=settings.gpu_min_nodes,
+    max_nodes=settings.gpu_max_nodes,
+    spot=settings.gpu_spot,
+)
+cluster_services = (apis[CONTAINER], apis[IMAGE_STREAMING], apis[IAM])
+# The same pools either way: in the user's cluster (not in the stack, so never destroyed),
+# or in a zonal cluster of the program's own.
+cluster = ExistingGkeCluster(
+    "gke",
+    ExistingGkeClusterArgs(
+        gcp_project=settings.gcp_project,
+        cluster_name=existing_cluster.name,
+        location=existing_cluster.location,
+        endpoint=existing_cluster.endpoint,
+        ca_certificate=existing_cluster.ca_certificate,
+        name_prefix=settings.cluster_name,
+        cpu_pool=cpu_pool,
+        gpu_pool=gpu_pool,
+        node_locations=() if settings.cluster_location == settings.zone else (settings.zone,),
+        services=cluster_services,
+    ),
+    opts=in_project,
+) if existing_cluster else GkeCluster(
     "gke",
     GkeClusterArgs(
         gcp_project=settings.gcp_project,
         zone=settings.zone,
         cluster_name=settings.cluster_name,
         deletion_protection=settings.deletion_protection,
-        cpu_pool=NodePoolSpec(
-            machine_type=settings.cpu_machine_type,
-            min_nodes=settings.cpu_min_nodes,
-            max_nodes=settings.cpu_max_nodes,
-            labels={"gpu": "false"},
-            spot=settings.cpu_spot,
-        ),
-        gpu_pool=gpu_pool_spec(
-            gpu_type=settings.gpu_type,
-            gpu_count=settings.gpu_count,
-            driver_version=settings.gpu_driver_version,
-            machine_type=settings.gpu_machine_type,
-            min_nodes=settings.gpu_min_nodes,
-            max_nodes=settings.gpu_max_nodes,
-            spot=settings.gpu_spot,
-        ),
+        cpu_pool=cpu_pool,
+        gpu_pool=gpu_pool,
         autoscaling_profile=settings.autoscaling_profile,
         authorized_networks=settings.control_plane_authorized_networks,
-        services=(apis[CONTAINER], apis[IMAGE_STREAMING], apis[IAM]),
+        services=cluster_services,
         managed_prometheus=settings.is_scale_set,
     ),
     opts=in_project,
@@ -218,6 +238,24 @@ workload_identity = GitHubWorkloadIdentity(
     opts=in_project,
 )
 
+# Opt-in: the repository's deploy job, on the default branch only, pushes the model's image
+# and applies it to the user's namespace with the same keyless tokens, instead of a key.
+deploy_identity = DeployIdentity(
+    "deploy",
+    DeployIdentityArgs(
+        gcp_project=settings.gcp_project,
+        name_prefix=settings.cluster_name,
+        repository_full_name=github_repository.full_name,
+        default_branch=github_repository.default_branch,
+        workload_identity_provider=workload_identity.provider_name,
+        namespace=settings.deploy_namespace,
+        registry=settings.deploy_registry,
+        data_bucket=settings.data_bucket,
+        services=(apis[IAM],),
+    ),
+    opts=pulumi.ResourceOptions.merge(in_project, in_cluster),
+) if settings.deploy_identity else None
+
 ci_access = CiAccess(
     "ci",
     CiAccessArgs(
@@ -234,8 +272,13 @@ GitHubSecrets(
     "actions-secrets",
     GitHubSecretsArgs(
         repository=settings.github_repository,
-        secrets=dict(zip(SECRET_NAMES, (ci_access.kubeconfig, cluster.name, cluster.location), strict=True)),
-        variables=dict(zip(VARIABLE_NAMES, (workload_identity.provider_name, workload_identity.ci_account_email), strict=True)),
+        secrets=dict(zip(SECRET_NAMES, (ci_access.kubeconfig,), strict=True)),
+        variables=dict(zip(
+            variable_names(settings.deploy_identity),
+            (workload_identity.provider_name, workload_identity.ci_account_email,
+             *([deploy_identity.email] if deploy_identity else [])),
+            strict=True,
+        )),
     ),
     opts=pulumi.ResourceOptions(providers={"github": github_provider}),
 )

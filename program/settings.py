@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi.runtime.config import get_config, is_config_secret
 
-from program.catalog.cpu_machines import smallest_cpu_machine
+from program.catalog.cpu_machines import cpu_machine_problem, smallest_cpu_machine
 from program.catalog.gpus import ACCELERATORS, machine_problem, smallest_machine
 from program.manifests import broker, runners, scale_set
 from program.manifests.images import REPOSITORY_ROOT, custom_dockerfile_problem
@@ -28,10 +28,13 @@ DRIVER_VERSIONS = ("DEFAULT", "LATEST")
 AUTOSCALING_PROFILES = ("OPTIMIZE_UTILIZATION", "BALANCED")
 DEFAULT_GPU_MAX_NODES = 2
 ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
+REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 CLUSTER_NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,38}[a-z0-9])?$")
 # A DNS label short enough that `<namespace>-system` is one too.
 NAMESPACE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,54}[a-z0-9])?$")
 MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z0-9-]+$")
+# GHCR accepts only personal access tokens (classic) for pushing packages.
+FINE_GRAINED = "github_pat_"
 GITHUB_REPOSITORY = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9-]{0,38}))/([A-Za-z0-9._-]{1,100})$")
 GITHUB_ORGANIZATION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 
@@ -80,6 +83,16 @@ class Settings:
     zone_key: str
     """Where the zone came from: gcp:zone, or gke-gpu-runners:location."""
     cluster_name: str
+    existing_cluster: str | None
+    """An existing GKE cluster the program adds its pools and runners to; None: it creates `cluster_name`."""
+    cluster_location: str
+    """Where the cluster is: `zone`; or, for an existing regional cluster, its region (its new pools go in `zone`)."""
+    allow_no_network_policy: bool
+    """The user accepts an existing cluster that enforces no NetworkPolicy."""
+    deploy_namespace: str | None
+    """The namespace a deploy job may deploy to (the deploy identity's Role); None: none."""
+    deploy_registry: "ArtifactRepository | None"
+    """The Docker repository a deploy job may push to; None: none."""
     github_owner: str
     github_repository: str
     """The repository's name, without its owner."""
@@ -127,6 +140,11 @@ class Settings:
     @property
     def is_scale_set(self) -> bool:
         return self.runner_mode == SCALE_SET
+
+    @property
+    def deploy_identity(self) -> bool:
+        """Whether a deploy job's identity is asked for (deployNamespace or deployRegistry)."""
+        return bool(self.deploy_namespace or self.deploy_registry)
 
 
 class _Reader:
@@ -222,15 +240,16 @@ def load_settings() -> Settings:
     elif gcp_project == SAMPLE_PROJECT:
         read.problem("gcp:project", f"is the sample stack's placeholder {SAMPLE_PROJECT!r}; accepted: the ID of your "
                                     "GCP project (gcloud projects list)")
-    zone_key = "location" if read.text("location") else "gcp:zone"
-    zone = read.text(zone_key) or ""
-    if not ZONE.match(zone):
-        read.problem(zone_key, f"{_got(zone)}; accepted: {zone_hint(zone)}")
+    existing_cluster = read.text("existingCluster")
+    if existing_cluster is not None and not CLUSTER_NAME.match(existing_cluster):
+        read.problem("existingCluster", f"got {existing_cluster!r}; accepted: the name of a GKE cluster of the project, "
+                                        "as gcloud container clusters list shows it")
+    cluster_location, zone, zone_key = _location(read, existing_cluster)
 
     cluster_name = read.matching(
         "clusterName", CLUSTER_NAME, "1-40 lowercase letters, digits or '-', starting with a letter", "gpu-runners"
     )
-    repository = read.matching("githubRepository", GITHUB_REPOSITORY, "owner/name, e.g. octo-org/ml-models")
+    repository = _repository(read)
     if repository == SAMPLE_REPOSITORY:
         read.problem("githubRepository", f"is the sample stack's placeholder {SAMPLE_REPOSITORY!r}; accepted: "
                                          "the owner/name of the repository whose workflows the runners serve")
@@ -241,7 +260,7 @@ def load_settings() -> Settings:
         read.problem("github:token", "required; accepted: a GitHub token that may write the repository's Actions secrets and "
                                      "variables (pulumi config set --secret github:token ...)")
     runner_credential = _runner_credential(read)
-    registry_token = read.secret("registryToken") or github_token
+    registry_token = _registry_token(read) or github_token
     if read.secret("registryPullToken") is not None:
         pulumi.log.warn("gke-gpu-runners:registryPullToken is no longer used (the cluster pulls from its own Artifact "
                         "Registry repository, with no token); remove it: pulumi config rm registryPullToken")
@@ -262,6 +281,10 @@ def load_settings() -> Settings:
     cpu_machine_type = read.matching("cpuMachineType", MACHINE_TYPE, "a Compute Engine machine type",
                                      default_scale_set_cpu_machine() if runner_mode == SCALE_SET
                                      else default_cpu_machine(base_runner_replicas))
+    # Per-run mode's CPU pool holds the base runners and the broker; scale-set mode's, ARC's two small pods.
+    if (read.text("cpuMachineType") and runner_mode == PER_RUN
+            and (problem := cpu_machine_problem_for(cpu_machine_type, base_runner_replicas))):
+        read.problem("cpuMachineType", f"got {cpu_machine_type!r}; {problem}")
     cpu_min, cpu_max = read.bounds("cpu", 1, 3, least_max=1)
 
     settings = Settings(
@@ -269,6 +292,11 @@ def load_settings() -> Settings:
         zone=zone,
         zone_key=read.qualified(zone_key),
         cluster_name=cluster_name,
+        existing_cluster=existing_cluster,
+        cluster_location=cluster_location,
+        allow_no_network_policy=read.boolean("allowNoNetworkPolicy", False),
+        deploy_namespace=_deploy_namespace(read),
+        deploy_registry=_deploy_registry(read),
         github_owner=owner,
         github_repository=name,
         github_token=github_token,
@@ -301,10 +329,112 @@ def load_settings() -> Settings:
         runner_mode=runner_mode,
         **_scale_set(read, runner_mode, owner),
     )
+    if existing_cluster:
+        _cluster_settings_left_alone(read, settings)
     if read.problems:
         listed = "\n".join(f"  - {p}" for p in read.problems)
         raise pulumi.RunError(f"{len(read.problems)} configuration problem(s); nothing was created:\n{listed}")
     return settings
+
+
+def _location(read: _Reader, existing_cluster: str | None) -> tuple[str, str, str]:
+    """(the cluster's location, the zone of the program's pools, the key that zone came from).
+
+    A cluster the program creates is zonal. An existing one may be regional: `location`
+    (or `gcp:zone`) names its region, and `gcp:zone` the one zone of it the new pools go in.
+    """
+    key = "location" if read.text("location") else "gcp:zone"
+    value = read.text(key) or ""
+    if existing_cluster and REGION.match(value):
+        zone = read.text("gcp:zone") or ""
+        if key == "gcp:zone" or not (ZONE.match(zone) and zone.rsplit("-", 1)[0] == value):
+            read.problem("gcp:zone", f"{_got(zone)}; existingCluster {existing_cluster} is regional ({value}) and the "
+                                     f"runners' pools go in one zone of it; accepted: location {value} and gcp:zone "
+                                     f"a zone of {value} that offers the GPU, e.g. {value}-a (gcloud compute "
+                                     f"accelerator-types list --filter=zone~{value})")
+        return value, zone, "gcp:zone"
+    if not ZONE.match(value):
+        accepted = (f"the zone or region of cluster {existing_cluster} (gcloud container clusters list "
+                    f"--filter=name={existing_cluster}); set location or gcp:zone"
+                    if existing_cluster else zone_hint(value))
+        read.problem(key, f"{_got(value)}; accepted: {accepted}")
+    return value, value, key
+
+
+# Settings of a cluster the program creates; an existing cluster keeps its own.
+CLUSTER_SETTINGS_FIXES = {
+    "autoscalingProfile": "to change the cluster's own: gcloud container clusters update {name} --location "
+                          "{location} --autoscaling-profile=optimize-utilization",
+    "controlPlaneAuthorizedNetworks": "to change the cluster's own: gcloud container clusters update {name} "
+                                      "--location {location} --enable-master-authorized-networks "
+                                      "--master-authorized-networks=CIDR,...",
+    "deletionProtection": "nothing protects it better: pulumi destroy never deletes an existing cluster, which is "
+                          "not in the stack",
+}
+
+
+def _cluster_settings_left_alone(read: _Reader, settings: "Settings") -> None:
+    """Refuses a setting of a cluster the program creates, set away from its default with existingCluster."""
+    changed = {
+        "autoscalingProfile": settings.autoscaling_profile != AUTOSCALING_PROFILES[0],
+        "controlPlaneAuthorizedNetworks": bool(settings.control_plane_authorized_networks),
+        "deletionProtection": settings.deletion_protection,
+    }
+    for key, fix in CLUSTER_SETTINGS_FIXES.items():
+        if changed[key]:
+            read.problem(key, f"is a setting of a cluster the program creates, and existingCluster "
+                              f"{settings.existing_cluster} keeps its own; accepted: the default "
+                              f"(pulumi config rm {key}); "
+                              + fix.format(name=settings.existing_cluster, location=settings.cluster_location))
+
+
+@dataclass(frozen=True)
+class ArtifactRepository:
+    """A Docker repository of Artifact Registry: `<location>-docker.pkg.dev/<project>/<repository>`."""
+
+    location: str
+    project: str
+    repository: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.location}-docker.pkg.dev/{self.project}/{self.repository}"
+
+
+DOCKER_REPOSITORY = re.compile(
+    r"^([a-z0-9-]+)-docker\.pkg\.dev/([a-z][a-z0-9-]{4,28}[a-z0-9])/([a-z0-9][a-z0-9._-]{0,62})$"
+)
+# A Kubernetes namespace: a DNS label.
+DNS_LABEL = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _deploy_namespace(read: _Reader) -> str | None:
+    """The namespace a deploy job may deploy to: the user's, never the runners'."""
+    value = read.text("deployNamespace")
+    if value is None:
+        return None
+    runner_namespace = read.text("namespace", "github-runners")
+    if not DNS_LABEL.match(value):
+        read.problem("deployNamespace", f"got {value!r}; accepted: the Kubernetes namespace the deploy job applies "
+                                        "its manifests to, e.g. default (the tutorial's)")
+    elif value in (runner_namespace, f"{runner_namespace}-system") or value.startswith(("kube-", "gke-")):
+        read.problem("deployNamespace", f"got {value!r}, a namespace of the runners or of GKE; accepted: the "
+                                        "namespace your model is deployed to, e.g. default (the tutorial's)")
+    return value
+
+
+def _deploy_registry(read: _Reader) -> ArtifactRepository | None:
+    value = read.text("deployRegistry")
+    if value is None:
+        return None
+    match = DOCKER_REPOSITORY.match(value.removeprefix("https://").rstrip("/"))
+    if not match:
+        read.problem("deployRegistry", f"got {value!r}; accepted: an Artifact Registry Docker repository, "
+                                       "<location>-docker.pkg.dev/<project>/<repository> (the tutorial's "
+                                       "GCP_CONTAINER_REGISTRY_HOST), e.g. europe-west6-docker.pkg.dev/my-project/"
+                                       "my-repository")
+        return None
+    return ArtifactRepository(location=match[1], project=match[2], repository=match[3])
 
 
 def _got(value: str) -> str:
@@ -319,12 +449,53 @@ def zone_hint(value: str) -> str:
     return "a zone such as us-central1-a (set location or gcp:zone)"
 
 
+GPU_MODEL = re.compile(r"^([a-z]+[0-9]+)[a-z]*$")
+
+
+def gpu_model(gpu_type: str) -> str | None:
+    """The GPU's model, letters and number: nvidia-tesla-t4 -> t4, nvidia-a100-80gb -> a100, nvidia-a10g -> a10."""
+    return next((match[1] for part in gpu_type.lower().split("-") if (match := GPU_MODEL.match(part))), None)
+
+
 def did_you_mean(gpu_type: str) -> str:
-    """The GPU type whose model matches the last part of `gpu_type` (nvidia-t4 -> nvidia-tesla-t4), or a close spelling."""
-    model = gpu_type.lower().rsplit("-", 1)[-1]
-    by_model = [name for name in sorted(ACCELERATORS) if name.rsplit("-", 1)[-1] == model]
-    close = by_model or difflib.get_close_matches(gpu_type.lower(), sorted(ACCELERATORS), n=1, cutoff=0.6)
-    return f"did you mean {close[0]}? " if close else ""
+    """The served GPU type of the same model (nvidia-t4 -> nvidia-tesla-t4, nvidia-a100-80g -> nvidia-a100-80gb).
+
+    Never a guess across models: nvidia-a10g is not a spelling of nvidia-a100-80gb, a far pricier GPU.
+    """
+    model = gpu_model(gpu_type)
+    same_model = [name for name in sorted(ACCELERATORS) if model and gpu_model(name) == model]
+    closest = difflib.get_close_matches(gpu_type.lower(), same_model, n=1, cutoff=0.0)
+    return f"did you mean {closest[0]}? " if closest else ""
+
+
+def _repository(read: _Reader) -> str:
+    """owner/name; a clone URL or a trailing .git is refused with the owner/name it stands for."""
+    accepted = "owner/name, e.g. octo-org/ml-models"
+    value = read.text("githubRepository")
+    if value is None:
+        read.problem("githubRepository", f"required; accepted: {accepted}")
+        return ""
+    meant = re.sub(r"^(?:https?://github\.com/|git@github\.com:|github\.com/)", "", value).rstrip("/")
+    meant = meant.removesuffix(".git")
+    if meant != value and GITHUB_REPOSITORY.match(meant):
+        read.problem("githubRepository", f"got {value!r}; accepted: owner/name alone, without a URL or .git: {meant}")
+    elif not GITHUB_REPOSITORY.match(value):
+        read.problem("githubRepository", f"got {value!r}; accepted: {accepted}")
+    return value
+
+
+def _registry_token(read: _Reader) -> pulumi.Output[str] | None:
+    """registryToken, refusing a fine-grained token there or, without it, in github:token: GHCR takes neither."""
+    token = read.secret("registryToken")
+    fix = ("accepted: a personal access token (classic) with write:packages: "
+           f"pulumi config set --secret {read.qualified('registryToken')} ghp_...")
+    if token is not None and (get_config(read.qualified("registryToken")) or "").strip().startswith(FINE_GRAINED):
+        read.problem("registryToken", "is a fine-grained token, which GHCR does not accept for pushing the runner "
+                                      f"image; {fix}")
+    elif token is None and (get_config("github:token") or "").strip().startswith(FINE_GRAINED):
+        read.problem("registryToken", "unset, so the runner image would be pushed to GHCR with github:token, a "
+                                      f"fine-grained token, which GHCR does not accept for pushing packages; {fix}")
+    return token
 
 
 # Cloud Storage's naming rules for a bucket without dots: 3-63 characters.
@@ -446,6 +617,15 @@ def _scale_set(read: _Reader, runner_mode: str, owner: str) -> dict:
                                         "runner groups: a letter, then up to 99 letters, digits, spaces, '.', '_' "
                                         "or '-'")
     return {"github_organization": organization, "runner_group": runner_group, "scale_set_name": name}
+
+
+def cpu_machine_problem_for(machine_type: str, base_runner_replicas: int) -> str | None:
+    """Why one node of `machine_type` cannot hold the base runners, the broker and GKE's pods, or None."""
+    return cpu_machine_problem(
+        machine_type, base_runner_replicas,
+        runners.BASE_RUNNER_CPU_MILLIS, runners.BASE_RUNNER_MEMORY_MIB,
+        broker.BROKER_CPU_MILLIS, broker.BROKER_MEMORY_MIB,
+    )
 
 
 def default_cpu_machine(base_runner_replicas: int) -> str:

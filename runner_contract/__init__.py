@@ -36,6 +36,9 @@ CPU_POOL_LABELS = {POOL_LABEL: "false"}
 GPU_POOL_LABELS = {POOL_LABEL: "true"}
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+CPU_POOL_TAINT = {"key": "gke-gpu-runners/pool", "value": "cpu", "effect": "NoSchedule"}
+"""On the CPU pool added to an existing cluster, so that cluster's own workloads stay on its own nodes
+(where they can pull their images); the base runners and the broker tolerate it everywhere."""
 
 # --- The GPU runner template ------------------------------------------------------
 TEMPLATE_CONFIGMAP = "gpu-runner-template"
@@ -66,6 +69,12 @@ WORKLOAD_IDENTITY_PROVIDER_VARIABLE = "GCP_WORKLOAD_IDENTITY_PROVIDER"
 SERVICE_ACCOUNT_VARIABLE = "GCP_SERVICE_ACCOUNT"
 OWNER_VARIABLE = "GKE_GPU_RUNNERS_STACK"
 """Names the stack that owns the secrets and variables above."""
+DEPLOY_SERVICE_ACCOUNT_VARIABLE = "GCP_DEPLOY_SERVICE_ACCOUNT"
+"""The service account a deploy job on the default branch may act as (deployNamespace, deployRegistry)."""
+
+# --- The deploy identity, in the user's own namespace -----------------------------
+DEPLOY_ROLE = "gke-gpu-runners-deployer"
+"""The Role and RoleBinding that let the deploy identity apply a model's manifests there."""
 
 
 def system_namespace(runner_namespace: str) -> str:

@@ -45,6 +45,21 @@ FAKE_ENDPOINT = "203.0.113.10"
 FAKE_CA_B64 = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n").decode()
 FAKE_GCP_ACCESS_TOKEN = "ya29.test-access-token"
 
+# An existing cluster as gcp:container/getCluster answers (existingCluster), in wire names: the
+# tutorial's, zonal, with what the runners need. A test overrides keys, or sets "error".
+EXISTING_ENDPOINT = "198.51.100.7"
+EXISTING_CLUSTER = {
+    "name": "mlops-kubernetes",
+    "location": "us-central1-a",
+    "endpoint": EXISTING_ENDPOINT,
+    "masterAuths": [{"clusterCaCertificate": FAKE_CA_B64}],
+    "workloadIdentityConfigs": [{"workloadPool": "acme-ml.svc.id.goog"}],
+    "datapathProvider": "ADVANCED_DATAPATH",
+    "networkPolicies": [],
+    "masterVersion": "1.30.3-gke.1969001",
+    "enableAutopilot": False,
+}
+
 
 def fake_outputs(args: MockResourceArgs, cluster: dict) -> dict:
     """What the cloud would answer, per resource type, in camelCase wire names."""
@@ -168,10 +183,12 @@ def wrapped(value: Any) -> Any:
 
 
 class RecordingMocks(Mocks):
-    def __init__(self, cluster: dict, repository: dict, program: "Program") -> None:
+    def __init__(self, cluster: dict, repository: dict, program: "Program",
+                 existing_cluster: dict | None = None) -> None:
         self.cluster = cluster
         self.repository = repository
         self.program = program
+        self.existing_cluster = {**EXISTING_CLUSTER, **(existing_cluster or {})}
 
     def new_resource(self, args: MockResourceArgs):
         outputs = {**args.inputs, **fake_outputs(args, self.cluster)}
@@ -189,6 +206,10 @@ class RecordingMocks(Mocks):
             return {"fullName": args.args.get("fullName"), "variables": self.repository.get("variables", [])}
         if args.token == "gcp:organizations/getClientConfig:getClientConfig":
             return {"accessToken": FAKE_GCP_ACCESS_TOKEN, "project": "acme-ml", "zone": "us-central1-a"}
+        if args.token == "gcp:container/getCluster:getCluster":
+            if "error" in self.existing_cluster:
+                return {}, [("name", self.existing_cluster["error"])]
+            return {**self.existing_cluster, "project": args.args.get("project")}
         return {}
 
 
@@ -224,10 +245,12 @@ class RecordingMonitor(MockMonitor):
 
 def run_program(config: dict[str, str] | None = None, *, preview: bool = False, cluster: dict | None = None,
                 drop: tuple[str, ...] = (), on_run: Callable[[Program], None] | None = None,
-                plain_text: bool = False, repository: dict | None = None) -> Program:
+                plain_text: bool = False, repository: dict | None = None,
+                existing_cluster: dict | None = None) -> Program:
     """Run `__main__.py` once with BASE_CONFIG updated by `config`, minus the `drop` keys.
 
     The preflight asks a local stand-in of the Compute Engine API (fake_compute), never the real one.
+    `existing_cluster` changes what getCluster answers for existingCluster (EXISTING_CLUSTER).
     """
     os.environ["GCP_COMPUTE_API_URL"] = shared_fake_compute().url
     values = {**BASE_CONFIG, **(config or {})}
@@ -241,7 +264,7 @@ def run_program(config: dict[str, str] | None = None, *, preview: bool = False, 
     fake_cluster = {"endpoint": FAKE_ENDPOINT, "ca_b64": FAKE_CA_B64, **(cluster or {})}
     fake_repository = {"visibility": "private", "private": True, "repoId": 424242, "defaultBranch": "main",
                        **(repository or {})}
-    mocks = RecordingMocks(fake_cluster, fake_repository, program)
+    mocks = RecordingMocks(fake_cluster, fake_repository, program, existing_cluster)
     settings.set_root_resource(None)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="test", preview=preview, organization="acme",
                              monitor=RecordingMonitor(mocks, program))

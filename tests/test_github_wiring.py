@@ -8,7 +8,9 @@ from conftest import FAKE_CA_B64, FAKE_ENDPOINT, GITHUB_TOKEN, is_secret
 SECRET = "github:index/actionsSecret:ActionsSecret"
 ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
 BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
-EXPECTED = {"GCP_K8S_KUBECONFIG", "GCP_K8S_CLUSTER_NAME", "GCP_K8S_CLUSTER_ZONE"}
+EXPECTED = {"GCP_K8S_KUBECONFIG"}
+# The tutorial's deploy job reads these; the stack leaves them alone (outputs clusterName, clusterLocation).
+DEPLOY_JOBS_SECRETS = {"GCP_K8S_CLUSTER_NAME", "GCP_K8S_CLUSTER_ZONE"}
 
 
 def actions_secrets(program) -> dict:
@@ -27,8 +29,13 @@ def test_exactly_the_contract_secrets_land_in_the_repository(program):
     secrets = actions_secrets(program)
     assert set(secrets) == EXPECTED
     assert {s.inputs["repository"] for s in secrets.values()} == {"Models"}
-    assert secrets["GCP_K8S_CLUSTER_NAME"].inputs["value"] == "gpu-runners"
-    assert secrets["GCP_K8S_CLUSTER_ZONE"].inputs["value"] == "us-central1-a"
+
+
+def test_the_deploy_jobs_cluster_secrets_are_never_written_and_stay_stack_outputs(program):
+    written = {s.inputs["secretName"] for s in program.of_type(SECRET)}
+    written |= {v.inputs["variableName"] for v in program.of_type("github:index/actionsVariable:ActionsVariable")}
+    assert not written & DEPLOY_JOBS_SECRETS
+    assert (program.outputs["clusterName"], program.outputs["clusterLocation"]) == ("gpu-runners", "us-central1-a")
 
 
 def test_every_secret_value_is_a_pulumi_secret_in_the_current_value_argument(program):
@@ -152,15 +159,25 @@ def test_secrets_someone_else_wrote_stop_pulumi_up_before_anything_is_created():
     from conftest import run_program
 
     runs = []
+    tutorial = tutorial_secrets("GCP_K8S_KUBECONFIG", *sorted(DEPLOY_JOBS_SECRETS), "GOOGLE_SERVICE_ACCOUNT_KEY")
+    clashing_variables = [{"name": "GCP_SERVICE_ACCOUNT", "value": "someone@else"}]
     with pytest.raises(RunError) as refused:
-        run_program(repository={"secrets": tutorial_secrets("GCP_K8S_CLUSTER_NAME", "GCP_K8S_CLUSTER_ZONE", "OTHER")},
-                    on_run=runs.append)
+        run_program(repository={"secrets": tutorial, "variables": clashing_variables}, on_run=runs.append)
     message = str(refused.value)
+    # Exactly what pulumi up would write, secrets and variables alike; never the deploy job's own.
     assert ("- gke-gpu-runners:adoptExistingSecrets: Acme/Models already has the Actions secrets or variables "
-            "GCP_K8S_CLUSTER_NAME, GCP_K8S_CLUSTER_ZONE, written by something other than this stack") in message
+            "GCP_K8S_KUBECONFIG, GCP_SERVICE_ACCOUNT, written by something other than this stack") in message
     assert "pulumi destroy would delete them" in message and "adoptExistingSecrets true" in message
-    assert "OTHER" not in message
+    for untouched in (*DEPLOY_JOBS_SECRETS, "GOOGLE_SERVICE_ACCOUNT_KEY"):
+        assert untouched not in message
     assert {r.typ for r in runs[0].resources} <= {"pulumi:providers:gcp", "pulumi:providers:github"}
+
+
+def test_the_tutorials_deploy_job_secrets_alone_do_not_stop_pulumi_up():
+    from conftest import run_program
+
+    program = run_program(repository={"secrets": tutorial_secrets(*sorted(DEPLOY_JOBS_SECRETS), "GOOGLE_SERVICE_ACCOUNT_KEY")})
+    assert set(actions_secrets(program)) == EXPECTED
 
 
 def test_secrets_of_another_stack_are_named_as_such():

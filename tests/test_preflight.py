@@ -77,16 +77,38 @@ def test_regional_gpu_quota_below_the_pool_is_refused_with_the_numbers_and_the_f
     line = next(l for l in message.splitlines() if "NVIDIA_T4_GPUS" in l)
     assert line.strip().startswith(f"- {P}:gpuMaxNodes: the GPU pool may use 2 GPUs (gpuMaxNodes 2 x gpuCount 1)")
     assert "NVIDIA_T4_GPUS in region us-central1 allows 4 with 3 in use (1 free)" in line
-    assert "at most 1 GPU nodes" in line
+    assert "accepted: gpuMaxNodes 1 or fewer, or request more quota" in line
     assert "https://console.cloud.google.com/iam-admin/quotas?project=acme-ml&metric=NVIDIA_T4_GPUS" in line
     assert cloud_resources(resources) == []
 
 
 def test_spot_gpus_are_checked_against_the_preemptible_quota(compute):
-    compute.world.region_quotas["PREEMPTIBLE_NVIDIA_T4_GPUS"] = 0
+    compute.world.region_quotas["PREEMPTIBLE_NVIDIA_T4_GPUS"] = 1
     message, _ = refused({f"{P}:gpuSpot": "true"})
 
-    assert "PREEMPTIBLE_NVIDIA_T4_GPUS in region us-central1 allows 0" in message
+    assert "PREEMPTIBLE_NVIDIA_T4_GPUS in region us-central1 allows 1 with 0 in use" in message
+
+
+def test_no_quota_at_all_is_said_plainly_with_the_request_to_make(compute):
+    """A new project's GPUS_ALL_REGIONS is 0: there is no smaller pool to offer, only a request."""
+    compute.world.all_regions_limit = 0
+    message, _ = refused()
+
+    line = next(line for line in message.splitlines() if "GPUS_ALL_REGIONS" in line)
+    assert line.strip().startswith(f"- {P}:gpuMaxNodes: your project has no quota for GPUS_ALL_REGIONS in "
+                                   "project acme-ml, and the GPU pool may use 2 GPUs")
+    assert ("request it (at least 2): "
+            "https://console.cloud.google.com/iam-admin/quotas?project=acme-ml&metric=GPUS_ALL_REGIONS") in line
+    assert "at most 0" not in message and "gpuMaxNodes 0" not in message
+
+
+def test_quota_all_in_use_says_no_node_fits_rather_than_zero_nodes(compute):
+    compute.world.region_quotas["NVIDIA_T4_GPUS"] = 4
+    compute.world.region_usage["NVIDIA_T4_GPUS"] = 4
+    message, _ = refused()
+
+    line = next(line for line in message.splitlines() if "NVIDIA_T4_GPUS" in line)
+    assert "allows 4 with 4 in use (0 free), not enough for one GPU node; accepted: free GPUs" in line
 
 
 def test_the_global_gpu_quota_is_checked_too_and_every_problem_reported_at_once(compute):

@@ -115,7 +115,9 @@ def test_base_runner_is_a_deployment_of_the_configured_size_on_the_cpu_pool(prog
     assert deployment["spec"]["replicas"] == 2  # one per GPU node: runs started together do not queue
     pod = base_pod(program)
     assert pod["nodeSelector"] == {"gpu": "false"}
-    assert not pod.get("tolerations")
+    # Only the CPU pool's own taint (it has one in an existing cluster); never the GPU pool's.
+    assert pod["tolerations"] == [{"key": "gke-gpu-runners/pool", "operator": "Equal", "value": "cpu",
+                                   "effect": "NoSchedule"}]
     assert base_runner(run_program({"gke-gpu-runners:baseRunnerReplicas": "3"})).inputs["spec"]["replicas"] == 3
 
 

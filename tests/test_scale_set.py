@@ -35,7 +35,7 @@ CONTROLLER_KEYS = {
     "serviceAccount.create", "serviceAccount.name",
     "flags.watchSingleNamespace", "flags.updateStrategy", "flags.logLevel", "flags.logFormat",
     "metrics.controllerManagerAddr", "metrics.listenerAddr", "metrics.listenerEndpoint",
-    "podSecurityContext.*", "securityContext.*", "resources.*", "nodeSelector.*",
+    "podSecurityContext.*", "securityContext.*", "resources.*", "nodeSelector.*", "tolerations",
 }
 SCALE_SET_KEYS = {
     "githubConfigUrl", "githubConfigSecret", "runnerScaleSetName", "runnerGroup", "minRunners", "maxRunners",
@@ -111,6 +111,9 @@ def test_the_controller_values_are_the_documented_keys_with_our_values(scale_set
     assert values["metrics"] == {"controllerManagerAddr": ":8080", "listenerAddr": ":8080",
                                  "listenerEndpoint": "/metrics"}
     assert values["nodeSelector"] == {"gpu": "false"}
+    # The program's CPU pool is tainted in a user's existing cluster; ARC's pods tolerate it.
+    assert values["tolerations"] == [{"key": "gke-gpu-runners/pool", "operator": "Equal", "value": "cpu",
+                                      "effect": "NoSchedule"}]
 
 
 def test_the_scale_set_values_are_the_documented_keys_with_our_values(scale_set, organization):

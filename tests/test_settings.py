@@ -34,7 +34,11 @@ BAD = [
     ({"gcp:project": "my-gcp-project"}, (), "gcp:project", "sample stack's placeholder"),
     ({f"{P}:githubRepository": "my-org/my-ml-repository"}, (), f"{P}:githubRepository", "sample stack's placeholder"),
     ({f"{P}:gpuType": "nvidia-t4"}, (), f"{P}:gpuType", "did you mean nvidia-tesla-t4?"),
-    ({f"{P}:gpuType": "nvidia-l44"}, (), f"{P}:gpuType", "did you mean nvidia-l4?"),
+    ({f"{P}:gpuType": "nvidia-tesla-l4"}, (), f"{P}:gpuType", "did you mean nvidia-l4?"),
+    ({f"{P}:gpuType": "nvidia-a100-80g"}, (), f"{P}:gpuType", "did you mean nvidia-a100-80gb?"),
+    ({f"{P}:githubRepository": "Acme/Models.git"}, (), f"{P}:githubRepository", "without a URL or .git: Acme/Models"),
+    ({f"{P}:githubRepository": "https://github.com/Acme/Models"}, (), f"{P}:githubRepository", ": Acme/Models"),
+    ({f"{P}:cpuMachineType": "e2-medium"}, (), f"{P}:cpuMachineType", "accepted: e2-standard-2 or larger"),
     ({"gcp:zone": "europe-west4"}, (), "gcp:zone", "europe-west4-a, europe-west4-b or europe-west4-c"),
     ({}, ("gcp:project",), "gcp:project", "required"),
     ({f"{P}:gpuSpot": "yes"}, (), f"{P}:gpuSpot", "true, false"),
@@ -206,7 +210,40 @@ def test_no_token_at_all_is_one_problem_not_two():
     assert f"{P}:runnerToken" not in message.replace("unless runnerToken", "")
 
 
-def test_a_gpu_type_with_no_close_spelling_gets_no_guess():
-    message, _ = refusal({f"{P}:gpuType": "quantum-annealer"})
+@pytest.mark.parametrize("gpu_type", ["quantum-annealer", "nvidia-a10g", "nvidia-l44", "nvidia-k80"])
+def test_a_gpu_type_of_a_model_gke_does_not_serve_gets_no_guess(gpu_type):
+    """nvidia-a10g (AWS's) is not a spelling of nvidia-a100-80gb, a far pricier GPU: no guess across models."""
+    message, _ = refusal({f"{P}:gpuType": gpu_type})
     line = next(l for l in message.splitlines() if f"{P}:gpuType" in l)
     assert "did you mean" not in line and "nvidia-tesla-t4" in line
+
+
+def test_a_cpu_machine_too_small_for_the_base_runners_names_the_smallest_that_fits():
+    from program.settings import default_cpu_machine
+
+    message, _ = refusal({f"{P}:cpuMachineType": "e2-standard-2", f"{P}:gpuMaxNodes": "6"})
+    line = next(line for line in message.splitlines() if f"{P}:cpuMachineType" in line)
+    assert "one node must hold 6 base runner(s), the broker and GKE's own pods" in line
+    assert f"accepted: {default_cpu_machine(6)} or larger, or fewer baseRunnerReplicas" in line
+    # The same sizing as the default: what it picks passes, and machines it does not know are not guessed at.
+    assert run_program({f"{P}:cpuMachineType": default_cpu_machine(6), f"{P}:gpuMaxNodes": "6"})
+    assert run_program({f"{P}:cpuMachineType": "c4-standard-4"})
+
+
+@pytest.mark.parametrize("config, words", [
+    ({"github:token": "github_pat_11AAAA"},
+     "unset, so the runner image would be pushed to GHCR with github:token, a fine-grained token"),
+    ({f"{P}:registryToken": "github_pat_22BBBB"}, "is a fine-grained token"),
+])
+def test_a_fine_grained_token_for_ghcr_is_refused_up_front_with_the_classic_token_fix(config, words):
+    message, program = refusal(config)
+    line = next(line for line in message.splitlines() if f"{P}:registryToken" in line)
+    assert words in line
+    assert ("accepted: a personal access token (classic) with write:packages: "
+            f"pulumi config set --secret {P}:registryToken") in line
+    assert program.resources == []
+
+
+def test_a_fine_grained_github_token_is_fine_beside_a_classic_registry_token():
+    program = run_program({"github:token": "github_pat_11AAAA", f"{P}:registryToken": "ghp_classic"})
+    assert program.one("pulumi:providers:github")

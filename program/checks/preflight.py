@@ -118,12 +118,19 @@ def _quota_problem(key: str, where: str, metric: str, found: tuple[float, float]
     free = limit - usage
     if free >= plan.gpus:
         return None
-    return (
-        f"{key}: the GPU pool may use {plan.gpus} GPUs (gpuMaxNodes {plan.max_nodes} x gpuCount {plan.gpu_count}), "
-        f"but {metric} in {where} allows {limit:g} with {usage:g} in use ({free:g} free); accepted: at most "
-        f"{max(int(free) // plan.gpu_count, 0)} GPU nodes, or ask for more quota: "
-        f"https://console.cloud.google.com/iam-admin/quotas?project={plan.gcp_project}&metric={metric}"
-    )
+    pool = f"the GPU pool may use {plan.gpus} GPUs (gpuMaxNodes {plan.max_nodes} x gpuCount {plan.gpu_count})"
+    request = f"https://console.cloud.google.com/iam-admin/quotas?project={plan.gcp_project}&metric={metric}"
+    if limit <= 0:
+        # A new project's GPU quota is 0: nothing to shrink the pool to, only a request to make.
+        return (f"{key}: your project has no quota for {metric} in {where}, and {pool}; "
+                f"request it (at least {plan.gpus}): {request}")
+    nodes = int(free) // plan.gpu_count
+    if nodes < 1:
+        return (f"{key}: {pool}, but {metric} in {where} allows {limit:g} with {usage:g} in use ({free:g} free), "
+                f"not enough for one GPU node; accepted: free GPUs that other work holds, or request more quota: "
+                f"{request}")
+    return (f"{key}: {pool}, but {metric} in {where} allows {limit:g} with {usage:g} in use ({free:g} free); "
+            f"accepted: gpuMaxNodes {nodes} or fewer, or request more quota: {request}")
 
 
 def check(plan: GpuPoolPlan, api: ComputeApi) -> list[str]:

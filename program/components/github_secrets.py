@@ -6,12 +6,22 @@ import pulumi
 import pulumi_github as github
 
 from program.settings import this_stack
-from runner_contract import OWNER_VARIABLE
+from runner_contract import (
+    DEPLOY_SERVICE_ACCOUNT_VARIABLE, KUBECONFIG_SECRET, OWNER_VARIABLE, SERVICE_ACCOUNT_VARIABLE,
+    WORKLOAD_IDENTITY_PROVIDER_VARIABLE,
+)
 
 # What the program writes, by the names workflows read (the README's table). The
-# variables name who may sign in, and are no credential.
-SECRET_NAMES = ("GCP_K8S_KUBECONFIG", "GCP_K8S_CLUSTER_NAME", "GCP_K8S_CLUSTER_ZONE")
-VARIABLE_NAMES = ("GCP_WORKLOAD_IDENTITY_PROVIDER", "GCP_SERVICE_ACCOUNT")
+# variables name who may sign in, and are no credential. Never GCP_K8S_CLUSTER_NAME or
+# GCP_K8S_CLUSTER_ZONE: they are the tutorial's deploy job's, which nothing here reads
+# (the stack outputs clusterName and clusterLocation say the same).
+SECRET_NAMES = (KUBECONFIG_SECRET,)
+VARIABLE_NAMES = (WORKLOAD_IDENTITY_PROVIDER_VARIABLE, SERVICE_ACCOUNT_VARIABLE)
+
+
+def variable_names(deploy_identity: bool) -> tuple[str, ...]:
+    """The variables written: with a deploy identity, its service account too."""
+    return VARIABLE_NAMES + ((DEPLOY_SERVICE_ACCOUNT_VARIABLE,) if deploy_identity else ())
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ creator of GPU runner Jobs, which it makes from the template mounted here: a fil
 its own namespace, out of CI's reach.
 """
 
-from program.manifests.runners import container_security_context, pod_security_context
+from program.manifests.runners import CPU_POOL_TOLERATION, container_security_context, pod_security_context
 from runner_contract import (
     BASE_RUNNER, BROKER, BROKER_AUDIENCE, BROKER_HEALTH_PORT, BROKER_PORT, CPU_POOL_LABELS, HEALTH_PATH, RUNNER_ACCOUNT,
 )
@@ -77,6 +77,7 @@ def broker_pod_spec(image: str, repository: str, runner_namespace: str, max_gpu_
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
         "nodeSelector": CPU_POOL_LABELS,
+        "tolerations": [CPU_POOL_TOLERATION],
         "terminationGracePeriodSeconds": BROKER_GRACE_SECONDS,
         "containers": [
             {

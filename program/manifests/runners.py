@@ -14,8 +14,8 @@ import yaml
 
 from program.catalog.gpus import RunnerShare, runner_share
 from runner_contract import (
-    APP_NAME_LABEL, BROKER_AUDIENCE, BROKER_TOKEN_DIR, BROKER_TOKEN_KEY, CPU_POOL_LABELS, GPU_POOL_LABELS,
-    GPU_RESOURCE, GPU_RUNNER, GPU_RUNNER_RUN_ID, PART_OF, PART_OF_LABEL, RUN_ATTEMPT_LABEL, RUN_ATTEMPT_PLACEHOLDER, RUN_ID_LABEL,
+    APP_NAME_LABEL, BROKER_AUDIENCE, BROKER_TOKEN_DIR, BROKER_TOKEN_KEY, CPU_POOL_LABELS, CPU_POOL_TAINT,
+    GPU_POOL_LABELS, GPU_RESOURCE, GPU_RUNNER, GPU_RUNNER_RUN_ID, PART_OF, PART_OF_LABEL, RUN_ATTEMPT_LABEL, RUN_ATTEMPT_PLACEHOLDER, RUN_ID_LABEL,
     RUN_ID_PLACEHOLDER, RUNNER_ACCOUNT, RUNNER_BROKER_TOKEN_FILE, RUNNER_BROKER_URL, RUNNER_UID, broker_url, gpu_runner_job_name,
 )
 
@@ -28,6 +28,8 @@ GPU_RUNNER_JOB = gpu_runner_job_name(RUN_ID_PLACEHOLDER, RUN_ATTEMPT_PLACEHOLDER
 # A runner pod proves who it is to the broker with a token the kubelet projects
 # for BROKER_AUDIENCE alone: the API server refuses it, and it dies with the pod.
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+# What runs on the CPU pool tolerates the taint it has in an existing cluster.
+CPU_POOL_TOLERATION = {"operator": "Equal", **CPU_POOL_TAINT}
 
 # The shortest lifetime Kubernetes allows; the kubelet renews the file before then.
 BROKER_TOKEN_SECONDS = 600
@@ -181,7 +183,8 @@ def runner_pod_spec(pod: RunnerPod) -> dict:
 def base_runner_pod_spec(image: str, broker_url: str) -> dict:
     """A base runner: one job on the CPU pool, then the broker replaces its pod with a fresh one."""
     return runner_pod_spec(
-        RunnerPod(image=image, broker_url=broker_url, resources=BASE_RESOURCES, node_selector=CPU_POOL_LABELS)
+        RunnerPod(image=image, broker_url=broker_url, resources=BASE_RESOURCES, node_selector=CPU_POOL_LABELS,
+                  extra_spec={"tolerations": [CPU_POOL_TOLERATION]})
     )
 
 

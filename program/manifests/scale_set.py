@@ -122,6 +122,8 @@ def controller_values(runner_namespace: str) -> dict:
         "securityContext": _arc_container_security_context(read_only_root=True),
         "resources": _resources(CONTROLLER_CPU_MILLIS, CONTROLLER_MEMORY_MIB),
         "nodeSelector": CPU_POOL_LABELS,
+        # In a user's existing cluster the program's CPU pool is tainted for its own pods.
+        "tolerations": [m.CPU_POOL_TOLERATION],
     }
 
 
@@ -135,6 +137,7 @@ def listener_template() -> dict:
         "spec": {
             "securityContext": _arc_pod_security_context(),
             "nodeSelector": CPU_POOL_LABELS,
+            "tolerations": [m.CPU_POOL_TOLERATION],
             "terminationGracePeriodSeconds": LISTENER_GRACE_SECONDS,
             "containers": [
                 {
