@@ -15,7 +15,7 @@ def keys_read_by_the_program(monkeypatch) -> set[str]:
     import pulumi.config
     from pulumi.runtime.config import get_config
 
-    import program.settings
+    import program.settings.reader
 
     read = set()
 
@@ -24,7 +24,7 @@ def keys_read_by_the_program(monkeypatch) -> set[str]:
         return get_config(key)
 
     monkeypatch.setattr(pulumi.config, "get_config", recording_get_config)
-    monkeypatch.setattr(program.settings, "get_config", recording_get_config)
+    monkeypatch.setattr(program.settings.reader, "get_config", recording_get_config)
     run_program()
     return read
 
