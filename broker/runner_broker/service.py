@@ -25,8 +25,10 @@ DRAIN_MARGIN_SECONDS = 2.0  # on SIGTERM, requests in flight get their deadline 
 class Service:
     """Binds both listeners when made (an OSError says the address is taken); `start`, then `stop` once."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, poll_seconds: float = 0.1) -> None:
         self.config = config
+        self.poll_seconds = poll_seconds
+        """How soon the listeners notice `stop`."""
         self.kubernetes = KubernetesClient(config)
         self.github = GitHubClient(config)
         templates = TemplateSource(config.gpu_runner_template_file)
@@ -48,7 +50,7 @@ class Service:
 
     def start(self) -> "Service":
         for listener in (self.api, self.health):
-            self._run(listener.name, listener.serve_forever, poll_interval=0.1)
+            self._run(listener.name, listener.serve_forever, poll_interval=self.poll_seconds)
         self._run("sweep", self._sweep_until_stopped)
         config = self.config
         log(f"listening on {self.api.address}", health=str(self.health.address), repository=config.repository,
@@ -61,8 +63,11 @@ class Service:
         of ours that remain registered."""
         log("stopping", reason="no new requests; finishing those in flight, then a final sweep")
         self._stopping.set()
-        for listener in (self.api, self.health):
-            listener.shutdown()
+        stopping = [threading.Thread(target=listener.shutdown) for listener in (self.api, self.health)]
+        for thread in stopping:  # both at once: each waits for its listener's next poll
+            thread.start()
+        for thread, listener in zip(stopping, (self.api, self.health)):
+            thread.join()
             listener.server_close()
         until = time.monotonic() + self.config.request_deadline_seconds + DRAIN_MARGIN_SECONDS
         if not self.api.drain(until):
