@@ -20,14 +20,18 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import math
 import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -529,3 +533,111 @@ def slow_client(port: int, *, source: str = "127.0.0.1", header_bytes: int = 0) 
         except OSError:
             pass  # the broker has had enough and closed: as it should
     return connection
+
+
+class SlowClientAttack:
+    """Issue 15's attack on the broker's availability, from one address: `slow` connections that send a request
+    line and headers just within the budget, then nothing; and `flooding` ones that send 64 KiB header lines
+    until the broker hangs up."""
+
+    def __init__(self, port: int, *, source: str = "127.0.0.1", slow: int = 64, flooding: int = 64) -> None:
+        self.port, self.source = port, source
+        self.connections: list[socket.socket] = []
+        self.floods: list[threading.Thread] = []
+        self.flood_bytes_sent = 0
+        self._lock = threading.Lock()
+        for _ in range(slow):
+            self.connections.append(self._slow())
+        for _ in range(flooding):
+            thread = threading.Thread(target=self._flood, daemon=True)
+            thread.start()
+            self.floods.append(thread)
+
+    def _connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=5, source_address=(self.source, 0))
+
+    def _slow(self) -> socket.socket:
+        connection = self._connect()
+        try:
+            connection.sendall(b"POST /v1/jitconfig HTTP/1.1\r\nHost: broker\r\n" +
+                               (b"X-Padding: " + b"a" * 7000 + b"\r\n") * 2)  # ~14 KiB of 16: within the budget
+        except OSError:
+            pass  # turned away before it had sent it all
+        return connection
+
+    def _flood(self) -> None:
+        line = b"X-Flood: " + b"a" * (64 << 10) + b"\r\n"
+        try:
+            with self._connect() as connection:
+                connection.sendall(b"POST /v1/jitconfig HTTP/1.1\r\n")
+                for _ in range(64):  # 4 MiB, if the broker read it all
+                    connection.sendall(line)
+                    with self._lock:
+                        self.flood_bytes_sent += len(line)
+        except OSError:
+            pass  # the broker hung up: as it should
+
+    def wait_floods(self, timeout: float = 15) -> None:
+        for thread in self.floods:
+            thread.join(timeout)
+
+    def close(self) -> None:
+        for connection in self.connections:
+            connection.close()
+        self.wait_floods()
+
+
+# -------------------------------------------------------------------------- benchmark --
+
+def percentile(seconds: list[float], percent: float) -> float:
+    ordered = sorted(seconds)
+    return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]
+
+
+def timed(call: Callable[[], Answer], status: int = 201) -> float:
+    started = time.perf_counter()
+    answer = call()
+    elapsed = time.perf_counter() - started
+    assert answer.status == status, answer.raw
+    return elapsed
+
+
+def pod_address(number: int) -> str:
+    """A loopback address of its own for pod `number`, as pods have in a cluster (the broker caps per address)."""
+    return f"127.0.{1 + number // 250}.{2 + number % 250}"
+
+
+def benchmark(requests: int = 200, concurrent_pods: int = 50) -> dict:
+    """JIT request -> answer latency, in seconds, against the broker's process and the local doubles.
+
+    `requests` sequential requests, each from a pod of its own; then `concurrent_pods`
+    other pods asking at once, each from its own address. The doubles answer at once: the
+    figures are the broker's own cost plus five local HTTP round trips (review, pod, owner,
+    generate, the grant's PATCH).
+    """
+    with tempfile.TemporaryDirectory() as tmp, BrokerSetup(Path(tmp)) as setup:
+        broker = setup.start()
+        sequential_pods = [setup.cluster.base_runner_pod() for _ in range(requests)]
+        concurrent = [setup.cluster.base_runner_pod() for _ in range(concurrent_pods)]
+        sequential = [timed(lambda runner=runner: broker.jitconfig(runner)) for runner in sequential_pods]
+        barrier = threading.Barrier(concurrent_pods)
+
+        def ask_together(numbered: tuple[int, RunnerPod]) -> float:
+            number, runner = numbered
+            barrier.wait()
+            return timed(lambda: broker.jitconfig(runner, source=pod_address(number)))
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrent_pods) as pool:
+            together = list(pool.map(ask_together, enumerate(concurrent)))
+        wall = time.perf_counter() - started
+        setup.check_no_leaks()
+    return {
+        "requests": requests,
+        "concurrent_pods": concurrent_pods,
+        "sequential_p50_seconds": statistics.median(sequential),
+        "sequential_p99_seconds": percentile(sequential, 99),
+        "concurrent_p50_seconds": statistics.median(together),
+        "concurrent_p99_seconds": percentile(together, 99),
+        "concurrent_all_answered_seconds": wall,
+    }

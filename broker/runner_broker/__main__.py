@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 
 from runner_broker.config import ConfigError, load_config
 from runner_broker.logs import log
@@ -17,6 +16,7 @@ from runner_broker.service import Service
 
 EXIT_CONFIG = 2
 EXIT_LISTEN = 1
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def main() -> int:
@@ -26,9 +26,9 @@ def main() -> int:
         for problem in error.problems:
             print(f"broker: configuration: {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
+    # Blocked here, and so in every thread started from now on: the signals wait for `sigwait` below. (A
+    # handler would run only once the main thread next ran Python code, and a blocked wait may never wake.)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         service = Service(config)
     except OSError as error:
@@ -36,7 +36,8 @@ def main() -> int:
             reason=error.strerror or type(error).__name__)
         return EXIT_LISTEN
     service.start()
-    stopping.wait()
+    received = signal.sigwait(STOP_SIGNALS)
+    log("signal", name=signal.Signals(received).name)
     service.stop()
     return 0
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import selectors
 import socket
 import socketserver
 import threading
@@ -263,6 +264,7 @@ class Listener(socketserver.TCPServer):
         self._open = 0
         self._turned_away = 0
         self._turned_away_logged = 0.0
+        self._bouncer = Bouncer()
         super().__init__((address.host, address.port), None)  # type: ignore[arg-type] - we handle requests
 
     @property
@@ -308,20 +310,8 @@ class Listener(socketserver.TCPServer):
             self._idle.notify_all()
 
     def _turn_away(self, connection: socket.socket, client: str) -> None:
-        """503 at once, without a thread and without waiting for the request: the caller asks again later."""
-        body = json.dumps({"error": "the broker is busy: too many connections at once; ask again"}).encode()
-        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
-                f"\r\nConnection: close\r\nRetry-After: 1\r\n\r\n").encode()
-        try:
-            connection.setblocking(False)
-            try:
-                connection.recv(MAX_LINE_BYTES)  # what has come already, so that closing is less likely a reset
-            except (BlockingIOError, InterruptedError):
-                pass
-            connection.send(head + body)
-        except OSError:
-            pass
-        self.shutdown_request(connection)
+        """503 without a thread of its own: the caller asks again later."""
+        self._bouncer.bounce(connection)
         now = time.monotonic()
         with self._lock:
             self._turned_away += 1
@@ -330,6 +320,10 @@ class Listener(socketserver.TCPServer):
             count, self._turned_away, self._turned_away_logged = self._turned_away, 0, now
         log("busy", decision="refused", status=503, listener=self.name, client=client, connections=count,
             reason=f"over {self.per_client} connections from one address or {self.max_connections} in all")
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._bouncer.close()
 
     def drain(self, until: float) -> bool:
         """Wait, until `until` (time.monotonic()) at most, for the connections in flight; whether they all ended."""
@@ -343,3 +337,124 @@ class Listener(socketserver.TCPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log("connection", decision="dropped", listener=self.name, reason="error while accepting")
+
+
+BUSY = json.dumps({"error": "the broker is busy: too many connections at once; ask again"}).encode()
+BUSY_ANSWER = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(BUSY)}"
+               f"\r\nConnection: close\r\nRetry-After: 1\r\n\r\n").encode() + BUSY
+BOUNCE_SECONDS = 1.0
+MAX_BOUNCING = 256
+
+
+class Bouncer:
+    """Answers the connections turned away 503, all from one thread: it reads (and drops) what each has sent,
+    answers, and closes once the client has read the answer or BOUNCE_SECONDS have passed, so that a
+    well-behaved caller reads a 503 rather than a reset. Beyond MAX_BOUNCING at once, a connection is just
+    closed: a flood costs the broker no more than that."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._incoming: list[socket.socket] = []
+        self._held = 0
+        self._closed = False
+        self._waker_read, self._waker_write = socket.socketpair()
+        self._waker_read.setblocking(False)
+        self._waker_write.setblocking(False)
+        self._selector.register(self._waker_read, selectors.EVENT_READ, None)
+        self._deadlines: dict[socket.socket, float] = {}
+        """Only the bouncer's thread touches these and the selector."""
+        self._thread = threading.Thread(target=self._run, name="bouncer", daemon=True)
+        self._thread.start()
+
+    def bounce(self, connection: socket.socket) -> None:
+        with self._lock:
+            if self._closed or self._held >= MAX_BOUNCING:
+                _close(connection)
+                return
+            self._held += 1
+            self._incoming.append(connection)
+        self._wake()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._wake()
+        self._thread.join(timeout=5)
+
+    def _wake(self) -> None:
+        try:
+            self._waker_write.send(b"x")
+        except OSError:
+            pass  # already awake: its buffer is full of wake-ups
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                closed, incoming, self._incoming = self._closed, self._incoming, []
+            for connection in incoming:
+                connection.setblocking(False)
+                self._deadlines[connection] = time.monotonic() + BOUNCE_SECONDS
+                self._selector.register(connection, selectors.EVENT_READ, None)  # None: not answered yet
+            if closed:
+                break
+            timeout = max(0.0, min(self._deadlines.values(), default=time.monotonic() + 1) - time.monotonic())
+            for key, _ in self._selector.select(timeout):
+                if key.fileobj is self._waker_read:
+                    try:
+                        self._waker_read.recv(4096)
+                    except OSError:
+                        pass
+                else:
+                    self._readable(key.fileobj, key.data)  # type: ignore[arg-type]
+            now = time.monotonic()
+            for connection, until in list(self._deadlines.items()):
+                if until <= now:
+                    self._forget(connection)
+        for connection in list(self._deadlines):
+            self._forget(connection)
+        self._selector.close()
+        self._waker_read.close()
+        self._waker_write.close()
+
+    def _readable(self, connection: socket.socket, received_before: int | None) -> None:
+        """`received_before`: None until answered, then how many bytes the client has sent in all."""
+        try:
+            received = connection.recv(MAX_LINE_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            received = b""
+        if not received:  # the client has read the answer and closed, or gone
+            self._forget(connection)
+            return
+        if received_before is not None:
+            # The rest of a request, read and dropped; beyond what a request may hold, the client is sending
+            # for the sake of it, and gets no more of the broker's time.
+            if received_before + len(received) > MAX_HEADER_BYTES + MAX_BODY_BYTES:
+                self._forget(connection)
+            else:
+                self._selector.modify(connection, selectors.EVENT_READ, received_before + len(received))
+            return
+        try:
+            connection.send(BUSY_ANSWER)  # fits any socket buffer
+            connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._forget(connection)
+            return
+        self._selector.modify(connection, selectors.EVENT_READ, len(received))
+
+    def _forget(self, connection: socket.socket) -> None:
+        if self._deadlines.pop(connection, None) is None:
+            return
+        self._selector.unregister(connection)
+        _close(connection)
+        with self._lock:
+            self._held -= 1
+
+
+def _close(connection: socket.socket) -> None:
+    try:
+        connection.close()
+    except OSError:
+        pass
