@@ -17,6 +17,7 @@ as others see it, `BrokerProcess.visible_to_other_processes` reads /proc.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import json
@@ -31,10 +32,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fake_github import FakeGitHub
 from fake_kubernetes import FakeKubernetes, pod, replicaset
@@ -46,9 +48,20 @@ for path in (ROOT, BROKER_PACKAGE):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from runner_contract import (APP_NAME_LABEL, BASE_RUNNER, BROKER_AUDIENCE, GPU_RUNNER, JOB_NAME_LABEL,  # noqa: E402
-                             PART_OF, PART_OF_LABEL, RUN_ATTEMPT_LABEL, RUN_ATTEMPT_PLACEHOLDER, RUN_ID_LABEL,
-                             RUN_ID_PLACEHOLDER, RUNNER_ACCOUNT, gpu_runner_job_name)
+from runner_contract import (  # noqa: E402
+    APP_NAME_LABEL,
+    BASE_RUNNER,
+    BROKER_AUDIENCE,
+    GPU_RUNNER,
+    JOB_NAME_LABEL,
+    PART_OF,
+    PART_OF_LABEL,
+    RUN_ATTEMPT_LABEL,
+    RUN_ATTEMPT_PLACEHOLDER,
+    RUN_ID_LABEL,
+    RUN_ID_PLACEHOLDER,
+    RUNNER_ACCOUNT,
+)
 
 REPOSITORY = "acme-ml/models"
 NAMESPACE = "github-runners"
@@ -334,7 +347,7 @@ class BrokerProcess(BrokerClient):
     def running(self) -> bool:
         return self.process.poll() is None
 
-    def wait_listening(self, timeout: float = 15) -> "BrokerProcess":
+    def wait_listening(self, timeout: float = 15) -> BrokerProcess:
         def ports() -> tuple[int, int] | None:
             for line in self.stderr:
                 if match := re.search(r"listening on \S+:(\d+) health=\S+:(\d+)", line):
@@ -516,7 +529,7 @@ class BrokerSetup:
             self.kube.stop()
             self.github.stop()
 
-    def __enter__(self) -> "BrokerSetup":
+    def __enter__(self) -> BrokerSetup:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -528,10 +541,8 @@ def slow_client(port: int, *, source: str = "127.0.0.1", header_bytes: int = 0) 
     connection = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
     connection.sendall(b"POST /v1/jitconfig HTTP/1.1\r\nHost: broker\r\n")
     if header_bytes:
-        try:
+        with contextlib.suppress(OSError):  # the broker has had enough and closed: as it should
             connection.sendall((b"X-Padding: " + b"a" * 8000 + b"\r\n") * (header_bytes // 8013 + 1))
-        except OSError:
-            pass  # the broker has had enough and closed: as it should
     return connection
 
 
@@ -558,11 +569,9 @@ class SlowClientAttack:
 
     def _slow(self) -> socket.socket:
         connection = self._connect()
-        try:
+        with contextlib.suppress(OSError):  # turned away before it had sent it all
             connection.sendall(b"POST /v1/jitconfig HTTP/1.1\r\nHost: broker\r\n" +
                                (b"X-Padding: " + b"a" * 7000 + b"\r\n") * 2)  # ~14 KiB of 16: within the budget
-        except OSError:
-            pass  # turned away before it had sent it all
         return connection
 
     def _flood(self) -> None:

@@ -37,10 +37,11 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from local_server import LocalServer, QuietHandler, send_json
@@ -113,7 +114,7 @@ _event_numbers = itertools.count(1)
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -351,7 +352,8 @@ class FakeKubernetes(LocalServer):
         labels = selector_terms(parsed.get("labelSelector", [""])[0])
         fields = selector_terms(parsed.get("fieldSelector", [""])[0])
         with self._lock:
-            found = [copy.deepcopy(obj) for (k, ns, _), obj in self._store.objects.items() if k == kind and ns == namespace]
+            found = [copy.deepcopy(obj) for (k, ns, _), obj in self._store.objects.items()
+                     if k == kind and ns == namespace]
         items = [obj for obj in found
                  if all((obj["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
                  and all(str(field_value(obj, k)) == v for k, v in fields.items())]

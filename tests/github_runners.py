@@ -23,7 +23,7 @@ import json
 import re
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from fake_github import FakeGitHub, Reply, Request, run_path
@@ -106,7 +106,7 @@ class GitHubRunners:
                 token = f"ghs_FAKE-installation-token-{len(self.installation_tokens) + 1:04d}"
                 self.installation_tokens.append(token)
                 self.accepted_tokens.add(token)
-            expires_at = datetime.fromtimestamp(time.time() + expires_in_seconds, timezone.utc)
+            expires_at = datetime.fromtimestamp(time.time() + expires_in_seconds, UTC)
             return Reply(201, {"token": token, "expires_at": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
                                "permissions": {"administration": "write"}})
 
@@ -120,7 +120,7 @@ class GitHubRunners:
             return Reply(401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})
         return None
 
-    def _generate(self, request: Request, match: re.Match[str]) -> Reply:
+    def _generate(self, request: Request, _match: re.Match[str]) -> Reply:
         refused = self._refused(request)
         if refused:
             return refused
@@ -141,7 +141,7 @@ class GitHubRunners:
                 delay = self.lost_answer_delay
         return Reply(201, {"runner": runner, "encoded_jit_config": encoded}, delay=delay)
 
-    def _list(self, request: Request, match: re.Match[str]) -> Reply:
+    def _list(self, request: Request, _match: re.Match[str]) -> Reply:
         refused = self._refused(request)
         if refused:
             return refused

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from broker_harness import REPOSITORY, ROOT, BrokerProcess, BrokerSetup, RunnerPod, wait_until
 
-from broker_harness import REPOSITORY, BrokerProcess, BrokerSetup, RunnerPod, wait_until
 from runner_contract import RUNNER_ANNOTATION
-from conftest import ROOT
 
 STARTUP = ROOT / "runner_image" / "startup.sh"
 RUN_STUB = """#!/usr/bin/env bash

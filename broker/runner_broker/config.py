@@ -184,7 +184,7 @@ class _Environment:
 
 def _is_http_url(parts: SplitResult) -> bool:
     try:
-        parts.port  # raises on a port that is not a number
+        _ = parts.port  # raises on a port that is not a number
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and not parts.fragment

@@ -12,8 +12,17 @@ from datetime import datetime
 from runner_broker.errors import Refusal
 from runner_broker.model import Grant, PodIdentity, Runner, WorkflowJob
 from runner_broker.template import pod_template_images
-from runner_contract import (APP_NAME_LABEL, BASE_RUNNER, GPU_RUNNER, GRANTED_AT_ANNOTATION, RUN_ATTEMPT_LABEL,
-                             RUN_ID_LABEL, RUN_INDEX_LABEL, RUNNER_ANNOTATION, gpu_runner_label)
+from runner_contract import (
+    APP_NAME_LABEL,
+    BASE_RUNNER,
+    GPU_RUNNER,
+    GRANTED_AT_ANNOTATION,
+    RUN_ATTEMPT_LABEL,
+    RUN_ID_LABEL,
+    RUN_INDEX_LABEL,
+    RUNNER_ANNOTATION,
+    gpu_runner_label,
+)
 
 NUMBER = "[0-9]{1,20}"  # a run ID, an attempt: ASCII digits only (\d takes any script's)
 DIGITS = re.compile(NUMBER)

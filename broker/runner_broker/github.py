@@ -12,8 +12,8 @@ import json
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 from urllib.parse import quote, urlsplit
 
 from runner_broker.app_jwt import app_jwt
@@ -85,7 +85,7 @@ class GitHubClient:
         return JitConfig(runner_id if isinstance(runner_id, int) else 0, Secret(encoded))
 
     def delete_runner(self, runner_id: int) -> str:
-        """Remove a runner: "removed", "gone" (GitHub no longer had it) or "busy" (GitHub refuses while it runs a job)."""
+        """Remove a runner: "removed", "gone" (GitHub no longer had it) or "busy" (refused while it runs a job)."""
         answer = self._call("DELETE", f"{self._runners_path}/{runner_id}", operation=f"removing runner {runner_id}",
                             permission=ADMINISTRATION, tolerated=(404, 422))
         return {404: "gone", 422: "busy"}.get(answer.status, "removed")

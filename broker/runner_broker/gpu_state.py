@@ -15,7 +15,7 @@ the message Kubernetes' own text; the caller decides what to wait for and what t
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from runner_broker.decisions import granted_runner
@@ -25,7 +25,7 @@ from runner_contract import gpu_runner_label
 MAX_EVENTS = 10
 SCHEDULING_REASONS = {"FailedScheduling": "Unschedulable", "TriggeredScaleUp": "TriggeredScaleUp",
                       "NotTriggerScaleUp": "NotTriggerScaleUp", "FailedScaleUp": "FailedScaleUp"}
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def runner_state(job: dict, pods: list[dict], events: list[dict], runner: Runner | None) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def _time(moment: object) -> datetime:
         parsed = datetime.fromisoformat(str(moment).replace("Z", "+00:00"))
     except ValueError:
         return EPOCH
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def gpu_runners_answer(run_id: str, runners: list[dict]) -> dict:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import Callable, Iterator
+from datetime import UTC, datetime
 
 from runner_broker.callers import Caller, Callers
 from runner_broker.decisions import container_restarts, grant_annotations, granted_runner
@@ -79,7 +79,7 @@ def logged(event: str) -> Iterator[dict[str, object]]:
 
 class Grants:
     def __init__(self, kubernetes: KubernetesClient, github: GitHubClient, callers: Callers, *,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._kubernetes = kubernetes
         self._github = github
         self._callers = callers
@@ -100,7 +100,8 @@ class Grants:
                 jit = self._issue(caller)
         log("jitconfig", decision="granted", status=201, **seen, labels=caller.grant.labels, runner_id=jit.runner_id,
             reason=f"{caller.grant.kind} runner pod; recorded on the pod")
-        return {"name": caller.grant.name, "labels": list(caller.grant.labels), "encodedJitConfig": jit.encoded.reveal()}
+        return {"name": caller.grant.name, "labels": list(caller.grant.labels),
+                "encodedJitConfig": jit.encoded.reveal()}
 
     def _issue(self, caller: Caller) -> JitConfig:
         grant, identity = caller.grant, caller.identity

@@ -12,10 +12,11 @@ import math
 import re
 import ssl
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 USER_AGENT = "gke-gpu-runners-broker"

@@ -10,8 +10,8 @@ import json
 import re
 import sys
 import threading
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 _lock = threading.Lock()
 _PLAIN_VALUE = re.compile(r"[A-Za-z0-9_./:@,+-]+")
@@ -27,7 +27,7 @@ writer: Callable[[str], None] = _stderr
 
 
 def log(event: str, **fields: object) -> None:
-    stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     pairs = [f"{key}={_value(value)}" for key, value in fields.items() if value is not None]
     line = " ".join([stamp, event, *pairs])
     with _lock:

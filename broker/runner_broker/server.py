@@ -20,6 +20,7 @@ Errors are {"error": "..."}; `status_for` is the one place a failure becomes a s
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -28,15 +29,16 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any
 
 from runner_broker.config import Address
 from runner_broker.decisions import run_number
 from runner_broker.errors import Failure, Refusal
-from runner_broker.grants import Grants
 from runner_broker.gpu_runners import GpuRunners
+from runner_broker.grants import Grants
 from runner_broker.http import deadline_at
 from runner_broker.logs import log, log_unexpected
 from runner_broker.secrets import bearer_token
@@ -335,7 +337,7 @@ class Listener(socketserver.TCPServer):
                 self._idle.wait(left)
         return True
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ARG002 - the stdlib's signature
         log("connection", decision="dropped", listener=self.name, reason="error while accepting")
 
 
@@ -383,10 +385,8 @@ class Bouncer:
         self._thread.join(timeout=5)
 
     def _wake(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # already awake: its buffer is full of wake-ups
             self._waker_write.send(b"x")
-        except OSError:
-            pass  # already awake: its buffer is full of wake-ups
 
     def _run(self) -> None:
         while True:
@@ -401,10 +401,8 @@ class Bouncer:
             timeout = max(0.0, min(self._deadlines.values(), default=time.monotonic() + 1) - time.monotonic())
             for key, _ in self._selector.select(timeout):
                 if key.fileobj is self._waker_read:
-                    try:
+                    with contextlib.suppress(OSError):
                         self._waker_read.recv(4096)
-                    except OSError:
-                        pass
                 else:
                     self._readable(key.fileobj, key.data)  # type: ignore[arg-type]
             now = time.monotonic()
@@ -454,7 +452,5 @@ class Bouncer:
 
 
 def _close(connection: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         connection.close()
-    except OSError:
-        pass

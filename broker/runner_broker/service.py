@@ -48,7 +48,7 @@ class Service:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def start(self) -> "Service":
+    def start(self) -> Service:
         for listener in (self.api, self.health):
             self._run(listener.name, listener.serve_forever, poll_interval=self.poll_seconds)
         self._run("sweep", self._sweep_until_stopped)
@@ -66,7 +66,7 @@ class Service:
         stopping = [threading.Thread(target=listener.shutdown) for listener in (self.api, self.health)]
         for thread in stopping:  # both at once: each waits for its listener's next poll
             thread.start()
-        for thread, listener in zip(stopping, (self.api, self.health)):
+        for thread, listener in zip(stopping, (self.api, self.health), strict=True):
             thread.join()
             listener.server_close()
         until = time.monotonic() + self.config.request_deadline_seconds + DRAIN_MARGIN_SECONDS

@@ -18,7 +18,7 @@ up to BROKER_FINAL_SWEEP_SECONDS, and any that remain are named in the log.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from runner_broker.config import Config
 from runner_broker.decisions import gpu_job_run, jobs_of_finished_runs, runners_to_remove, spent_pods

@@ -19,9 +19,18 @@ from typing import Any
 
 from runner_broker.errors import CredentialUnreadable, NotConfigured
 from runner_broker.secrets import read_file, shown_path
-from runner_contract import (APP_NAME_LABEL, GPU_RUNNER, PART_OF, PART_OF_LABEL, RUN_ATTEMPT_LABEL,
-                             RUN_ATTEMPT_PLACEHOLDER, RUN_ID_LABEL, RUN_ID_PLACEHOLDER, RUN_INDEX_LABEL,
-                             gpu_runner_job_name)
+from runner_contract import (
+    APP_NAME_LABEL,
+    GPU_RUNNER,
+    PART_OF,
+    PART_OF_LABEL,
+    RUN_ATTEMPT_LABEL,
+    RUN_ATTEMPT_PLACEHOLDER,
+    RUN_ID_LABEL,
+    RUN_ID_PLACEHOLDER,
+    RUN_INDEX_LABEL,
+    gpu_runner_job_name,
+)
 
 VARIABLE = "BROKER_GPU_RUNNER_TEMPLATE_FILE"
 MAX_TEMPLATE_BYTES = 1 << 20

@@ -6,16 +6,26 @@ import json
 from pathlib import Path
 
 import pytest
-
-from broker_harness import (APP_ID, AUDIENCE, INSTALLATION_ID, NAMESPACE, PAT, REPOSITORY, RUNNER_IMAGE, BrokerSetup,
-                            gpu_runner_template)
+from broker_harness import (
+    APP_ID,
+    AUDIENCE,
+    INSTALLATION_ID,
+    NAMESPACE,
+    PAT,
+    REPOSITORY,
+    RUNNER_IMAGE,
+    BrokerSetup,
+    gpu_runner_template,
+)
 from runner_broker import config as broker_config
 from runner_broker.config import Address, ConfigError, PatCredential, load_config
 from runner_broker.errors import CredentialUnreadable, NotConfigured
 from runner_broker.http import RetryPolicy
 from runner_broker.template import Template, TemplateSource, load_template, render
-from runner_contract import (APP_NAME_LABEL, RUN_ATTEMPT_LABEL, RUN_ID_LABEL, RUN_INDEX_LABEL,
-                             gpu_runner_job_name)
+
+from runner_contract import APP_NAME_LABEL, RUN_ATTEMPT_LABEL, RUN_ID_LABEL, RUN_INDEX_LABEL, gpu_runner_job_name
+
+pytest_plugins = ["broker_fixtures"]  # setup, broker, make_setup
 
 STARTUP_SH_TIMEOUT_SECONDS = 15  # runner_image/startup.sh: RUNNER_BROKER_TIMEOUT_SECONDS' default
 

@@ -3,10 +3,9 @@ says, whether the caller runs a job of the run, and what the sweep removes."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
 from broker_harness import AUDIENCE, BASE_DEPLOYMENT, NAMESPACE, RUNNER_ACCOUNT, RUNNER_IMAGE, gpu_runner_template
 from fake_kubernetes import job, pod, replicaset
 from runner_broker import decisions
@@ -14,6 +13,7 @@ from runner_broker.decisions import Rules, Spent
 from runner_broker.errors import Refusal
 from runner_broker.model import Grant, PodIdentity, Runner, WorkflowJob
 from runner_broker.template import Template, render
+
 from runner_contract import GRANTED_AT_ANNOTATION, RUNNER_ANNOTATION
 
 
@@ -167,7 +167,7 @@ def test_container_restarts(pod_object, restarts):
 
 
 def test_a_grant_is_read_back_from_the_pods_annotations():
-    now = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    now = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     annotations = decisions.grant_annotations(BASE_POD, now)
     assert annotations == {RUNNER_ANNOTATION: BASE_POD, GRANTED_AT_ANNOTATION: "2030-01-02T03:04:05Z"}
     granted = base_pod(annotations=annotations)
@@ -275,11 +275,11 @@ def test_runners_to_remove_keeps_live_pods_runners_and_others():
     assert [r.id for r in decisions.runners_to_remove(runners, pods, BASE_DEPLOYMENT)] == [3, 4, 5, 6]
 
 
-NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC).timestamp()
 
 
 def granted(name, uid, seconds_ago, owner=("ReplicaSet", RS, "uid-rs"), **options):
-    when = datetime.fromtimestamp(NOW - seconds_ago, timezone.utc)
+    when = datetime.fromtimestamp(NOW - seconds_ago, UTC)
     runner_name = owner[1] if owner[0] == "Job" else name
     return pod(name, NAMESPACE, uid, owner=owner, annotations=decisions.grant_annotations(runner_name, when),
                **options)

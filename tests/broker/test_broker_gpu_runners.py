@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from broker_harness import NAMESPACE, REPOSITORY, RUNNER_IMAGE, gpu_runner_template
 from fake_github import Reply, run_jobs_path
 from fake_kubernetes import event
+
 from runner_contract import APP_NAME_LABEL, RUN_ATTEMPT_LABEL, RUN_ID_LABEL, RUN_INDEX_LABEL, RUNNER_ANNOTATION
+
+pytest_plugins = ["broker_fixtures"]  # setup, broker, make_setup
 
 JOBS = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
 RUN_JOBS = run_jobs_path(REPOSITORY, 4242, 1)

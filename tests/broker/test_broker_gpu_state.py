@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
 from broker_harness import NAMESPACE
 from fake_kubernetes import event, job, pod
 from runner_broker.gpu_state import MAX_EVENTS, gpu_runners_answer, runner_state
 from runner_broker.model import Runner
+
 from runner_contract import RUNNER_ANNOTATION
 
 JOB = "gpu-runner-4242-1"
@@ -52,58 +52,58 @@ UNSCHEDULABLE = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
 
 CASES = [
     # name, job, pod (or None), events (as a function of job and pod), runner, (state, reason, message fragment)
-    ("no pod yet", the_job(), None, lambda j, p: [], None, ("pending", None, None)),
-    ("quota", the_job(), None, lambda j, p: events_of(j, ("FailedCreate", QUOTA)), None,
+    ("no pod yet", the_job(), None, lambda _j, _p: [], None, ("pending", None, None)),
+    ("quota", the_job(), None, lambda j, _p: events_of(j, ("FailedCreate", QUOTA)), None,
      ("pending", "QuotaExceeded", "exceeded quota")),
-    ("refused otherwise", the_job(), None, lambda j, p: events_of(j, ("FailedCreate", "admission webhook denied")),
+    ("refused otherwise", the_job(), None, lambda j, _p: events_of(j, ("FailedCreate", "admission webhook denied")),
      None, ("pending", "FailedCreate", "webhook")),
-    ("just created", the_job(), the_pod(), lambda j, p: [], None, ("scheduling", None, None)),
+    ("just created", the_job(), the_pod(), lambda _j, _p: [], None, ("scheduling", None, None)),
     ("unschedulable", the_job(), the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)),
-     lambda j, p: events_of(p, ("FailedScheduling", UNSCHEDULABLE)), None,
+     lambda _j, p: events_of(p, ("FailedScheduling", UNSCHEDULABLE)), None,
      ("scheduling", "Unschedulable", "Insufficient nvidia.com/gpu")),
     ("scale-up under way", the_job(), the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)),
-     lambda j, p: events_of(p, ("FailedScheduling", UNSCHEDULABLE), ("TriggeredScaleUp", SCALE_UP)), None,
+     lambda _j, p: events_of(p, ("FailedScheduling", UNSCHEDULABLE), ("TriggeredScaleUp", SCALE_UP)), None,
      ("scheduling", "TriggeredScaleUp", "gpu-pool 0->1")),
     ("no scale-up", the_job(), the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)),
-     lambda j, p: events_of(p, ("TriggeredScaleUp", SCALE_UP), ("NotTriggerScaleUp", NO_SCALE_UP)), None,
+     lambda _j, p: events_of(p, ("TriggeredScaleUp", SCALE_UP), ("NotTriggerScaleUp", NO_SCALE_UP)), None,
      ("scheduling", "NotTriggerScaleUp", "max node group size")),
     ("scale-up failed", the_job(), the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)),
-     lambda j, p: events_of(p, ("FailedScaleUp", "GCE out of resources")), None,
+     lambda _j, p: events_of(p, ("FailedScaleUp", "GCE out of resources")), None,
      ("scheduling", "FailedScaleUp", "out of resources")),
-    ("condition only", the_job(), the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)), lambda j, p: [], None,
+    ("condition only", the_job(), the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)), lambda _j, _p: [], None,
      ("scheduling", "Unschedulable", "Insufficient")),
     ("pulling", the_job(), the_pod(scheduled=True, waiting=("ContainerCreating", None)),
-     lambda j, p: events_of(p, ("Scheduled", "assigned"), ("Pulling", "Pulling image")), None,
+     lambda _j, p: events_of(p, ("Scheduled", "assigned"), ("Pulling", "Pulling image")), None,
      ("starting", "ContainerCreating", None)),
     ("cannot pull", the_job(), the_pod(scheduled=True, waiting=("ImagePullBackOff", "Back-off pulling image")),
-     lambda j, p: events_of(p, ("Failed", "Failed to pull image: 403 Forbidden")), None,
+     lambda _j, p: events_of(p, ("Failed", "Failed to pull image: 403 Forbidden")), None,
      ("starting", "ImagePullBackOff", "Back-off")),
     ("image missing", the_job(), the_pod(scheduled=True, waiting=("ErrImagePull", "manifest unknown")),
-     lambda j, p: [], None, ("starting", "ErrImagePull", "manifest unknown")),
+     lambda _j, _p: [], None, ("starting", "ErrImagePull", "manifest unknown")),
     ("bad config", the_job(), the_pod(scheduled=True, waiting=("CreateContainerConfigError", 'secret "x" not found')),
-     lambda j, p: [], None, ("starting", "CreateContainerConfigError", "not found")),
-    ("running, registering", the_job(), the_pod(phase="Running", scheduled=True), lambda j, p: [], None,
+     lambda _j, _p: [], None, ("starting", "CreateContainerConfigError", "not found")),
+    ("running, registering", the_job(), the_pod(phase="Running", scheduled=True), lambda _j, _p: [], None,
      ("starting", None, None)),
     ("registered, not connected", the_job(), the_pod(phase="Running", scheduled=True, granted=True),
-     lambda j, p: [], RUNNER, ("starting", None, None)),
-    ("online", the_job(), the_pod(phase="Running", scheduled=True, granted=True), lambda j, p: [], ONLINE,
+     lambda _j, _p: [], RUNNER, ("starting", None, None)),
+    ("online", the_job(), the_pod(phase="Running", scheduled=True, granted=True), lambda _j, _p: [], ONLINE,
      ("online", None, None)),
-    ("busy", the_job(), the_pod(phase="Running", scheduled=True, granted=True), lambda j, p: [], BUSY,
+    ("busy", the_job(), the_pod(phase="Running", scheduled=True, granted=True), lambda _j, _p: [], BUSY,
      ("busy", None, None)),
     ("its job done, the pod not yet", the_job(), the_pod(phase="Running", scheduled=True, granted=True),
-     lambda j, p: [], None, ("finished", None, "its job is done")),
-    ("pod succeeded", the_job(), the_pod(phase="Succeeded", scheduled=True, granted=True), lambda j, p: [], None,
+     lambda _j, _p: [], None, ("finished", None, "its job is done")),
+    ("pod succeeded", the_job(), the_pod(phase="Succeeded", scheduled=True, granted=True), lambda _j, _p: [], None,
      ("finished", None, None)),
-    ("job complete", the_job(("Complete", None, None)), None, lambda j, p: [], None, ("finished", None, None)),
-    ("pod failed", the_job(), the_pod(phase="Failed", scheduled=True, terminated="OOMKilled"), lambda j, p: [], None,
+    ("job complete", the_job(("Complete", None, None)), None, lambda _j, _p: [], None, ("finished", None, None)),
+    ("pod failed", the_job(), the_pod(phase="Failed", scheduled=True, terminated="OOMKilled"), lambda _j, _p: [], None,
      ("failed", "OOMKilled", None)),
     ("pod evicted", the_job(), the_pod(phase="Failed", reason=("Evicted", "The node was low on memory.")),
-     lambda j, p: [], None, ("failed", "Evicted", "low on memory")),
+     lambda _j, _p: [], None, ("failed", "Evicted", "low on memory")),
     ("deadline", the_job(("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")),
-     the_pod(phase="Running", scheduled=True, granted=True), lambda j, p: [], BUSY,
+     the_pod(phase="Running", scheduled=True, granted=True), lambda _j, _p: [], BUSY,
      ("failed", "DeadlineExceeded", "longer than specified deadline")),
     ("backoff", the_job(("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")), None,
-     lambda j, p: [], None, ("failed", "BackoffLimitExceeded", "backoff limit")),
+     lambda _j, _p: [], None, ("failed", "BackoffLimitExceeded", "backoff limit")),
 ]
 
 

@@ -9,12 +9,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from broker_harness import AUDIENCE, NAMESPACE, REPOSITORY, ROTATED_PAT, BrokerSetup, wait_until
 from fake_github import Reply
 from fake_kubernetes import TOKEN_REVIEWS, replicaset
 from github_runners import runners_api
+
 from runner_contract import GRANTED_AT_ANNOTATION, RUNNER_ANNOTATION
+
+pytest_plugins = ["broker_fixtures"]  # setup, broker, make_setup
 
 RUNNERS = runners_api(REPOSITORY)
 GENERATE = runners_api(REPOSITORY, "/generate-jitconfig")
@@ -110,8 +112,8 @@ def refusal_cases():
     gpu = {"app.kubernetes.io/name": "gpu-runner", "gke-gpu-runners/run-id": "4242",
            "gke-gpu-runners/run-attempt": "1"}
     return {
-        "no token": (lambda c: None, 401, "no bearer token"),
-        "invalid token": (lambda c: "FAKE-made-up-token", 401, "invalid"),
+        "no token": (lambda _c: None, 401, "no bearer token"),
+        "invalid token": (lambda _c: "FAKE-made-up-token", 401, "invalid"),
         "wrong audience": (lambda c: c.base_runner_pod(audiences=("https://kubernetes.default.svc",)).token, 401,
                            "invalid, expired or not for this audience"),
         "not pod-bound": (lambda c: c.base_runner_pod(pod_bound=False).token, 401, "not bound to a pod"),

@@ -13,10 +13,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from broker_harness import (NAMESPACE, PAT, REPOSITORY, BrokerProcess, SlowClientAttack, broker_environment,
-                            slow_client, wait_until)
+from broker_harness import NAMESPACE, PAT, REPOSITORY, SlowClientAttack, broker_environment, slow_client, wait_until
 from github_runners import runners_api
+
+pytest_plugins = ["broker_fixtures"]  # setup, broker, make_setup
 
 GENERATE = runners_api(REPOSITORY, "/generate-jitconfig")
 PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
@@ -51,7 +51,8 @@ def test_an_address_already_taken_exits_1(setup):
 
 def test_it_runs_from_the_package_alone(setup):
     """The image holds broker/runner_broker and runner_contract beside it, and nothing else of the project."""
-    code = "import runner_broker.service, sys; print(sorted(m for m in sys.modules if m.startswith(('runner_', 'crypt'))))"
+    code = ("import runner_broker.service, sys; "
+            "print(sorted(m for m in sys.modules if m.startswith(('runner_', 'crypt'))))")
     result = subprocess.run([sys.executable, "-c", code], env=broker_environment(), capture_output=True, text=True,
                             timeout=20)
     assert result.returncode == 0, result.stderr

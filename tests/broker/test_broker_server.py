@@ -9,9 +9,10 @@ import struct
 import time
 
 import pytest
-
 from broker_harness import slow_client, wait_until
 from runner_broker.server import MAX_HEADER_BYTES
+
+pytest_plugins = ["broker_fixtures"]  # setup, broker, make_setup
 
 
 def closed_by_broker(connection: socket.socket, timeout: float = 5) -> bytes:

@@ -6,13 +6,15 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from broker_harness import NAMESPACE, REPOSITORY, wait_until
 from fake_github import Reply, run_path
 from github_runners import runners_api
 from runner_broker import github as broker_github
 from runner_broker.sweep import Sweeper
+
 from runner_contract import GRANTED_AT_ANNOTATION
+
+pytest_plugins = ["broker_fixtures"]  # setup, broker, make_setup
 
 RUNNERS = runners_api(REPOSITORY)
 PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
@@ -110,7 +112,7 @@ def test_a_refused_pod_list_while_serving_removes_nothing_and_says_why(broker, s
 
 
 def test_the_sweep_runs_every_interval(setup):
-    broker = setup.start_in_process(BROKER_SWEEP_SECONDS="0.05")
+    setup.start_in_process(BROKER_SWEEP_SECONDS="0.05")
     setup.runners.add("base-runner-5d8f7c9b4-orphan", ["base-runner"])
     wait_until(lambda: setup.runners.names() == set(), "a sweep", timeout=5)
 

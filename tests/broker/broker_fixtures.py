@@ -1,9 +1,11 @@
-"""Fixtures of the broker's tests: a setup of doubles, and a broker running in this process."""
+"""Fixtures of the broker's tests: a setup of doubles, and a broker running in this process.
+
+A test module takes them with `pytest_plugins = ["broker_fixtures"]` (a conftest.py here
+would shadow tests/conftest.py, which other tests import by that name)."""
 
 from __future__ import annotations
 
 import pytest
-
 from broker_harness import BrokerSetup
 
 
