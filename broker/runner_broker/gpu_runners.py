@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 from runner_broker.callers import Caller, Callers
 from runner_broker.config import Config
-from runner_broker.decisions import GPU_RUNNER_NAME, check_run, controller_reference, parse_gpu_request
+from runner_broker.decisions import (GPU_RUNNER_NAME, check_run, controller_reference, granted_runner,
+                                     parse_gpu_request)
 from runner_broker.errors import Failure, Refusal
 from runner_broker.github import GitHubClient
 from runner_broker.gpu_state import gpu_runners_answer, runner_state
@@ -53,8 +54,8 @@ class GpuRunners:
             caller = self._callers.authorize(token, seen)
             request = parse_gpu_request(body, self._config.max_gpu_runners_per_run)
             seen.update(run=request.run_id, attempt=request.attempt, count=request.count)
-            self._check_run(caller, request.run_id, request.attempt)
             template = self._templates.load()
+            self._check_run(caller, request.run_id, request.attempt)
             names, created = [], []
             for index in range(request.count):
                 job = render(template, request.run_id, request.attempt, index, self._config.runner_namespace)
@@ -75,7 +76,11 @@ class GpuRunners:
             for job in jobs:
                 uid = (job.get("metadata") or {}).get("uid")
                 own = [p for p in pods if (controller_reference(p) or {}).get("uid") == uid]
-                runners.append(runner_state(job, own, self._events(job, own), self._github.find_runner(_name(job))))
+                # Until a pod of the Job was granted its runner, GitHub has none to show: a caller waiting
+                # minutes for a GPU node costs no GitHub call a look.
+                granted = any(granted_runner(p) for p in own)
+                runner = self._github.find_runner(_name(job)) if granted else None
+                runners.append(runner_state(job, own, self._events(job, own), runner))
         return gpu_runners_answer(run_id, runners)
 
     def delete(self, token: Secret | None, run_id: str, attempt: str) -> dict:

@@ -10,6 +10,7 @@ pod free to ask again; a failed PATCH withdraws the runner and hands nothing out
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from runner_broker.callers import Caller, Callers
 from runner_broker.decisions import container_restarts, grant_annotations, granted_runner
 from runner_broker.errors import Failure, Refusal
 from runner_broker.github import GitHubClient
-from runner_broker.http import deadline_at
+from runner_broker.http import deadline_at, seconds_left
 from runner_broker.kubernetes import KubernetesClient
 from runner_broker.logs import log
 from runner_broker.model import JitConfig
@@ -41,17 +42,21 @@ class NameLocks:
 
     @contextmanager
     def hold(self, name: str) -> Iterator[bool]:
-        """Holds the name's lock; yields whether another request held it first."""
+        """Holds the name's lock, waiting no longer than the request's deadline; yields whether another request
+        held it first."""
         with self._lock:
             lock, users = self._locks.get(name, (threading.Lock(), 0))
             self._locks[name] = (lock, users + 1)
-        waited = not lock.acquire(blocking=False)
-        if waited:
-            lock.acquire()
         try:
-            yield waited
+            waited = not lock.acquire(blocking=False)
+            left = seconds_left()
+            if waited and not lock.acquire(timeout=-1 if left == math.inf else max(0.0, left)):
+                raise Failure(f"another request for runner {name} took the time this one had; ask again")
+            try:
+                yield waited
+            finally:
+                lock.release()
         finally:
-            lock.release()
             with self._lock:
                 lock, users = self._locks[name]
                 if users == 1:

@@ -251,3 +251,15 @@ def test_delete_removes_this_attempts_jobs_and_their_pods(broker, setup, caller)
     assert [p["metadata"]["name"] for p in setup.kube.objects("Pod", NAMESPACE)
             if p["metadata"]["name"].startswith("gpu-runner")] == [other.name]
     assert broker.stop_gpu_runners(caller).body == {"deleted": []}
+
+
+def test_waiting_for_a_node_costs_no_github_call_a_look(broker, setup, caller):
+    """gpu-runner start may look every few seconds for many minutes while the GPU pool grows."""
+    setup.cluster.start_job_pods = True
+    assert broker.gpu_runners(caller).status == 201
+    before = len(setup.github.requests)
+
+    states = [broker.gpu_runner_state(caller).body["runners"][0]["state"] for _ in range(5)]
+
+    assert states == ["scheduling"] * 5
+    assert setup.github.requests[before:] == []  # the run check holds a while; no runner to look up yet

@@ -547,3 +547,29 @@ def test_setups_are_independent(make_setup):
     """Two setups at once (as a restart test needs) share nothing but the broker's code."""
     one, two = make_setup(), make_setup()
     assert isinstance(one, BrokerSetup) and one.kube.url != two.kube.url and one.github.url != two.github.url
+
+
+def test_a_request_waiting_behind_another_for_its_runner_name_gives_up_at_its_deadline():
+    from runner_broker.errors import Failure
+    from runner_broker.grants import NameLocks
+    from runner_broker.http import deadline_at
+
+    locks, held, release = NameLocks(), threading.Event(), threading.Event()
+
+    def first():
+        with locks.hold("base-runner-x"):
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    held.wait(5)
+    started = time.monotonic()
+    with deadline_at(time.monotonic() + 0.2), pytest.raises(Failure, match="ask again"), locks.hold("base-runner-x"):
+        pass
+    assert 0.15 < time.monotonic() - started < 1
+    with locks.hold("another-name") as waited:  # other names never wait
+        assert waited is False
+    release.set()
+    holder.join()
+    assert len(locks) == 0
