@@ -1,30 +1,20 @@
-"""The broker's two HTTP servers, built to be hard to knock over.
+"""The broker's HTTP servers, built to be hard to knock over.
 
 Each connection carries one request and has a deadline for the whole exchange, reading
 included, so a slow client holds its slot for that long at most. A request's line and
 headers are read within a byte budget (MAX_HEADER_BYTES, MAX_LINE_BYTES) and its body
 within MAX_BODY_BYTES, so no client makes the broker hold more than that for it. A
 client address gets at most `per_client` connections at once and everyone together
-`max_connections`; the rest are answered 503 at once, without a thread. /healthz has a
-listener of its own, so clients of the API, however many or slow, cannot fail the probes.
-
-    POST   /v1/jitconfig                        201 {"name", "labels", "encodedJitConfig"}
-    POST   /v1/finished                         200 {"name", "runnerRemoved", "podDeleted"}
-    POST   /v1/gpu-runners                      201 {"label", "jobs", "created"}
-    GET    /v1/gpu-runners/<run id>/<attempt>   200 {"label", "runners": [...]}
-    DELETE /v1/gpu-runners/<run id>/<attempt>   200 {"deleted"}
-    GET    /healthz  (health listener only)     200 {"status": "ok"}
-
-Errors are {"error": "..."}; `status_for` is the one place a failure becomes a status.
+`max_connections`; the rest are answered 503 by the `Bouncer`, without a thread of their
+own. The routes (`routes`) say what each path answers; errors become statuses here alone
+(`status_for`), as {"error": "..."}.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import re
-import selectors
 import socket
 import socketserver
 import threading
@@ -35,14 +25,10 @@ from http import HTTPStatus
 from typing import Any
 
 from runner_broker.config import Address
-from runner_broker.decisions import run_number
 from runner_broker.errors import Failure, Refusal
-from runner_broker.gpu_runners import GpuRunners
-from runner_broker.grants import Grants
 from runner_broker.http import deadline_at
+from runner_broker.bouncer import Bouncer
 from runner_broker.logs import log, log_unexpected
-from runner_broker.secrets import bearer_token
-from runner_contract import FINISHED_PATH, GPU_RUNNERS_PATH, HEALTH_PATH, JITCONFIG_PATH
 
 MAX_LINE_BYTES = 8 << 10
 MAX_HEADER_BYTES = 16 << 10
@@ -52,7 +38,6 @@ MAX_BODY_BYTES = 64 << 10
 REPLY_TIMEOUT_SECONDS = 5.0
 TURNED_AWAY_LOG_SECONDS = 10.0
 """Connections turned away are logged once in this while, with their count: an attack does not flood the log."""
-GPU_RUNNERS_OF_RUN = re.compile(f"{re.escape(GPU_RUNNERS_PATH)}/([0-9]{{1,20}})/([0-9]{{1,20}})")
 
 
 @dataclass(frozen=True)
@@ -81,54 +66,6 @@ class Hangup(Exception):
 def status_for(error: Exception) -> int:
     """The HTTP status of a failed request: the only place errors become statuses."""
     return error.status if isinstance(error, (Refusal, Failure)) else 500
-
-
-# ------------------------------------------------------------------------ routes --
-
-class Api:
-    """The broker's API: each path to the service that answers it."""
-
-    def __init__(self, grants: Grants, gpu_runners: GpuRunners) -> None:
-        self._grants = grants
-        self._gpu_runners = gpu_runners
-
-    def __call__(self, request: Request) -> Answer:
-        token = bearer_token(request.headers.get("authorization"))
-        path, method = request.path, request.method
-        if path == JITCONFIG_PATH:
-            return _only(method, "POST") or (201, self._grants.issue(token), {})
-        if path == FINISHED_PATH:
-            return _only(method, "POST") or (200, self._grants.finish(token), {})
-        if path == GPU_RUNNERS_PATH:
-            return _only(method, "POST") or (201, self._gpu_runners.create(token, _json(request.body)), {})
-        if match := GPU_RUNNERS_OF_RUN.fullmatch(path):
-            wrong = _only(method, "GET", "DELETE")
-            if wrong:
-                return wrong
-            run_id, attempt = run_number(match.group(1), "the run ID"), run_number(match.group(2), "the attempt")
-            if method == "GET":
-                return 200, self._gpu_runners.status(token, run_id, attempt), {}
-            return 200, self._gpu_runners.delete(token, run_id, attempt), {}
-        return 404, {"error": f"no such path: {path[:100]}"}, {}
-
-
-def health(request: Request) -> Answer:
-    if request.path != HEALTH_PATH:
-        return 404, {"error": f"no such path: {request.path[:100]}"}, {}
-    return _only(request.method, "GET") or (200, {"status": "ok"}, {})
-
-
-def _only(method: str, *allowed: str) -> Answer | None:
-    if method in allowed:
-        return None
-    return 405, {"error": f"this path answers {' and '.join(allowed)} only"}, {"Allow": ", ".join(allowed)}
-
-
-def _json(body: bytes) -> object:
-    try:
-        return json.loads(body) if body.strip() else {}
-    except ValueError:
-        return "<not JSON>"  # the service says what it wanted, once it knows who asks
 
 
 def answer(route: Callable[[Request], Answer], request: Request) -> Answer:
@@ -266,7 +203,7 @@ class Listener(socketserver.TCPServer):
         self._open = 0
         self._turned_away = 0
         self._turned_away_logged = 0.0
-        self._bouncer = Bouncer()
+        self._bouncer = Bouncer(max_bytes=MAX_HEADER_BYTES + MAX_BODY_BYTES)
         super().__init__((address.host, address.port), None)  # type: ignore[arg-type] - we handle requests
 
     @property
@@ -339,118 +276,3 @@ class Listener(socketserver.TCPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ARG002 - the stdlib's signature
         log("connection", decision="dropped", listener=self.name, reason="error while accepting")
-
-
-BUSY = json.dumps({"error": "the broker is busy: too many connections at once; ask again"}).encode()
-BUSY_ANSWER = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(BUSY)}"
-               f"\r\nConnection: close\r\nRetry-After: 1\r\n\r\n").encode() + BUSY
-BOUNCE_SECONDS = 1.0
-MAX_BOUNCING = 256
-
-
-class Bouncer:
-    """Answers the connections turned away 503, all from one thread: it reads (and drops) what each has sent,
-    answers, and closes once the client has read the answer or BOUNCE_SECONDS have passed, so that a
-    well-behaved caller reads a 503 rather than a reset. Beyond MAX_BOUNCING at once, a connection is just
-    closed: a flood costs the broker no more than that."""
-
-    def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
-        self._lock = threading.Lock()
-        self._incoming: list[socket.socket] = []
-        self._held = 0
-        self._closed = False
-        self._waker_read, self._waker_write = socket.socketpair()
-        self._waker_read.setblocking(False)
-        self._waker_write.setblocking(False)
-        self._selector.register(self._waker_read, selectors.EVENT_READ, None)
-        self._deadlines: dict[socket.socket, float] = {}
-        """Only the bouncer's thread touches these and the selector."""
-        self._thread = threading.Thread(target=self._run, name="bouncer", daemon=True)
-        self._thread.start()
-
-    def bounce(self, connection: socket.socket) -> None:
-        with self._lock:
-            if self._closed or self._held >= MAX_BOUNCING:
-                _close(connection)
-                return
-            self._held += 1
-            self._incoming.append(connection)
-        self._wake()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-        self._wake()
-        self._thread.join(timeout=5)
-
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # already awake: its buffer is full of wake-ups
-            self._waker_write.send(b"x")
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                closed, incoming, self._incoming = self._closed, self._incoming, []
-            for connection in incoming:
-                connection.setblocking(False)
-                self._deadlines[connection] = time.monotonic() + BOUNCE_SECONDS
-                self._selector.register(connection, selectors.EVENT_READ, None)  # None: not answered yet
-            if closed:
-                break
-            timeout = max(0.0, min(self._deadlines.values(), default=time.monotonic() + 1) - time.monotonic())
-            for key, _ in self._selector.select(timeout):
-                if key.fileobj is self._waker_read:
-                    with contextlib.suppress(OSError):
-                        self._waker_read.recv(4096)
-                else:
-                    self._readable(key.fileobj, key.data)  # type: ignore[arg-type]
-            now = time.monotonic()
-            for connection, until in list(self._deadlines.items()):
-                if until <= now:
-                    self._forget(connection)
-        for connection in list(self._deadlines):
-            self._forget(connection)
-        self._selector.close()
-        self._waker_read.close()
-        self._waker_write.close()
-
-    def _readable(self, connection: socket.socket, received_before: int | None) -> None:
-        """`received_before`: None until answered, then how many bytes the client has sent in all."""
-        try:
-            received = connection.recv(MAX_LINE_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            received = b""
-        if not received:  # the client has read the answer and closed, or gone
-            self._forget(connection)
-            return
-        if received_before is not None:
-            # The rest of a request, read and dropped; beyond what a request may hold, the client is sending
-            # for the sake of it, and gets no more of the broker's time.
-            if received_before + len(received) > MAX_HEADER_BYTES + MAX_BODY_BYTES:
-                self._forget(connection)
-            else:
-                self._selector.modify(connection, selectors.EVENT_READ, received_before + len(received))
-            return
-        try:
-            connection.send(BUSY_ANSWER)  # fits any socket buffer
-            connection.shutdown(socket.SHUT_WR)
-        except OSError:
-            self._forget(connection)
-            return
-        self._selector.modify(connection, selectors.EVENT_READ, len(received))
-
-    def _forget(self, connection: socket.socket) -> None:
-        if self._deadlines.pop(connection, None) is None:
-            return
-        self._selector.unregister(connection)
-        _close(connection)
-        with self._lock:
-            self._held -= 1
-
-
-def _close(connection: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        connection.close()

@@ -12,7 +12,8 @@ from runner_broker.gpu_runners import GpuRunners
 from runner_broker.grants import Grants
 from runner_broker.kubernetes import KubernetesClient
 from runner_broker.logs import log
-from runner_broker.server import Api, Listener, health
+from runner_broker.routes import Api, health
+from runner_broker.server import Listener
 from runner_broker.sweep import Sweeper
 from runner_broker.template import TemplateSource
 
