@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from runner_broker.errors import Refusal
-from runner_broker.model import Grant, PodIdentity, Runner, WorkflowJob
+from runner_broker.model import Grant, PodIdentity, Runner, WorkflowJob, WorkflowRun
 from runner_broker.template import pod_template_images
 from runner_contract import (
     APP_NAME_LABEL,
@@ -306,7 +306,19 @@ def gpu_job_run(job: dict) -> str | None:
     return run_id
 
 
-def jobs_of_finished_runs(jobs: list[dict], run_status: dict[str, str | None]) -> list[dict]:
-    """The GPU runner Jobs whose run GitHub reports completed, or no longer has (status None)."""
-    return [job for job in jobs if (run := gpu_job_run(job)) is not None and run in run_status
-            and run_status[run] in ("completed", None)]
+def finished_job_reason(job: dict, runs: dict[str, WorkflowRun | None]) -> str | None:
+    """Why a GPU runner Job is of no more use, if it is not: its run completed, or GitHub no longer has the run,
+    or the run has moved on to a later attempt (a run is re-run only once it has completed). `runs` holds what
+    GitHub said of each run asked about (None: no such run); a run not asked about keeps its Jobs."""
+    run_id = gpu_job_run(job)
+    if run_id is None or run_id not in runs:
+        return None
+    run = runs[run_id]
+    if run is None:
+        return "GitHub no longer has the run"
+    if run.status == "completed":
+        return "GitHub reports the run completed"
+    attempt = str(((job.get("metadata") or {}).get("labels") or {}).get(RUN_ATTEMPT_LABEL))
+    if run.attempt is not None and DIGITS.fullmatch(attempt) and int(attempt) < run.attempt:
+        return f"the run has moved on to attempt {run.attempt}"
+    return None

@@ -20,7 +20,7 @@ from runner_broker.app_jwt import app_jwt
 from runner_broker.config import AppCredential, Config, PatCredential
 from runner_broker.errors import GitHubRefused, GitHubUnavailable
 from runner_broker.http import USER_AGENT, HttpAnswer, Unanswered, exchange
-from runner_broker.model import JitConfig, Runner, Runners, WorkflowJob
+from runner_broker.model import JitConfig, Runner, Runners, WorkflowJob, WorkflowRun
 from runner_broker.secrets import Secret, read_file, read_token
 
 PER_PAGE = 100
@@ -106,15 +106,16 @@ class GitHubClient:
                 break
         return jobs
 
-    def run_status(self, run_id: str) -> str | None:
-        """A workflow run's status (queued, in_progress, completed...); None when GitHub has no such run."""
+    def run(self, run_id: str) -> WorkflowRun | None:
+        """A workflow run's status and latest attempt; None when GitHub has no such run."""
         answer = self._call("GET", f"{self._repo_path}/actions/runs/{run_id}", operation=f"reading run {run_id}",
                             permission=ACTIONS, tolerated=(404,))
         if answer.status == 404:
             return None
-        body = answer.json()
-        status = body.get("status") if isinstance(body, dict) else None
-        return status if isinstance(status, str) else ""
+        body = answer.json() if isinstance(answer.json(), dict) else {}
+        status, attempt = body.get("status"), body.get("run_attempt")
+        return WorkflowRun(status if isinstance(status, str) else "",
+                           attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None)
 
     # -------------------------------------------------------------- credential --
 

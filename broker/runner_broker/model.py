@@ -54,6 +54,14 @@ class JitConfig:
 
 
 @dataclass(frozen=True)
+class WorkflowRun:
+    """A workflow run as GitHub shows it: its status (queued, in_progress, completed...) and latest attempt."""
+
+    status: str
+    attempt: int | None
+
+
+@dataclass(frozen=True)
 class WorkflowJob:
     """A job of a workflow run attempt, as GitHub lists it."""
 

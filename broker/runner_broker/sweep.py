@@ -8,7 +8,8 @@ Every BROKER_SWEEP_SECONDS:
   whatever its processes do: a frozen entrypoint or a fake listener costs at most one
   interval. A pod granted less than BROKER_GRANT_GRACE_SECONDS before GitHub was read
   is left for the next round;
-- GPU runner Jobs of runs GitHub reports completed (or no longer has) are deleted.
+- GPU runner Jobs of runs GitHub reports completed (or no longer has, or has re-run: an
+  earlier attempt's Jobs) are deleted.
 
 On SIGTERM (`final`), runners of ours whose pods are gone are removed once more;
 GitHub refuses to remove a runner while it runs a job (422), so those are retried for
@@ -21,13 +22,13 @@ import time
 from collections.abc import Callable
 
 from runner_broker.config import Config
-from runner_broker.decisions import gpu_job_run, jobs_of_finished_runs, runners_to_remove, spent_pods
+from runner_broker.decisions import finished_job_reason, gpu_job_run, runners_to_remove, spent_pods
 from runner_broker.errors import Failure, KubernetesError
 from runner_broker.github import GitHubClient
 from runner_broker.http import deadline_at
 from runner_broker.kubernetes import KubernetesClient
 from runner_broker.logs import log
-from runner_broker.model import Runner
+from runner_broker.model import Runner, WorkflowRun
 from runner_contract import APP_NAME_LABEL, GPU_RUNNER, PART_OF, PART_OF_LABEL
 
 ROUND_DEADLINE_SECONDS = 30.0
@@ -84,18 +85,17 @@ class Sweeper:
 
     def _jobs_of_finished_runs(self) -> None:
         jobs = self._kubernetes.list("jobs", labels={APP_NAME_LABEL: GPU_RUNNER}) or []
-        status: dict[str, str | None] = {}
+        runs: dict[str, WorkflowRun | None] = {}
         for run in sorted({run for job in jobs if (run := gpu_job_run(job)) is not None}):
             try:
-                status[run] = self._github.run_status(run)
+                runs[run] = self._github.run(run)
             except Failure as error:
                 log("sweep", decision="failed", run=run, reason=f"{error}; trying again next round")
-        for job in jobs_of_finished_runs(jobs, status):
+        for job in jobs:
+            reason = finished_job_reason(job, runs)
             metadata = job.get("metadata") or {}
-            run = gpu_job_run(job) or ""
-            if self._kubernetes.delete_job(str(metadata.get("name")), metadata.get("uid")):
-                log("sweep", decision="deleted", job=metadata.get("name"), run=run,
-                    reason="GitHub reports the run completed" if status[run] else "GitHub no longer has the run")
+            if reason and self._kubernetes.delete_job(str(metadata.get("name")), metadata.get("uid")):
+                log("sweep", decision="deleted", job=metadata.get("name"), run=gpu_job_run(job), reason=reason)
 
     def _runner_pods(self) -> list[dict] | None:
         return self._kubernetes.list("pods", labels={PART_OF_LABEL: PART_OF}, missing_ok=True)

@@ -11,7 +11,7 @@ from fake_kubernetes import job, pod, replicaset
 from runner_broker import decisions
 from runner_broker.decisions import Rules, Spent
 from runner_broker.errors import Refusal
-from runner_broker.model import Grant, PodIdentity, Runner, WorkflowJob
+from runner_broker.model import Grant, PodIdentity, Runner, WorkflowJob, WorkflowRun
 from runner_broker.template import Template, render
 
 from runner_contract import GRANTED_AT_ANNOTATION, RUNNER_ANNOTATION
@@ -303,10 +303,17 @@ def test_spent_pods_are_the_live_granted_ones_whose_runner_github_no_longer_list
                      Spent("base-runner-f", "uf", "base-runner-f", None)]
 
 
-def test_jobs_of_finished_runs():
-    jobs = [gpu_job("1"), gpu_job("2"), gpu_job("3"), gpu_job("4"), job("unrelated", NAMESPACE, "u", labels={}),
-            gpu_job("5", labels=with_label(run_id="not-a-run"))]
-    status = {"1": "completed", "2": "in_progress", "3": None}  # 3: GitHub no longer has it; 4: not asked
-    names = [j["metadata"]["name"] for j in decisions.jobs_of_finished_runs(jobs, status)]
-    assert names == ["gpu-runner-1-1", "gpu-runner-3-1"]
-    assert decisions.gpu_job_run(jobs[4]) is None and decisions.gpu_job_run(jobs[5]) is None
+@pytest.mark.parametrize("made, run, reason", [
+    (gpu_job("1"), WorkflowRun("completed", 1), "completed"),
+    (gpu_job("1"), None, "no longer has the run"),
+    (gpu_job("1"), WorkflowRun("in_progress", 1), None),
+    (gpu_job("1"), WorkflowRun("queued", None), None),
+    (gpu_job("1", "1"), WorkflowRun("in_progress", 2), "moved on to attempt 2"),  # re-run: attempt 1 is over
+    (gpu_job("1", "2"), WorkflowRun("in_progress", 2), None),
+    (gpu_job("2"), WorkflowRun("completed", 1), None),  # run 2 not asked about: kept
+    (job("unrelated", NAMESPACE, "u", labels={}), WorkflowRun("completed", 1), None),
+    (gpu_job("1", labels=with_label(run_id="not-a-run")), WorkflowRun("completed", 1), None),
+])
+def test_finished_job_reason(made, run, reason):
+    found = decisions.finished_job_reason(made, {"1": run})
+    assert (found is None) if reason is None else (reason in found), found

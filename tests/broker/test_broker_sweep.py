@@ -191,22 +191,25 @@ def test_a_grant_without_a_time_is_old_enough(broker, setup, clock):
 
 # ------------------------------------------------------------- completed runs --
 
-def test_gpu_jobs_of_completed_or_vanished_runs_are_deleted(broker, setup):
+def test_gpu_jobs_of_completed_vanished_or_rerun_runs_are_deleted(broker, setup):
     for run in ("1", "2", "3", "4"):
         setup.cluster.gpu_runner_pod(run_id=run)
         setup.runs.start_run(run)
     setup.runs.set_run_status("1", "completed")
     setup.runs.forget_run("3")  # deleted: GitHub answers 404
     setup.github.script(run_path(REPOSITORY, "4"), *[Reply(503)] * 3)
+    setup.cluster.gpu_runner_pod(run_id="2", attempt=2)
+    setup.runs.start_run("2", attempt=2)  # re-run: attempt 1 is over
 
     broker.service.sweeper.sweep()
 
     left = sorted(j["metadata"]["name"] for j in setup.kube.objects("Job", NAMESPACE))
-    assert left == ["gpu-runner-2-1", "gpu-runner-4-1"]  # in progress; unknown for now
+    assert left == ["gpu-runner-2-2", "gpu-runner-4-1"]  # in progress; unknown for now
     assert sorted(p["metadata"]["name"].rsplit("-p", 1)[0] for p in setup.kube.objects("Pod", NAMESPACE)
-                  if p["metadata"]["name"].startswith("gpu-")) == ["gpu-runner-2-1", "gpu-runner-4-1"]
+                  if p["metadata"]["name"].startswith("gpu-")) == ["gpu-runner-2-2", "gpu-runner-4-1"]
     broker.wait_for_log("sweep", "decision=deleted", "job=gpu-runner-1-1", "completed")
     broker.wait_for_log("sweep", "decision=deleted", "job=gpu-runner-3-1", "no longer has the run")
+    broker.wait_for_log("sweep", "decision=deleted", "job=gpu-runner-2-1", "moved on to attempt 2")
     broker.wait_for_log("sweep", "decision=failed", "run=4")
     assert len(setup.github.requests_to(run_path(REPOSITORY, "2"))) == 1  # one look per run, not per Job
 
