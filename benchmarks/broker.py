@@ -11,7 +11,7 @@ which answer at once: the figures are the broker's own cost plus its local round
 - GPU runners: POST /v1/gpu-runners -> Job created (the 201), and -> the runner online as
   GET /v1/gpu-runners/<run>/<attempt> reports it, with the Job controller's and the
   runner's parts played at once by the doubles (pod made, /v1/jitconfig, runner connects);
-- the slow-client attack of issue 15 (64 connections from one address that send ~14 KiB
+- the slow-client attack (64 connections from one address that send ~14 KiB
   of headers and stall, 64 more sending 64 KiB header lines): the broker's resident memory
   before and its peak (VmHWM) during, the health probes answered, and a runner pod from
   another address served.

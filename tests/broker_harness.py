@@ -547,7 +547,7 @@ def slow_client(port: int, *, source: str = "127.0.0.1", header_bytes: int = 0) 
 
 
 class SlowClientAttack:
-    """Issue 15's attack on the broker's availability, from one address: `slow` connections that send a request
+    """The attack on the broker's availability, from one address: `slow` connections that send a request
     line and headers just within the budget, then nothing; and `flooding` ones that send 64 KiB header lines
     until the broker hangs up."""
 

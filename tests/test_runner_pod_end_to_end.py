@@ -145,7 +145,7 @@ def test_a_job_that_reads_the_pods_token_gets_no_second_runner(setup, tmp_path):
 
 
 def test_attack_pod_frozen_with_sigstop_is_deleted_by_the_sweep(setup, tmp_path):
-    """Issue 15: a job SIGSTOPs startup.sh, so /v1/finished never comes, while a process named like the
+    """The attack: a job SIGSTOPs startup.sh, so /v1/finished never comes, while a process named like the
     listener keeps the probes green; the pod lived on and, after a broker restart, got another runner. Now
     once GitHub no longer lists its runner (its one job done), the sweep deletes the pod."""
     broker = setup.start(BROKER_SWEEP_SECONDS="0.2", BROKER_GRANT_GRACE_SECONDS="1")

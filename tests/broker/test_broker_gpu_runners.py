@@ -112,7 +112,7 @@ def test_a_caller_not_running_a_job_of_the_run_is_refused(broker, setup, story):
 
 
 def test_attack_a_job_cannot_ask_for_another_runs_gpu_runners(broker, setup, caller):
-    """Issue 15: CI could create or delete any run's GPU runner Job. Now only a job of that run may ask."""
+    """The attack: CI could create or delete any run's GPU runner Job. Now only a job of that run may ask."""
     setup.cluster.gpu_job("5555", 1)  # the victim run's runner
     setup.runs.start_run(5555, 1)
 

@@ -158,7 +158,7 @@ def test_refusals_are_logged_with_their_reason_and_never_reach_github(broker, se
 
 
 def test_attack_a_job_labelled_for_another_run_not_from_the_template_gets_no_runner(broker, setup):
-    """Issue 15: CI made Job gpu-runner-<victim run>-99 with any image; the broker handed it the victim's label.
+    """The attack: CI made Job gpu-runner-<victim run>-99 with any image; the broker handed it the victim's label.
     Now only a Job with the template's image is a GPU runner (and only the broker may create Jobs)."""
     victim_run = "5555"
     attacker = setup.cluster.gpu_runner_pod(run_id=victim_run, attempt=99, image="ghcr.io/attacker/anything:latest")
@@ -175,7 +175,7 @@ def test_attack_a_job_labelled_for_another_run_not_from_the_template_gets_no_run
 # ----------------------------------------------------------------- one runner a pod --
 
 def test_attack_broker_restart_a_pod_granted_before_gets_409_from_any_broker(setup):
-    """Issue 15: the one-grant record lived in the broker's memory, so after a restart a frozen pod got a new
+    """The attack: the one-grant record lived in the broker's memory, so after a restart a frozen pod got a new
     runner and took later jobs. Now the grant is on the pod: a new broker refuses it and deletes it."""
     first = setup.start_in_process()
     runner_pod = setup.cluster.base_runner_pod()

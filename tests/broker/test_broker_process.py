@@ -126,7 +126,7 @@ def test_sigint_too(setup):
 # ------------------------------------------------------------------ the attacks --
 
 def test_attack_broker_restart_a_granted_pod_gets_409_from_the_next_process(setup):
-    """Issue 15: after any broker restart (an upgrade, a preemption, an OOM) a frozen pod got a new runner. The
+    """The attack: after any broker restart (an upgrade, a preemption, an OOM) a frozen pod got a new runner. The
     grant is now on the pod, so the next process refuses it, and deletes it for its ReplicaSet to replace."""
     first = setup.start()
     frozen, gpu = setup.cluster.base_runner_pod(), setup.cluster.gpu_runner_pod()
@@ -144,7 +144,7 @@ def test_attack_broker_restart_a_granted_pod_gets_409_from_the_next_process(setu
 
 
 def test_attack_busy_runner_at_destroy_is_retried_then_removed(setup):
-    """Issue 15: a runner busy at `pulumi destroy` stayed registered: GitHub refuses (422) to remove a runner
+    """The attack: a runner busy at `pulumi destroy` stayed registered: GitHub refuses (422) to remove a runner
     running a job, and the final sweep gave up. Now it retries, bounded, until GitHub lets it go."""
     process = setup.start(BROKER_FINAL_SWEEP_SECONDS="20")
     setup.runners.add("gpu-runner-77-1", ["gpu-runner-77"], busy=True)
@@ -181,7 +181,7 @@ def test_attack_busy_runner_at_destroy_that_stays_busy_is_named(setup):
 
 @pytest.mark.parametrize("per_client", ["8", "64"], ids=["default cap", "one client may take every slot"])
 def test_attack_64_slow_clients_and_oversized_headers_from_one_address(setup, per_client):
-    """Issue 15: 64 token-less connections held every slot (35 of 35 probes got 503), and 64 sending 64 KiB
+    """The attack: 64 token-less connections held every slot (35 of 35 probes got 503), and 64 sending 64 KiB
     header lines took the broker from 25 MiB to over 1 GiB (limit 256 MiB). Now: the probes have their own
     listener, a client address gets a few slots, headers have a 16 KiB budget, and a slow client costs only
     itself."""

@@ -121,7 +121,7 @@ def test_the_sweep_runs_every_interval(setup):
 
 @pytest.mark.parametrize("kind", ["base", "gpu"])
 def test_attack_pod_frozen_after_its_job_is_deleted_by_the_sweep(broker, setup, clock, kind):
-    """Issue 15: a job SIGSTOPs startup.sh (and fakes the listener for the probes), so /v1/finished never comes
+    """The attack: a job SIGSTOPs startup.sh (and fakes the listener for the probes), so /v1/finished never comes
     and the pod lives on. Now the sweep sees GitHub no longer lists the pod's runner (a JIT runner leaves after
     its one job) and deletes the pod (a base pod: its ReplicaSet makes a fresh one) or the GPU runner's Job."""
     runner_pod = setup.cluster.base_runner_pod() if kind == "base" else setup.cluster.gpu_runner_pod()
@@ -242,7 +242,7 @@ def test_after_the_runner_namespace_went_the_final_sweep_removes_every_runner_of
 
 
 def test_attack_busy_runner_at_destroy_is_retried_until_github_lets_it_go(broker, setup, clock):
-    """Issue 15: a runner still busy at pulumi destroy stayed registered (GitHub answers 422). Now the final
+    """The attack: a runner still busy at pulumi destroy stayed registered (GitHub answers 422). Now the final
     sweep retries it, bounded, and removes it once GitHub lets it go."""
     setup.runners.add("gpu-runner-77-1", ["gpu-runner-77"], busy=True)
     setup.kube.fail(PODS, status=403, times=100)
