@@ -16,6 +16,8 @@ RUN_INDEX_LABEL = "gke-gpu-runners/run-index"
 # Set by the broker, with a PATCH, on a pod it granted a runner: any broker instance,
 # after any restart, refuses that pod a second one.
 RUNNER_ANNOTATION = "gke-gpu-runners/runner"
+GRANTED_AT_ANNOTATION = "gke-gpu-runners/granted-at"
+"""When the broker recorded the grant (UTC, RFC 3339): the sweep leaves a pod granted moments ago alone."""
 # The label the Job controller puts on a Job's pods.
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
@@ -58,6 +60,8 @@ JITCONFIG_PATH = "/v1/jitconfig"
 FINISHED_PATH = "/v1/finished"
 GPU_RUNNERS_PATH = "/v1/gpu-runners"
 HEALTH_PATH = "/healthz"
+BROKER_TEMPLATE_FILE = "/etc/runner-broker/gpu-runner-job.json"
+"""Where the broker's Deployment mounts the GPU runner Job template (JSON); its BROKER_GPU_RUNNER_TEMPLATE_FILE."""
 
 # What a runner pod's container is told about the broker.
 RUNNER_BROKER_URL = "RUNNER_BROKER_URL"

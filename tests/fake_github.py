@@ -21,7 +21,7 @@ from typing import Callable
 from local_server import send_json
 from scripted_server import Reply, Request, ScriptedServer
 
-__all__ = ["FakeGitHub", "Reply", "Request", "Responder", "runners_path"]
+__all__ = ["FakeGitHub", "Reply", "Request", "Responder", "run_jobs_path", "run_path", "runners_path"]
 
 Responder = Callable[[Request, "re.Match[str]"], Reply]
 
@@ -60,3 +60,13 @@ class FakeGitHub(ScriptedServer):
 def runners_path(repository: str, kind: str) -> str:
     """The API path of a runner token request: kind is registration-token or remove-token."""
     return f"/repos/{repository}/actions/runners/{kind}"
+
+
+def run_path(repository: str, run_id: str | int) -> str:
+    """The API path of a workflow run."""
+    return f"/repos/{repository}/actions/runs/{run_id}"
+
+
+def run_jobs_path(repository: str, run_id: str | int, attempt: str | int) -> str:
+    """The API path of the jobs of one attempt of a workflow run."""
+    return f"{run_path(repository, run_id)}/attempts/{attempt}/jobs"

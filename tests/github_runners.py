@@ -1,4 +1,5 @@
-"""A repository's self-hosted runners, kept by a FakeGitHub: what the broker registers, lists and removes.
+"""A repository's self-hosted runners and workflow runs, kept by a FakeGitHub: what the broker registers, lists
+and removes, and the runs and jobs it checks callers against.
 
     with FakeGitHub() as github:
         runners = GitHubRunners(github, "acme-ml/models", tokens={PAT})
@@ -9,6 +10,10 @@
 Paths scripted on the FakeGitHub (`github.script(...)`) still answer first, so a
 test can put a 500 or a hang in front of the registry. Requests whose bearer token is
 not in `accepted_tokens` get 401, as GitHub answers a bad credential.
+
+    runs = GitHubRuns(runners)                    # the same repository and tokens
+    runs.add_job(4242, 1, "train", runner_name="base-runner-abc12-xyz34")
+    runs.set_run_status(4242, "completed")
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ import json
 import re
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
-from fake_github import FakeGitHub, Reply, Request
+from fake_github import FakeGitHub, Reply, Request, run_path
 
 DEFAULT_LABELS = ("self-hosted", "Linux", "X64")
 
@@ -101,7 +106,7 @@ class GitHubRunners:
                 token = f"ghs_FAKE-installation-token-{len(self.installation_tokens) + 1:04d}"
                 self.installation_tokens.append(token)
                 self.accepted_tokens.add(token)
-            expires_at = datetime.fromtimestamp(time.time() + expires_in_seconds, timezone.utc)
+            expires_at = datetime.fromtimestamp(time.time() + expires_in_seconds, UTC)
             return Reply(201, {"token": token, "expires_at": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
                                "permissions": {"administration": "write"}})
 
@@ -115,7 +120,7 @@ class GitHubRunners:
             return Reply(401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})
         return None
 
-    def _generate(self, request: Request, match: re.Match[str]) -> Reply:
+    def _generate(self, request: Request, _match: re.Match[str]) -> Reply:
         refused = self._refused(request)
         if refused:
             return refused
@@ -136,7 +141,7 @@ class GitHubRunners:
                 delay = self.lost_answer_delay
         return Reply(201, {"runner": runner, "encoded_jit_config": encoded}, delay=delay)
 
-    def _list(self, request: Request, match: re.Match[str]) -> Reply:
+    def _list(self, request: Request, _match: re.Match[str]) -> Reply:
         refused = self._refused(request)
         if refused:
             return refused
@@ -172,3 +177,72 @@ class GitHubRunners:
                        for i, label in enumerate(names)],
         }
         return runner_id
+
+
+class GitHubRuns:
+    """Workflow runs and their attempts' jobs, as `GET .../actions/runs/{id}` and `.../attempts/{n}/jobs` show them."""
+
+    def __init__(self, runners: GitHubRunners) -> None:
+        self.runners = runners
+        self._lock = threading.Lock()
+        self._runs: dict[int, dict] = {}
+        self._jobs: dict[tuple[int, int], list[dict]] = {}
+        self._ids = itertools.count(70001)
+        base = re.escape(run_path(runners.repository, "")) + r"(\d+)"
+        runners.github.respond("GET", base, self._run)
+        runners.github.respond("GET", base + r"/attempts/(\d+)/jobs", self._attempt_jobs)
+
+    def start_run(self, run_id: int | str, attempt: int | str = 1, status: str = "in_progress") -> None:
+        with self._lock:
+            self._runs[int(run_id)] = {"id": int(run_id), "status": status, "run_attempt": int(attempt),
+                                       "conclusion": None}
+            self._jobs.setdefault((int(run_id), int(attempt)), [])
+
+    def set_run_status(self, run_id: int | str, status: str) -> None:
+        with self._lock:
+            self._runs[int(run_id)]["status"] = status
+
+    def forget_run(self, run_id: int | str) -> None:
+        """As when the run is deleted."""
+        with self._lock:
+            self._runs.pop(int(run_id), None)
+
+    def add_job(self, run_id: int | str, attempt: int | str, name: str, *, status: str = "in_progress",
+                runner_name: str | None = None) -> dict:
+        """A job of the run attempt (the run starts, in progress, if it has not)."""
+        if int(run_id) not in self._runs:
+            self.start_run(run_id, attempt)
+        with self._lock:
+            self._runs[int(run_id)]["run_attempt"] = max(self._runs[int(run_id)]["run_attempt"], int(attempt))
+            job = {"id": next(self._ids), "run_id": int(run_id), "run_attempt": int(attempt), "name": name,
+                   "status": status, "conclusion": None, "runner_name": runner_name,
+                   "runner_id": None if runner_name is None else 1, "labels": []}
+            self._jobs.setdefault((int(run_id), int(attempt)), []).append(job)
+            return job
+
+    def set_job(self, run_id: int | str, attempt: int | str, name: str, **changes: object) -> None:
+        with self._lock:
+            (job,) = [j for j in self._jobs[(int(run_id), int(attempt))] if j["name"] == name]
+            job.update(changes)
+
+    def _run(self, request: Request, match: re.Match[str]) -> Reply:
+        refused = self.runners._refused(request)
+        if refused:
+            return refused
+        with self._lock:
+            run = self._runs.get(int(match.group(1)))
+            return Reply(200, dict(run)) if run else Reply(404, {"message": "Not Found"})
+
+    def _attempt_jobs(self, request: Request, match: re.Match[str]) -> Reply:
+        refused = self.runners._refused(request)
+        if refused:
+            return refused
+        query = parse_qs(request.query)
+        per_page = min(int(query.get("per_page", ["30"])[0]), 100)
+        page = max(int(query.get("page", ["1"])[0]), 1)
+        with self._lock:
+            if int(match.group(1)) not in self._runs:
+                return Reply(404, {"message": "Not Found"})
+            jobs = [dict(job) for job in self._jobs.get((int(match.group(1)), int(match.group(2))), [])]
+        start = (page - 1) * per_page
+        return Reply(200, {"total_count": len(jobs), "jobs": jobs[start:start + per_page]})

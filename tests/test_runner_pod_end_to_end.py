@@ -1,7 +1,8 @@
-"""A runner pod's whole life, for real: startup.sh against broker.py, with local doubles of GitHub and Kubernetes.
+"""A runner pod's whole life, for real: startup.sh against the broker's process (python3 -m runner_broker), with
+local doubles of GitHub and Kubernetes.
 
 Only run.sh is a stub (it records its arguments and environment, then ends or waits for a
-signal); the entrypoint, curl, jq and the broker are the real ones.
+signal, as a runner's listener would); the entrypoint, curl, jq and the broker are the real ones.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from broker_harness import REPOSITORY, ROOT, BrokerProcess, BrokerSetup, RunnerPod, wait_until
 
-from broker_harness import REPOSITORY, BrokerProcess, BrokerSetup, RunnerPod, wait_until
-from conftest import ROOT
+from runner_contract import RUNNER_ANNOTATION
 
 STARTUP = ROOT / "runner_image" / "startup.sh"
 RUN_STUB = """#!/usr/bin/env bash
@@ -128,18 +129,43 @@ def test_a_gpu_runner_pod_is_named_and_labelled_by_its_job_and_deregistered_on_s
 
 
 def test_a_job_that_reads_the_pods_token_gets_no_second_runner(setup, tmp_path):
-    """A step of the running job can read the projected token: the broker answers 409."""
+    """A step of the running job can read the projected token: the broker answers 409, and deletes the pod."""
     broker = setup.start()
     pod = setup.cluster.base_runner_pod()
     container = start_container(tmp_path, broker, pod, mode="wait")
     wait_until(container.runner_started, "run.sh to start", timeout=20)
     setup.runners.set_state(pod.name, status="online", busy=True)  # the runner connected and took a job
+    assert setup.cluster.annotations(pod)[RUNNER_ANNOTATION] == pod.name
 
     assert broker.jitconfig(pod).status == 409
-    assert len(setup.runners.jit_configs) == 1
+    assert len(setup.runners.jit_configs) == 1 and setup.cluster.stored(pod) is None
 
-    container.process.send_signal(signal.SIGTERM)
+    container.process.send_signal(signal.SIGTERM)  # what the kubelet does to a deleted pod
     assert container.process.wait(timeout=20) == 143
+
+
+def test_attack_pod_frozen_with_sigstop_is_deleted_by_the_sweep(setup, tmp_path):
+    """The attack: a job SIGSTOPs startup.sh, so /v1/finished never comes, while a process named like the
+    listener keeps the probes green; the pod lived on and, after a broker restart, got another runner. Now
+    once GitHub no longer lists its runner (its one job done), the sweep deletes the pod."""
+    broker = setup.start(BROKER_SWEEP_SECONDS="0.2", BROKER_GRANT_GRACE_SECONDS="1")
+    pod = setup.cluster.base_runner_pod()
+    container = start_container(tmp_path, broker, pod, mode="wait")  # run.sh's stub: the "listener" runs on
+    wait_until(container.runner_started, "run.sh to start", timeout=20)
+    container.process.send_signal(signal.SIGSTOP)
+    try:
+        setup.runners.remove(pod.name)  # the runner took its one job, ran it, and left GitHub
+
+        wait_until(lambda: setup.cluster.stored(pod) is None, "the sweep to delete the frozen pod", timeout=10)
+
+        line = broker.wait_for_log("sweep", "decision=deleted", f"pod={pod.name}")
+        assert "its one job is done" in line
+        assert broker.jitconfig(pod).status == 401  # a deleted pod's token is dead: no second runner, ever
+        assert len(setup.runners.jit_configs) == 1
+    finally:
+        container.process.send_signal(signal.SIGCONT)
+        container.process.send_signal(signal.SIGTERM)
+        container.process.wait(timeout=20)
 
 
 def start_to_runner_seconds(setup: BrokerSetup, tmp: Path, broker: BrokerProcess) -> float:
