@@ -29,6 +29,8 @@ GPU_RUNNER = "gpu-runner"
 RUNNER_ACCOUNT = "github-runner"
 """The ServiceAccount of every runner pod; it has no rights."""
 RUNNER_UID = 10001
+BROKER_UID = 10002
+"""The broker image's user: not the runners', so no runner's file is the broker's."""
 GPU_RUNNER_RUN_ID = "GPU_RUNNER_RUN_ID"
 """Set in a GPU runner's container: the run it serves. Its job-started hook fails any other run's job."""
 

@@ -300,3 +300,19 @@ def test_an_image_is_pinned_only_by_a_digest():
 def test_outputs_include_both_images_and_the_template_is_plain_yaml(program):
     assert program.outputs["clusterRunnerImage"].endswith(program.outputs["runnerImage"].split("@")[1])
     assert yaml.safe_load(program.outputs["gpuRunnerTemplate"])["kind"] == "Job"
+
+
+def test_the_broker_runs_as_its_images_own_user_not_the_runners(program):
+    from conftest import ROOT
+    from runner_contract import BROKER_UID, RUNNER_UID
+
+    dockerfile = (ROOT / "broker" / "Dockerfile").read_text()
+    assert f"\nUSER {BROKER_UID}:{BROKER_UID}\n" in dockerfile
+    pod = broker(program).inputs["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["fsGroup"] == BROKER_UID != RUNNER_UID
+    assert broker_container(program)["securityContext"]["runAsUser"] == BROKER_UID
+
+
+def test_the_broker_has_time_for_its_final_sweep_before_it_is_killed(program):
+    # 12 s for requests in flight and up to 120 s retrying busy runners (BROKER_FINAL_SWEEP_SECONDS).
+    assert broker(program).inputs["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 12 + 120 + 30

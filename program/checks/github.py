@@ -6,6 +6,7 @@ import pulumi
 import pulumi_github as github
 
 from program.settings import this_stack
+
 # An Actions variable names the stack owning the secrets, so a later `pulumi up`
 # tells its own secrets from someone else's.
 from runner_contract import OWNER_VARIABLE

@@ -17,6 +17,7 @@ from program.manifests.runners import POD_SECURITY, app_labels
 from program.settings import RunnerCredential
 from runner_contract import BROKER, BROKER_PORT, BROKER_SERVICE_PORT, PART_OF, broker_url, system_namespace
 
+
 @dataclass(frozen=True)
 class RunnerBrokerArgs:
     runner_namespace: str

@@ -7,8 +7,15 @@ import pulumi
 import pulumi_docker as docker
 
 from program.manifests.images import (
-    ACCESS_TOKEN_USER, BASE_IMAGE_ARG, REGISTRY, REPOSITORY_ROOT, ImageSource, context_digest, image_tag,
-    pinned, published_repository,
+    ACCESS_TOKEN_USER,
+    BASE_IMAGE_ARG,
+    REGISTRY,
+    REPOSITORY_ROOT,
+    ImageSource,
+    context_digest,
+    image_tag,
+    pinned,
+    published_repository,
 )
 
 

@@ -6,7 +6,13 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from program.manifests.runners import app_labels
-from program.manifests.warmup import PLACEHOLDER, PLACEHOLDER_PRIORITY, PRELOADER, placeholder_pod_spec, preloader_pod_spec
+from program.manifests.warmup import (
+    PLACEHOLDER,
+    PLACEHOLDER_PRIORITY,
+    PRELOADER,
+    placeholder_pod_spec,
+    preloader_pod_spec,
+)
 
 
 @dataclass(frozen=True)

@@ -7,17 +7,26 @@ its own namespace, out of CI's reach.
 
 from program.manifests.runners import CPU_POOL_TOLERATION, container_security_context, pod_security_context
 from runner_contract import (
-    BASE_RUNNER, BROKER, BROKER_AUDIENCE, BROKER_HEALTH_PORT, BROKER_PORT, CPU_POOL_LABELS, HEALTH_PATH, RUNNER_ACCOUNT,
+    BASE_RUNNER,
+    BROKER,
+    BROKER_AUDIENCE,
+    BROKER_HEALTH_PORT,
+    BROKER_PORT,
+    BROKER_TEMPLATE_FILE,
+    BROKER_UID,
+    CPU_POOL_LABELS,
+    HEALTH_PATH,
+    RUNNER_ACCOUNT,
 )
 
 CREDENTIAL_SECRET = "runner-credential"
 CREDENTIAL_DIR = "/run/secrets/runner-credential"
 BROKER_TEMPLATE_CONFIGMAP = "gpu-runner-job"
-TEMPLATE_DIR = "/etc/runner-broker"
-TEMPLATE_FILE = "gpu-runner-job.json"
+TEMPLATE_DIR, TEMPLATE_FILE = BROKER_TEMPLATE_FILE.rsplit("/", 1)
 SWEEP_SECONDS = 30
-# Enough for the final sweep, which waits up to two minutes for busy runners to let go.
-BROKER_GRACE_SECONDS = 150
+# Enough for requests in flight (12 s) and the final sweep, which retries busy runners
+# for up to two minutes until GitHub lets them go.
+BROKER_GRACE_SECONDS = 180
 # The broker's ServiceAccount token, mounted by hand so that nothing else is.
 KUBE_API_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -75,7 +84,7 @@ def broker_pod_spec(image: str, repository: str, runner_namespace: str, max_gpu_
     return {
         "serviceAccountName": BROKER,
         "automountServiceAccountToken": False,
-        "securityContext": pod_security_context(),
+        "securityContext": pod_security_context(BROKER_UID),
         "nodeSelector": CPU_POOL_LABELS,
         "tolerations": [CPU_POOL_TOLERATION],
         "terminationGracePeriodSeconds": BROKER_GRACE_SECONDS,
@@ -92,7 +101,7 @@ def broker_pod_spec(image: str, repository: str, runner_namespace: str, max_gpu_
                     {"name": "BROKER_HEALTH_LISTEN", "value": f"0.0.0.0:{BROKER_HEALTH_PORT}"},
                     {"name": "BROKER_BASE_RUNNER_DEPLOYMENT", "value": BASE_RUNNER},
                     {"name": "BROKER_RUNNER_SERVICE_ACCOUNT", "value": RUNNER_ACCOUNT},
-                    {"name": "BROKER_GPU_RUNNER_TEMPLATE_FILE", "value": f"{TEMPLATE_DIR}/{TEMPLATE_FILE}"},
+                    {"name": "BROKER_GPU_RUNNER_TEMPLATE_FILE", "value": BROKER_TEMPLATE_FILE},
                     {"name": "BROKER_MAX_GPU_RUNNERS_PER_RUN", "value": str(max_gpu_runners_per_run)},
                     {"name": "BROKER_SWEEP_SECONDS", "value": str(SWEEP_SECONDS)},
                     *credential_env(app_id, app_installation_id),
@@ -102,7 +111,7 @@ def broker_pod_spec(image: str, repository: str, runner_namespace: str, max_gpu_
                     {"name": "health", "containerPort": BROKER_HEALTH_PORT, "protocol": "TCP"},
                 ],
                 "resources": BROKER_RESOURCES,
-                "securityContext": container_security_context(read_only_root=True),
+                "securityContext": container_security_context(read_only_root=True, uid=BROKER_UID),
                 "volumeMounts": [
                     {"name": "credential", "mountPath": CREDENTIAL_DIR, "readOnly": True},
                     {"name": "gpu-runner-job", "mountPath": TEMPLATE_DIR, "readOnly": True},

@@ -14,9 +14,28 @@ import yaml
 
 from program.catalog.gpus import RunnerShare, runner_share
 from runner_contract import (
-    APP_NAME_LABEL, BROKER_AUDIENCE, BROKER_TOKEN_DIR, BROKER_TOKEN_KEY, CPU_POOL_LABELS, CPU_POOL_TAINT,
-    GPU_POOL_LABELS, GPU_RESOURCE, GPU_RUNNER, GPU_RUNNER_RUN_ID, PART_OF, PART_OF_LABEL, RUN_ATTEMPT_LABEL, RUN_ATTEMPT_PLACEHOLDER, RUN_ID_LABEL,
-    RUN_ID_PLACEHOLDER, RUNNER_ACCOUNT, RUNNER_BROKER_TOKEN_FILE, RUNNER_BROKER_URL, RUNNER_UID, broker_url, gpu_runner_job_name,
+    APP_NAME_LABEL,
+    BROKER_AUDIENCE,
+    BROKER_TOKEN_DIR,
+    BROKER_TOKEN_KEY,
+    CPU_POOL_LABELS,
+    CPU_POOL_TAINT,
+    GPU_POOL_LABELS,
+    GPU_RESOURCE,
+    GPU_RUNNER,
+    GPU_RUNNER_RUN_ID,
+    PART_OF,
+    PART_OF_LABEL,
+    RUN_ATTEMPT_LABEL,
+    RUN_ATTEMPT_PLACEHOLDER,
+    RUN_ID_LABEL,
+    RUN_ID_PLACEHOLDER,
+    RUNNER_ACCOUNT,
+    RUNNER_BROKER_TOKEN_FILE,
+    RUNNER_BROKER_URL,
+    RUNNER_UID,
+    broker_url,
+    gpu_runner_job_name,
 )
 
 # Runner pods meet the `restricted` Pod Security Standard; enforce it so nothing
@@ -62,21 +81,21 @@ def app_labels(name: str) -> dict:
     return {APP_NAME_LABEL: name, PART_OF_LABEL: PART_OF}
 
 
-def pod_security_context() -> dict:
+def pod_security_context(uid: int = RUNNER_UID) -> dict:
+    """Non-root as the image's numeric user; fsGroup makes the projected files readable to it."""
     return {
         "runAsNonRoot": True,
-        "runAsUser": RUNNER_UID,
-        "runAsGroup": RUNNER_UID,
-        # Makes the projected broker token readable by the runner user.
-        "fsGroup": RUNNER_UID,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
-def container_security_context(read_only_root: bool) -> dict:
+def container_security_context(read_only_root: bool, uid: int = RUNNER_UID) -> dict:
     return {
         "runAsNonRoot": True,
-        "runAsUser": RUNNER_UID,
+        "runAsUser": uid,
         "allowPrivilegeEscalation": False,
         "privileged": False,
         "capabilities": {"drop": ["ALL"]},
