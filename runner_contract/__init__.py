@@ -18,6 +18,9 @@ RUN_INDEX_LABEL = "gke-gpu-runners/run-index"
 RUNNER_ANNOTATION = "gke-gpu-runners/runner"
 # The label the Job controller puts on a Job's pods.
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+# On the GPU runner Jobs the smoke test makes, with the operator's rights, for run ids no
+# workflow run has: the broker's sweep must leave them alone (the smoke test deletes them).
+SMOKE_TEST_LABEL = "gke-gpu-runners/smoke-test"
 
 # --- Runners ----------------------------------------------------------------------
 BASE_RUNNER = "base-runner"
@@ -59,6 +62,10 @@ HEALTH_PATH = "/healthz"
 # What a runner pod's container is told about the broker.
 RUNNER_BROKER_URL = "RUNNER_BROKER_URL"
 RUNNER_BROKER_TOKEN_FILE = "RUNNER_BROKER_TOKEN_FILE"
+
+# --- CI's access -----------------------------------------------------------------
+CI_ROLE = "ci-runner-launcher"
+"""CI's read-only Role in the runner namespace, and the RoleBinding whose first subject is CI."""
 
 # --- What lands in GitHub ---------------------------------------------------------
 KUBECONFIG_SECRET = "GCP_K8S_KUBECONFIG"
