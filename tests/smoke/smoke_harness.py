@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,8 +141,13 @@ def smoke(*runners: GpuScenario, argv: tuple[str, ...] = (),
         environ = {k: v for k, v in environ.items() if v is not None}
         if read is not None:
             environ = ReadRecording(environ, read)
-        code = main(list(argv), environ=environ, out=out, err=err, clock=clock,
-                    project=project or DEFAULT_PROJECT[0], pulumi=pulumi, make_cluster=make_cluster)
+        # A common umask, under which a file is readable by all unless made otherwise.
+        umask = os.umask(0o022)
+        try:
+            code = main(list(argv), environ=environ, out=out, err=err, clock=clock,
+                        project=project or DEFAULT_PROJECT[0], pulumi=pulumi, make_cluster=make_cluster)
+        finally:
+            os.umask(umask)
         requests = github.requests
     return Run(code, out.getvalue(), err.getvalue(), cluster, clock, pulumi, requests, seen[0] if seen else None,
                board)

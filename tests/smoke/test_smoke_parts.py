@@ -72,6 +72,15 @@ def test_rendering_fills_in_digits_names_and_labels_the_job_and_leaves_the_templ
         render_job(template, "12; rm -rf /", 1, "ns")
 
 
+def test_both_placeholders_are_filled_in_wherever_the_template_has_them():
+    template = parse_template("apiVersion: batch/v1\nkind: Job\nmetadata:\n  annotations:\n"
+                              "    run: '${GITHUB_RUN_ID}/${GITHUB_RUN_ATTEMPT} $GITHUB_RUN_ID'\n"
+                              "spec:\n  template:\n    spec:\n      containers: [{name: c, image: i}]\n")
+    job = render_job(template, 123, 2, "ns")
+    assert job["metadata"]["annotations"]["run"] == "123/2 $GITHUB_RUN_ID"
+    assert job["metadata"]["labels"]["gke-gpu-runners/run-attempt"] == "2"
+
+
 def test_a_template_that_is_not_yaml_says_so():
     with pytest.raises(TemplateError, match="is not YAML"):
         parse_template("a: [")
