@@ -20,6 +20,9 @@ GRANTED_AT_ANNOTATION = "gke-gpu-runners/granted-at"
 """When the broker recorded the grant (UTC, RFC 3339): the sweep leaves a pod granted moments ago alone."""
 # The label the Job controller puts on a Job's pods.
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+# On the GPU runner Jobs the smoke test makes, with the operator's rights, for run ids no
+# workflow run has: the broker's sweep must leave them alone (the smoke test deletes them).
+SMOKE_TEST_LABEL = "gke-gpu-runners/smoke-test"
 
 # --- Runners ----------------------------------------------------------------------
 BASE_RUNNER = "base-runner"
@@ -68,6 +71,10 @@ BROKER_TEMPLATE_FILE = "/etc/runner-broker/gpu-runner-job.json"
 # What a runner pod's container is told about the broker.
 RUNNER_BROKER_URL = "RUNNER_BROKER_URL"
 RUNNER_BROKER_TOKEN_FILE = "RUNNER_BROKER_TOKEN_FILE"
+
+# --- CI's access -----------------------------------------------------------------
+CI_ROLE = "ci-runner-launcher"
+"""CI's read-only Role in the runner namespace, and the RoleBinding whose first subject is CI."""
 
 # --- What lands in GitHub ---------------------------------------------------------
 KUBECONFIG_SECRET = "GCP_K8S_KUBECONFIG"
