@@ -33,7 +33,7 @@ import pulumi  # noqa: E402
 
 import broker_harness  # noqa: E402
 import cold_start_model  # noqa: E402
-from conftest import run_program  # noqa: E402
+from program_harness import run_program  # noqa: E402
 from fake_broker import FakeBroker  # noqa: E402
 from test_entrypoint import Harness  # noqa: E402
 from test_runner_pod_end_to_end import start_to_runner_seconds  # noqa: E402

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from pulumi import RunError
 
-from conftest import GITHUB_TOKEN, RUNNER_TOKEN, is_secret, run_program
+from program_harness import GITHUB_TOKEN, RUNNER_TOKEN, is_secret, run_program
 
 P = "gke-gpu-runners"
 SYSTEM_NS = "github-runners-system"
@@ -303,7 +303,7 @@ def test_outputs_include_both_images_and_the_template_is_plain_yaml(program):
 
 
 def test_the_broker_runs_as_its_images_own_user_not_the_runners(program):
-    from conftest import ROOT
+    from program_harness import ROOT
     from runner_contract import BROKER_UID, RUNNER_UID
 
     dockerfile = (ROOT / "broker" / "Dockerfile").read_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, kubernetes_objects
+from program_harness import ROOT, kubernetes_objects
 
 # Each skip with its reason. Keep this short.
 SKIPS = {

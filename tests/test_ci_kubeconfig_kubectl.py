@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from program.manifests.kubeconfigs import ci_kubeconfig
-from conftest import ROOT
+from program_harness import ROOT
 from fake_token_services import ACCESS_TOKEN, SECRETS, TokenServices
 from tls_apiserver import ApiServer, kube_apiserver, kubectl_against, kubectl_binary
 
@@ -117,7 +117,7 @@ def test_a_bearer_token_from_the_command_line_gets_in_too(apiserver, requests, t
 
 
 def test_kubeconfig_the_program_writes_to_github_lets_kubectl_in(apiserver, requests, job_env):
-    from conftest import run_program
+    from program_harness import run_program
 
     program = run_program(cluster={"endpoint": apiserver.endpoint, "ca_b64": apiserver.ca_b64})
     secret = next(s for s in program.of_type("github:index/actionsSecret:ActionsSecret")

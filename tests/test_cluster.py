@@ -5,7 +5,7 @@ import base64
 import pytest
 import yaml
 
-from conftest import FAKE_CA_B64, FAKE_ENDPOINT, run_program
+from program_harness import FAKE_CA_B64, FAKE_ENDPOINT, run_program
 
 CLUSTER = "gcp:container/cluster:Cluster"
 POOL = "gcp:container/nodePool:NodePool"

@@ -4,7 +4,7 @@ import pytest
 import yaml
 from pulumi import RunError
 
-from conftest import run_program
+from program_harness import run_program
 from program.manifests.images import custom_dockerfile_problem
 
 P = "gke-gpu-runners"
@@ -69,7 +69,7 @@ def test_only_a_dockerfile_whose_first_from_is_ours_is_accepted(text, accepted):
 
 
 def test_the_example_image_passes_hadolint():
-    from conftest import ROOT
+    from program_harness import ROOT
     from test_image_lint import run_tool, tool
 
     done = run_tool(tool("hadolint"), str(ROOT / EXAMPLE))

@@ -3,7 +3,7 @@
 import pytest
 from pulumi import RunError
 
-from conftest import run_program
+from program_harness import run_program
 
 P = "gke-gpu-runners"
 DEPLOY = {

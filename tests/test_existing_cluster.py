@@ -7,7 +7,7 @@ import pytest
 import yaml
 from pulumi import RunError
 
-from conftest import EXISTING_CLUSTER, EXISTING_ENDPOINT, FAKE_CA_B64, run_program
+from program_harness import EXISTING_CLUSTER, EXISTING_ENDPOINT, FAKE_CA_B64, run_program
 from fake_compute import shared_fake_compute
 
 P = "gke-gpu-runners"

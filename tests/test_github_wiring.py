@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from conftest import FAKE_CA_B64, FAKE_ENDPOINT, GITHUB_TOKEN, is_secret
+from program_harness import FAKE_CA_B64, FAKE_ENDPOINT, GITHUB_TOKEN, is_secret
 
 SECRET = "github:index/actionsSecret:ActionsSecret"
 ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
@@ -156,7 +156,7 @@ def test_a_variable_names_this_stack_as_owner_and_every_secret_waits_for_it(prog
 def test_secrets_someone_else_wrote_stop_pulumi_up_before_anything_is_created():
     from pulumi import RunError
 
-    from conftest import run_program
+    from program_harness import run_program
 
     runs = []
     tutorial = tutorial_secrets("GCP_K8S_KUBECONFIG", *sorted(DEPLOY_JOBS_SECRETS), "GOOGLE_SERVICE_ACCOUNT_KEY")
@@ -174,7 +174,7 @@ def test_secrets_someone_else_wrote_stop_pulumi_up_before_anything_is_created():
 
 
 def test_the_tutorials_deploy_job_secrets_alone_do_not_stop_pulumi_up():
-    from conftest import run_program
+    from program_harness import run_program
 
     program = run_program(repository={"secrets": tutorial_secrets(*sorted(DEPLOY_JOBS_SECRETS), "GOOGLE_SERVICE_ACCOUNT_KEY")})
     assert set(actions_secrets(program)) == EXPECTED
@@ -183,7 +183,7 @@ def test_the_tutorials_deploy_job_secrets_alone_do_not_stop_pulumi_up():
 def test_secrets_of_another_stack_are_named_as_such():
     from pulumi import RunError
 
-    from conftest import run_program
+    from program_harness import run_program
 
     other = [{"name": "GKE_GPU_RUNNERS_STACK", "value": "acme/gke-gpu-runners/prod"}]
     with pytest.raises(RunError, match="written by stack acme/gke-gpu-runners/prod"):
@@ -195,7 +195,7 @@ def test_secrets_of_another_stack_are_named_as_such():
     ({}, [{"name": "GKE_GPU_RUNNERS_STACK", "value": "acme/gke-gpu-runners/test"}]),  # our own, from before
 ])
 def test_secrets_are_written_when_adopted_or_already_this_stacks(config, variables):
-    from conftest import run_program
+    from program_harness import run_program
 
     program = run_program(config, repository={"secrets": tutorial_secrets(*sorted(EXPECTED)), "variables": variables})
     assert set(actions_secrets(program)) == EXPECTED

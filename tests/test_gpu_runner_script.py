@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 import fake_token_services
-from conftest import ROOT
+from program_harness import ROOT
 from fake_github import FakeGitHub, Reply
 
 SCRIPT = ROOT / "runner_image" / "gpu-runner.sh"

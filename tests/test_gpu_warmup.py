@@ -2,7 +2,7 @@
 
 import yaml
 
-from conftest import run_program
+from program_harness import run_program
 
 P = "gke-gpu-runners"
 DAEMONSET = "kubernetes:apps/v1:DaemonSet"

@@ -4,7 +4,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import kubernetes_objects
+from program_harness import kubernetes_objects
 
 # GKE's REGULAR channel runs these minor versions as this is written; both must accept every object.
 KUBERNETES_VERSIONS = ("1.34.0", "1.35.0")

@@ -3,7 +3,7 @@
 import pytest
 from pulumi import RunError
 
-from conftest import FAKE_GCP_ACCESS_TOKEN, run_program
+from program_harness import FAKE_GCP_ACCESS_TOKEN, run_program
 from fake_compute import shared_fake_compute
 
 P = "gke-gpu-runners"

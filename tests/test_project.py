@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from conftest import ROOT, run_program
+from program_harness import ROOT, run_program
 
 PULUMI_YAML = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
 DECLARED = PULUMI_YAML["config"]

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from conftest import FAKE_GCP_ACCESS_TOKEN, GITHUB_TOKEN, fake_digest, is_secret, run_program
+from program_harness import FAKE_GCP_ACCESS_TOKEN, GITHUB_TOKEN, fake_digest, is_secret, run_program
 from program.manifests.images import BROKER_IMAGE, RUNNER_IMAGE, ImageSource, context_digest
 
 IMAGE = "docker:index/image:Image"

@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from conftest import GITHUB_TOKEN, RUNNER_TOKEN, is_secret, run_program
+from program_harness import GITHUB_TOKEN, RUNNER_TOKEN, is_secret, run_program
 
 NS = "kubernetes:core/v1:Namespace"
 SECRET = "kubernetes:core/v1:Secret"
@@ -226,7 +226,7 @@ def test_brokers_rights_in_the_runner_namespace_are_exactly_the_calls_the_contra
 
 def test_runner_pods_match_the_image_user_and_probe_with_a_tool_the_image_installs():
     from program.manifests.runners import RUNNER_UID
-    from conftest import ROOT
+    from program_harness import ROOT
 
     dockerfile = (ROOT / "runner_image" / "Dockerfile").read_text()
     assert f"\nUSER {RUNNER_UID}\n" in dockerfile

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pulumi import RunError
 
-from conftest import GITHUB_TOKEN, HELM_RELEASE, RUNNER_TOKEN, SCALE_SET, is_secret, run_program
+from program_harness import GITHUB_TOKEN, HELM_RELEASE, RUNNER_TOKEN, SCALE_SET, is_secret, run_program
 
 P = "gke-gpu-runners"
 CHARTS = "oci://ghcr.io/actions/actions-runner-controller-charts"
@@ -430,7 +430,7 @@ def test_the_dashboard_shows_start_latency_queue_runners_and_gpu_nodes_of_this_s
 
 
 def test_the_runner_pod_template_renders_as_a_pod_for_whole_manifest_checks(scale_set):
-    from conftest import kubernetes_objects
+    from program_harness import kubernetes_objects
 
     (pod,) = [o for o in kubernetes_objects(scale_set) if o["kind"] == "Pod"]
     assert pod["metadata"]["namespace"] == RUNNER_NS and pod["spec"] == runner_pod(scale_set)

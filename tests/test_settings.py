@@ -5,7 +5,7 @@ import yaml
 from pulumi import RunError
 
 from program.catalog.gpus import ACCELERATORS, machine_problem, smallest_machine
-from conftest import run_program
+from program_harness import run_program
 
 P = "gke-gpu-runners"
 

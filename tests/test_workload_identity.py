@@ -9,7 +9,7 @@ import celpy
 import pytest
 from pulumi import RunError
 
-from conftest import run_program
+from program_harness import run_program
 from program.components.workload_identity import attribute_condition, attribute_mapping, cel_string
 
 P = "gke-gpu-runners"

@@ -7,8 +7,7 @@ import pulumi_kubernetes as k8s
 
 from program.manifests.kubeconfigs import ci_kubeconfig
 from program.manifests.runners import app_labels
-
-CI_ROLE = "ci-runner-launcher"
+from runner_contract import CI_ROLE
 
 # Read-only: the broker creates and deletes GPU runners, on a run's own request. CI may
 # watch them, their pods and events, and read a runner's log; nothing else, nowhere else.

@@ -313,6 +313,9 @@ def test_spent_pods_are_the_live_granted_ones_whose_runner_github_no_longer_list
     (gpu_job("2"), WorkflowRun("completed", 1), None),  # run 2 not asked about: kept
     (job("unrelated", NAMESPACE, "u", labels={}), WorkflowRun("completed", 1), None),
     (gpu_job("1", labels=with_label(run_id="not-a-run")), WorkflowRun("completed", 1), None),
+    # An operator's smoke test names a run GitHub never had; its Jobs are the operator's to delete.
+    (gpu_job("1", labels={**with_label(run_id="1"), "gke-gpu-runners/smoke-test": "true"}), None, None),
+    (gpu_job("1", labels={**with_label(run_id="1"), "gke-gpu-runners/smoke-test": "false"}), None, "no longer has the run"),
 ])
 def test_finished_job_reason(made, run, reason):
     found = decisions.finished_job_reason(made, {"1": run})
