@@ -250,3 +250,21 @@ def test_the_fake_cluster_speaks_the_providers_result_type():
     source = inspect.getsource(GetClusterResult)
     for wire_name in EXISTING_CLUSTER:
         assert f'name="{wire_name}"' in source or f"def {wire_name}(" in source, wire_name
+
+
+SCALE_SET_MODE = {f"{P}:runnerMode": "scale-set"}
+
+
+def test_scale_set_mode_in_a_cluster_without_managed_prometheus_is_refused_naming_the_fix():
+    message, resources = refused({"monitoringConfigs": [{"managedPrometheuses": [{"enabled": False}]}]},
+                                 config=SCALE_SET_MODE)
+    (line,) = [line for line in message.splitlines() if "Managed Service for Prometheus" in line]
+    assert f"{FIX} --enable-managed-prometheus" in line
+    assert created(resources) == []
+
+
+def test_managed_prometheus_is_needed_only_by_scale_set_mode():
+    off = {"monitoringConfigs": [{"managedPrometheuses": [{"enabled": False}]}]}
+    assert len(run_program(EXISTING, existing_cluster=off).of_type(POOL)) == 2
+    on = {"monitoringConfigs": [{"managedPrometheuses": [{"enabled": True}]}]}
+    assert len(run_program({**EXISTING, **SCALE_SET_MODE}, existing_cluster=on).of_type(POOL)) == 2

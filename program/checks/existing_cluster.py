@@ -38,6 +38,8 @@ class ExistingCluster:
     network_policy_enabled: bool
     master_version: str | None
     autopilot: bool
+    managed_prometheus: bool = False
+    """Managed collection for Google Cloud Managed Service for Prometheus, which scale-set mode's metrics use."""
 
 
 def gke_version(text: str | None) -> tuple[int, ...] | None:
@@ -46,7 +48,8 @@ def gke_version(text: str | None) -> tuple[int, ...] | None:
     return tuple(int(part) for part in match.groups()) if match else None
 
 
-def cluster_problems(cluster: ExistingCluster, gcp_project: str, allow_no_network_policy: bool) -> list[str]:
+def cluster_problems(cluster: ExistingCluster, gcp_project: str, allow_no_network_policy: bool,
+                     needs_managed_prometheus: bool = False) -> list[str]:
     """What the runners' security needs and the cluster lacks, each with its fix or its opt-out."""
     name, location = cluster.name, cluster.location
     update = f"gcloud container clusters update {name} --location {location} --project {gcp_project}"
@@ -75,6 +78,12 @@ def cluster_problems(cluster: ExistingCluster, gcp_project: str, allow_no_networ
             f"{KEY}: {name} runs GKE {cluster.master_version}, and GKE installs the GPU driver of a node pool itself "
             f"only from {MANAGED_GPU_DRIVER_SINCE} on; fix: gcloud container clusters upgrade {name} --location "
             f"{location} --project {gcp_project} --master (to the release channel's default version)"
+        )
+    if needs_managed_prometheus and not cluster.managed_prometheus:
+        problems.append(
+            f"{KEY}: {name} has managed collection for Managed Service for Prometheus off, and scale-set mode "
+            "scrapes ARC's metrics with PodMonitoring objects, which only managed collection serves; fix "
+            f"(minutes): {update} --enable-managed-prometheus"
         )
     return problems
 
@@ -107,6 +116,7 @@ def read_cluster(settings: Settings, gcp_provider: pulumi.ProviderResource) -> E
         network_policy_enabled=bool(_first(found.network_policies, "enabled")),
         master_version=found.master_version or None,
         autopilot=bool(found.enable_autopilot),
+        managed_prometheus=bool(_first(_first(found.monitoring_configs, "managed_prometheuses") or [], "enabled")),
     )
 
 
@@ -114,7 +124,8 @@ def require_fit_existing_cluster(settings: Settings, gcp_provider: pulumi.Provid
     """Reads `existingCluster`; raises one `pulumi.RunError` listing everything it lacks."""
     cluster = read_cluster(settings, gcp_provider)
     problems = ([cluster] if isinstance(cluster, str)
-                else cluster_problems(cluster, settings.gcp_project, settings.allow_no_network_policy))
+                else cluster_problems(cluster, settings.gcp_project, settings.allow_no_network_policy,
+                                      needs_managed_prometheus=settings.is_scale_set))
     if problems:
         listed = "\n".join(f"  - {problem}" for problem in problems)
         raise pulumi.RunError(f"{len(problems)} existing cluster problem(s); nothing was created:\n{listed}")
