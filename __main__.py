@@ -19,7 +19,13 @@ from program.checks.preflight import preflight_gpu_pool
 from program.components.container_image import ContainerImage, ContainerImageArgs
 from program.components.image_registry import ImageRegistry, ImageRegistryArgs
 from program.components.project_services import (
-    ARTIFACT_REGISTRY, CONTAINER, IAM, IMAGE_STREAMING, IMPERSONATION, TOKEN_EXCHANGE, ProjectServices,
+    ARTIFACT_REGISTRY,
+    CONTAINER,
+    IAM,
+    IMAGE_STREAMING,
+    IMPERSONATION,
+    TOKEN_EXCHANGE,
+    ProjectServices,
     ProjectServicesArgs,
 )
 from program.components.runners import Runners, RunnersArgs
@@ -42,8 +48,12 @@ github_provider = github.Provider("github", owner=settings.github_owner, token=s
 existing_cluster = require_fit_existing_cluster(settings, gcp_provider) if settings.existing_cluster else None
 preflight_gpu_pool(settings, gcp_provider)
 github_repository = look_up_repository(repository, settings.allow_public_repository, github_provider)
-require_no_silent_takeover(repository, {*SECRET_NAMES, *variable_names(settings.deploy_identity)},
-                           settings.adopt_existing_secrets, github_provider)
+require_no_silent_takeover(
+    repository,
+    {*SECRET_NAMES, *variable_names(settings.deploy_identity)},
+    settings.adopt_existing_secrets,
+    github_provider,
+)
 
 in_project = pulumi.ResourceOptions(providers={"gcp": gcp_provider})
 apis = ProjectServices("apis", ProjectServicesArgs(gcp_project=settings.gcp_project), opts=in_project).apis
@@ -61,36 +71,40 @@ gpu_pool = gpu_pool_spec(
 cluster_services = (apis[CONTAINER], apis[IMAGE_STREAMING], apis[IAM])
 # The same pools either way: in the user's cluster (not in the stack, so never destroyed),
 # or in a zonal cluster of the program's own.
-cluster = ExistingGkeCluster(
-    "gke",
-    ExistingGkeClusterArgs(
-        gcp_project=settings.gcp_project,
-        cluster_name=existing_cluster.name,
-        location=existing_cluster.location,
-        endpoint=existing_cluster.endpoint,
-        ca_certificate=existing_cluster.ca_certificate,
-        name_prefix=settings.cluster_name,
-        cpu_pool=cpu_pool,
-        gpu_pool=gpu_pool,
-        node_locations=() if settings.cluster_location == settings.zone else (settings.zone,),
-        services=cluster_services,
-    ),
-    opts=in_project,
-) if existing_cluster else GkeCluster(
-    "gke",
-    GkeClusterArgs(
-        gcp_project=settings.gcp_project,
-        zone=settings.zone,
-        cluster_name=settings.cluster_name,
-        deletion_protection=settings.deletion_protection,
-        cpu_pool=cpu_pool,
-        gpu_pool=gpu_pool,
-        autoscaling_profile=settings.autoscaling_profile,
-        authorized_networks=settings.control_plane_authorized_networks,
-        services=cluster_services,
-        managed_prometheus=settings.is_scale_set,
-    ),
-    opts=in_project,
+cluster = (
+    ExistingGkeCluster(
+        "gke",
+        ExistingGkeClusterArgs(
+            gcp_project=settings.gcp_project,
+            cluster_name=existing_cluster.name,
+            location=existing_cluster.location,
+            endpoint=existing_cluster.endpoint,
+            ca_certificate=existing_cluster.ca_certificate,
+            name_prefix=settings.cluster_name,
+            cpu_pool=cpu_pool,
+            gpu_pool=gpu_pool,
+            node_locations=() if settings.cluster_location == settings.zone else (settings.zone,),
+            services=cluster_services,
+        ),
+        opts=in_project,
+    )
+    if existing_cluster
+    else GkeCluster(
+        "gke",
+        GkeClusterArgs(
+            gcp_project=settings.gcp_project,
+            zone=settings.zone,
+            cluster_name=settings.cluster_name,
+            deletion_protection=settings.deletion_protection,
+            cpu_pool=cpu_pool,
+            gpu_pool=gpu_pool,
+            autoscaling_profile=settings.autoscaling_profile,
+            authorized_networks=settings.control_plane_authorized_networks,
+            services=cluster_services,
+            managed_prometheus=settings.is_scale_set,
+        ),
+        opts=in_project,
+    )
 )
 
 # The cluster pulls its images by digest from a repository only its nodes may read;
@@ -110,23 +124,29 @@ google_token = gcp.organizations.get_client_config_output(opts=pulumi.InvokeOpti
 
 
 def image(name: str, source: ImageSource, base_image: pulumi.Input[str] | None = None) -> ContainerImage:
-    return ContainerImage(name, ContainerImageArgs(
-        source=source,
-        github_owner=settings.github_owner,
-        github_repository=settings.github_repository,
-        registry_token=settings.registry_token,
-        cluster_repository=registry.repository,
-        cluster_registry_token=google_token,
-        base_image=base_image,
-    ))
+    return ContainerImage(
+        name,
+        ContainerImageArgs(
+            source=source,
+            github_owner=settings.github_owner,
+            github_repository=settings.github_repository,
+            registry_token=settings.registry_token,
+            cluster_repository=registry.repository,
+            cluster_registry_token=google_token,
+            base_image=base_image,
+        ),
+    )
 
 
 runner_image = image("runner-image", RUNNER_IMAGE)
 # Scale-set mode has no broker.
 broker_image = None if settings.is_scale_set else image("broker-image", BROKER_IMAGE)
 # GPU runners run the user's own image, built FROM ours, where one is configured.
-gpu_image = (image("gpu-runner-image", custom_runner_image(settings.runner_image_dockerfile), runner_image.image)
-             if settings.runner_image_dockerfile else runner_image)
+gpu_image = (
+    image("gpu-runner-image", custom_runner_image(settings.runner_image_dockerfile), runner_image.image)
+    if settings.runner_image_dockerfile
+    else runner_image
+)
 
 # Everything in the cluster goes through this provider, never the ambient kubeconfig.
 # delete_unreachable lets `pulumi destroy` finish if the cluster is already gone.
@@ -142,8 +162,9 @@ if settings.is_scale_set:
         RunnerScaleSetArgs(
             namespace=settings.namespace,
             name=settings.scale_set_name,
-            config_url=github_config_url(settings.github_owner, settings.github_repository,
-                                         settings.github_organization),
+            config_url=github_config_url(
+                settings.github_owner, settings.github_repository, settings.github_organization
+            ),
             runner_group=settings.runner_group,
             credential=settings.runner_credential,
             image=gpu_image.cluster_image,
@@ -171,8 +192,13 @@ if settings.is_scale_set:
 else:
     # The GPU runner Job the broker creates for a run that asks; runner IDs are filled in per run.
     gpu_runner = gpu_image.cluster_image.apply(
-        lambda image: gpu_runner_job(image, settings.namespace, settings.gpu_count, settings.gpu_machine_type,
-                                     settings.gpu_runner_deadline_minutes)
+        lambda image: gpu_runner_job(
+            image,
+            settings.namespace,
+            settings.gpu_count,
+            settings.gpu_machine_type,
+            settings.gpu_runner_deadline_minutes,
+        )
     )
 
     # The only holder of the runner credential, and the only creator of GPU runners.
@@ -240,21 +266,25 @@ workload_identity = GitHubWorkloadIdentity(
 
 # Opt-in: the repository's deploy job, on the default branch only, pushes the model's image
 # and applies it to the user's namespace with the same keyless tokens, instead of a key.
-deploy_identity = DeployIdentity(
-    "deploy",
-    DeployIdentityArgs(
-        gcp_project=settings.gcp_project,
-        name_prefix=settings.cluster_name,
-        repository_full_name=github_repository.full_name,
-        default_branch=github_repository.default_branch,
-        workload_identity_provider=workload_identity.provider_name,
-        namespace=settings.deploy_namespace,
-        registry=settings.deploy_registry,
-        data_bucket=settings.data_bucket,
-        services=(apis[IAM],),
-    ),
-    opts=pulumi.ResourceOptions.merge(in_project, in_cluster),
-) if settings.deploy_identity else None
+deploy_identity = (
+    DeployIdentity(
+        "deploy",
+        DeployIdentityArgs(
+            gcp_project=settings.gcp_project,
+            name_prefix=settings.cluster_name,
+            repository_full_name=github_repository.full_name,
+            default_branch=github_repository.default_branch,
+            workload_identity_provider=workload_identity.provider_name,
+            namespace=settings.deploy_namespace,
+            registry=settings.deploy_registry,
+            data_bucket=settings.data_bucket,
+            services=(apis[IAM],),
+        ),
+        opts=pulumi.ResourceOptions.merge(in_project, in_cluster),
+    )
+    if settings.deploy_identity
+    else None
+)
 
 ci_access = CiAccess(
     "ci",
@@ -273,12 +303,17 @@ GitHubSecrets(
     GitHubSecretsArgs(
         repository=settings.github_repository,
         secrets=dict(zip(SECRET_NAMES, (ci_access.kubeconfig,), strict=True)),
-        variables=dict(zip(
-            variable_names(settings.deploy_identity),
-            (workload_identity.provider_name, workload_identity.ci_account_email,
-             *([deploy_identity.email] if deploy_identity else [])),
-            strict=True,
-        )),
+        variables=dict(
+            zip(
+                variable_names(settings.deploy_identity),
+                (
+                    workload_identity.provider_name,
+                    workload_identity.ci_account_email,
+                    *([deploy_identity.email] if deploy_identity else []),
+                ),
+                strict=True,
+            )
+        ),
     ),
     opts=pulumi.ResourceOptions(providers={"github": github_provider}),
 )

@@ -26,8 +26,9 @@ SYSTEM_PODS_MEMORY_MIB = 1536
 HEADROOM = 1.15
 
 
-def needed(base_runners: int, runner_cpu_millis: int, runner_memory_mib: int,
-           broker_cpu_millis: int, broker_memory_mib: int) -> tuple[float, float]:
+def needed(
+    base_runners: int, runner_cpu_millis: int, runner_memory_mib: int, broker_cpu_millis: int, broker_memory_mib: int
+) -> tuple[float, float]:
     """(millicores, MiB) one CPU node must leave to pods: the base runners, the broker, GKE's pods, with room."""
     cpu = (SYSTEM_PODS_CPU_MILLIS + base_runners * runner_cpu_millis + broker_cpu_millis) * HEADROOM
     memory = (SYSTEM_PODS_MEMORY_MIB + base_runners * runner_memory_mib + broker_memory_mib) * HEADROOM
@@ -50,24 +51,37 @@ def _holds(shape: tuple[int, float], need: tuple[float, float]) -> bool:
     return cores * 1000 >= need[0] and gib * 1024 >= need[1]
 
 
-def smallest_cpu_machine(base_runners: int, runner_cpu_millis: int, runner_memory_mib: int,
-                         broker_cpu_millis: int, broker_memory_mib: int) -> str:
+def smallest_cpu_machine(
+    base_runners: int, runner_cpu_millis: int, runner_memory_mib: int, broker_cpu_millis: int, broker_memory_mib: int
+) -> str:
     """The smallest E2 standard machine one node of which holds the base runners, the broker and GKE's pods."""
     need = needed(base_runners, runner_cpu_millis, runner_memory_mib, broker_cpu_millis, broker_memory_mib)
     return next((machine for machine, shape in E2_STANDARD.items() if _holds(shape, need)), "e2-standard-32")
 
 
-def cpu_machine_problem(machine_type: str, base_runners: int, runner_cpu_millis: int, runner_memory_mib: int,
-                        broker_cpu_millis: int, broker_memory_mib: int) -> str | None:
-    """Why one node of `machine_type` cannot hold what the CPU pool runs; None if it can, or for a machine it does not know."""
+def cpu_machine_problem(
+    machine_type: str,
+    base_runners: int,
+    runner_cpu_millis: int,
+    runner_memory_mib: int,
+    broker_cpu_millis: int,
+    broker_memory_mib: int,
+) -> str | None:
+    """Why one node of `machine_type` cannot hold what the CPU pool runs.
+
+    None if it can, or for a machine it does not know.
+    """
     shape = cpu_machine_shape(machine_type)
     need = needed(base_runners, runner_cpu_millis, runner_memory_mib, broker_cpu_millis, broker_memory_mib)
     if shape is None or _holds(shape, need):
         return None
     cores, gib = allocatable(*shape)
-    smallest = smallest_cpu_machine(base_runners, runner_cpu_millis, runner_memory_mib,
-                                    broker_cpu_millis, broker_memory_mib)
-    return (f"{machine_type} leaves pods about {cores * 1000:.0f}m CPU and {gib:.2f} GiB once GKE has taken its "
-            f"share, and one node must hold {base_runners} base runner(s), the broker and GKE's own pods "
-            f"({need[0]:.0f}m CPU and {need[1] / 1024:.2f} GiB, with room for a rolling update); accepted: "
-            f"{smallest} or larger, or fewer baseRunnerReplicas")
+    smallest = smallest_cpu_machine(
+        base_runners, runner_cpu_millis, runner_memory_mib, broker_cpu_millis, broker_memory_mib
+    )
+    return (
+        f"{machine_type} leaves pods about {cores * 1000:.0f}m CPU and {gib:.2f} GiB once GKE has taken its "
+        f"share, and one node must hold {base_runners} base runner(s), the broker and GKE's own pods "
+        f"({need[0]:.0f}m CPU and {need[1] / 1024:.2f} GiB, with room for a rolling update); accepted: "
+        f"{smallest} or larger, or fewer baseRunnerReplicas"
+    )

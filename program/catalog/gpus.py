@@ -77,12 +77,8 @@ ACCELERATORS: dict[str, Accelerator] = {
             "a2-megagpu-16g": 16,
         },
     ),
-    "nvidia-a100-80gb": Accelerator(
-        "a2", machines=_fixed("a2-ultragpu", {"1g": 1, "2g": 2, "4g": 4, "8g": 8})
-    ),
-    "nvidia-h100-80gb": Accelerator(
-        "a3", machines=_fixed("a3-highgpu", {"1g": 1, "2g": 2, "4g": 4, "8g": 8})
-    ),
+    "nvidia-a100-80gb": Accelerator("a2", machines=_fixed("a2-ultragpu", {"1g": 1, "2g": 2, "4g": 4, "8g": 8})),
+    "nvidia-h100-80gb": Accelerator("a3", machines=_fixed("a3-highgpu", {"1g": 1, "2g": 2, "4g": 4, "8g": 8})),
     "nvidia-h100-mega-80gb": Accelerator("a3", machines={"a3-megagpu-8g": 8}),
     "nvidia-h200-141gb": Accelerator("a3", machines={"a3-ultragpu-8g": 8}),
     "nvidia-b200": Accelerator("a4", machines={"a4-highgpu-8g": 8}),
@@ -113,7 +109,13 @@ def allocatable(vcpus: int, memory_gib: float) -> tuple[float, float]:
     )
     reserved_gib = sum(
         share * max(0.0, min(memory_gib, upper) - lower)
-        for lower, upper, share in ((0, 4, 0.25), (4, 8, 0.20), (8, 16, 0.10), (16, 128, 0.06), (128, float("inf"), 0.02))
+        for lower, upper, share in (
+            (0, 4, 0.25),
+            (4, 8, 0.20),
+            (8, 16, 0.10),
+            (16, 128, 0.06),
+            (128, float("inf"), 0.02),
+        )
     )
     eviction_gib = 100 / 1024
     return vcpus - reserved_cores, memory_gib - reserved_gib - eviction_gib
@@ -147,11 +149,13 @@ def machine_problem(gpu_type: str, gpu_count: int, machine_type: str) -> str | N
             return f"{gpu_count} x {gpu_type} allows at most {limit} vCPUs; {machine_type} has {vcpus}"
         share = runner_share(machine_type)
         if share.cpu_millis < MIN_RUNNER_CPU_MILLIS or share.memory_mib < MIN_RUNNER_MEMORY_MIB:
-            return (f"{machine_type} leaves a GPU runner less than {MIN_RUNNER_CPU_MILLIS}m CPU and "
-                    f"{MIN_RUNNER_MEMORY_MIB // 1024} GiB once GKE has taken its share; "
-                    f"accepted: {_smallest_n1_that_fits(gpu_count, limit)} or larger, up to {limit} vCPUs "
-                    f"(the default, {smallest_machine(gpu_type, gpu_count)}, gives the runner about "
-                    f"{N1_MIN_RUNNER_VCPUS} vCPUs per GPU)")
+            return (
+                f"{machine_type} leaves a GPU runner less than {MIN_RUNNER_CPU_MILLIS}m CPU and "
+                f"{MIN_RUNNER_MEMORY_MIB // 1024} GiB once GKE has taken its share; "
+                f"accepted: {_smallest_n1_that_fits(limit)} or larger, up to {limit} vCPUs "
+                f"(the default, {smallest_machine(gpu_type, gpu_count)}, gives the runner about "
+                f"{N1_MIN_RUNNER_VCPUS} vCPUs per GPU)"
+            )
         return None
     carried = accelerator.machines.get(machine_type)
     if carried is None:
@@ -162,11 +166,15 @@ def machine_problem(gpu_type: str, gpu_count: int, machine_type: str) -> str | N
     return None
 
 
-def _smallest_n1_that_fits(gpu_count: int, most_vcpus: int) -> str:
-    """The smallest N1 standard machine that leaves a runner its minimum beside `gpu_count` GPUs."""
+def _smallest_n1_that_fits(most_vcpus: int) -> str:
+    """The smallest N1 standard machine, up to `most_vcpus`, that leaves a runner its minimum."""
     for vcpus in N1_VCPUS:
         share = runner_share(f"n1-standard-{vcpus}")
-        if vcpus <= most_vcpus and share.cpu_millis >= MIN_RUNNER_CPU_MILLIS and share.memory_mib >= MIN_RUNNER_MEMORY_MIB:
+        if (
+            vcpus <= most_vcpus
+            and share.cpu_millis >= MIN_RUNNER_CPU_MILLIS
+            and share.memory_mib >= MIN_RUNNER_MEMORY_MIB
+        ):
             return f"n1-standard-{vcpus}"
     return f"n1-standard-{most_vcpus}"
 

@@ -48,14 +48,17 @@ def gke_version(text: str | None) -> tuple[int, ...] | None:
     return tuple(int(part) for part in match.groups()) if match else None
 
 
-def cluster_problems(cluster: ExistingCluster, gcp_project: str, allow_no_network_policy: bool,
-                     needs_managed_prometheus: bool = False) -> list[str]:
+def cluster_problems(
+    cluster: ExistingCluster, gcp_project: str, allow_no_network_policy: bool, needs_managed_prometheus: bool = False
+) -> list[str]:
     """What the runners' security needs and the cluster lacks, each with its fix or its opt-out."""
     name, location = cluster.name, cluster.location
     update = f"gcloud container clusters update {name} --location {location} --project {gcp_project}"
     if cluster.autopilot:
-        return [f"{KEY}: {name} is an Autopilot cluster, to which node pools cannot be added; accepted: a Standard "
-                "cluster, or no existingCluster (the program creates one)"]
+        return [
+            f"{KEY}: {name} is an Autopilot cluster, to which node pools cannot be added; accepted: a Standard "
+            "cluster, or no existingCluster (the program creates one)"
+        ]
     problems = []
     if not cluster.workload_pool:
         problems.append(
@@ -96,12 +99,15 @@ def _first(items: list | None, attribute: str) -> object:
 def read_cluster(settings: Settings, gcp_provider: pulumi.ProviderResource) -> ExistingCluster | str:
     """The cluster as GKE describes it, through the GCP provider; or why it could not be read."""
     name, location = settings.existing_cluster, settings.cluster_location
-    not_found = (f"{KEY}: no cluster {name} in {location} of project {settings.gcp_project} could be read (%s); "
-                 f"accepted: a cluster and its location from gcloud container clusters list --project "
-                 f"{settings.gcp_project} (location, or gcp:zone, names its zone or region)")
+    not_found = (
+        f"{KEY}: no cluster {name} in {location} of project {settings.gcp_project} could be read (%s); "
+        f"accepted: a cluster and its location from gcloud container clusters list --project "
+        f"{settings.gcp_project} (location, or gcp:zone, names its zone or region)"
+    )
     try:
-        found = gcp.container.get_cluster(name=name, location=location, project=settings.gcp_project,
-                                          opts=pulumi.InvokeOptions(provider=gcp_provider))
+        found = gcp.container.get_cluster(
+            name=name, location=location, project=settings.gcp_project, opts=pulumi.InvokeOptions(provider=gcp_provider)
+        )
     except Exception as error:  # the provider's own words: not found, not allowed, API disabled
         return not_found % str(error).strip()
     if not found.endpoint:
@@ -123,9 +129,16 @@ def read_cluster(settings: Settings, gcp_provider: pulumi.ProviderResource) -> E
 def require_fit_existing_cluster(settings: Settings, gcp_provider: pulumi.ProviderResource) -> ExistingCluster:
     """Reads `existingCluster`; raises one `pulumi.RunError` listing everything it lacks."""
     cluster = read_cluster(settings, gcp_provider)
-    problems = ([cluster] if isinstance(cluster, str)
-                else cluster_problems(cluster, settings.gcp_project, settings.allow_no_network_policy,
-                                      needs_managed_prometheus=settings.is_scale_set))
+    problems = (
+        [cluster]
+        if isinstance(cluster, str)
+        else cluster_problems(
+            cluster,
+            settings.gcp_project,
+            settings.allow_no_network_policy,
+            needs_managed_prometheus=settings.is_scale_set,
+        )
+    )
     if problems:
         listed = "\n".join(f"  - {problem}" for problem in problems)
         raise pulumi.RunError(f"{len(problems)} existing cluster problem(s); nothing was created:\n{listed}")

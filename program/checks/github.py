@@ -43,8 +43,9 @@ def look_up_repository(full_name: str, allow_public: bool, provider: github.Prov
     if problem:
         raise pulumi.RunError(f"1 configuration problem(s); nothing was created:\n  - {problem}")
     owner = github.get_user(username=full_name.split("/")[0], opts=options)
-    return RepositoryFacts(repository.full_name or full_name, str(repository.repo_id), str(owner.id),
-                           repository.default_branch or "")
+    return RepositoryFacts(
+        repository.full_name or full_name, str(repository.repo_id), str(owner.id), repository.default_branch or ""
+    )
 
 
 def takeover_problem(full_name: str, ours: set[str], existing: set[str], owner: str | None, adopt: bool) -> str | None:
@@ -58,7 +59,8 @@ def takeover_problem(full_name: str, ours: set[str], existing: set[str], owner: 
         f"{', '.join(clashing)}, "
         f"written by {writer}; pulumi up would overwrite them and pulumi destroy would delete them, so workflows "
         "that read them would then reach this cluster; accepted: delete or rename them in the repository "
-        "(Settings > Secrets and variables > Actions), or `pulumi config set adoptExistingSecrets true` to take them over"
+        "(Settings > Secrets and variables > Actions), or `pulumi config set adoptExistingSecrets true` "
+        "to take them over"
     )
 
 

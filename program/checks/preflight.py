@@ -113,7 +113,9 @@ def _quota(document: dict, metric: str) -> tuple[float, float] | None:
     return None
 
 
-def _quota_problem(key: str, where: str, metric: str, found: tuple[float, float] | None, plan: GpuPoolPlan) -> str | None:
+def _quota_problem(
+    key: str, where: str, metric: str, found: tuple[float, float] | None, plan: GpuPoolPlan
+) -> str | None:
     limit, usage = found or (0.0, 0.0)
     free = limit - usage
     if free >= plan.gpus:
@@ -122,15 +124,21 @@ def _quota_problem(key: str, where: str, metric: str, found: tuple[float, float]
     request = f"https://console.cloud.google.com/iam-admin/quotas?project={plan.gcp_project}&metric={metric}"
     if limit <= 0:
         # A new project's GPU quota is 0: nothing to shrink the pool to, only a request to make.
-        return (f"{key}: your project has no quota for {metric} in {where}, and {pool}; "
-                f"request it (at least {plan.gpus}): {request}")
+        return (
+            f"{key}: your project has no quota for {metric} in {where}, and {pool}; "
+            f"request it (at least {plan.gpus}): {request}"
+        )
     nodes = int(free) // plan.gpu_count
     if nodes < 1:
-        return (f"{key}: {pool}, but {metric} in {where} allows {limit:g} with {usage:g} in use ({free:g} free), "
-                f"not enough for one GPU node; accepted: free GPUs that other work holds, or request more quota: "
-                f"{request}")
-    return (f"{key}: {pool}, but {metric} in {where} allows {limit:g} with {usage:g} in use ({free:g} free); "
-            f"accepted: gpuMaxNodes {nodes} or fewer, or request more quota: {request}")
+        return (
+            f"{key}: {pool}, but {metric} in {where} allows {limit:g} with {usage:g} in use ({free:g} free), "
+            f"not enough for one GPU node; accepted: free GPUs that other work holds, or request more quota: "
+            f"{request}"
+        )
+    return (
+        f"{key}: {pool}, but {metric} in {where} allows {limit:g} with {usage:g} in use ({free:g} free); "
+        f"accepted: gpuMaxNodes {nodes} or fewer, or request more quota: {request}"
+    )
 
 
 def check(plan: GpuPoolPlan, api: ComputeApi) -> list[str]:
@@ -138,13 +146,16 @@ def check(plan: GpuPoolPlan, api: ComputeApi) -> list[str]:
     project, zone = plan.gcp_project, plan.zone
     accelerators = api.get(f"projects/{project}/zones/{zone}/acceleratorTypes")
     if accelerators is None:
-        return [f"{plan.zone_key}: {zone} is not a zone of Compute Engine; accepted: a zone from "
-                f"gcloud compute zones list --filter=region:{plan.region}"]
+        return [
+            f"{plan.zone_key}: {zone} is not a zone of Compute Engine; accepted: a zone from "
+            f"gcloud compute zones list --filter=region:{plan.region}"
+        ]
     problems = []
     offered = sorted(item.get("name", "") for item in accelerators.get("items", []))
     if plan.gpu_type not in offered:
         problems.append(
-            f"gke-gpu-runners:gpuType: {zone} does not offer {plan.gpu_type} (it offers: {', '.join(offered) or 'no GPU'}); "
+            f"gke-gpu-runners:gpuType: {zone} does not offer {plan.gpu_type} "
+            f"(it offers: {', '.join(offered) or 'no GPU'}); "
             f"accepted: a GPU type it offers, or a zone that offers {plan.gpu_type}: "
             f"gcloud compute accelerator-types list --filter=name={plan.gpu_type}"
         )
@@ -154,11 +165,25 @@ def check(plan: GpuPoolPlan, api: ComputeApi) -> list[str]:
             f"gcloud compute machine-types list --filter=name={plan.machine_type}"
         )
     region = api.get(f"projects/{project}/regions/{plan.region}") or {}
-    problems.append(_quota_problem("gke-gpu-runners:gpuMaxNodes", f"region {plan.region}", plan.quota_metric,
-                                   _quota(region, plan.quota_metric), plan))
+    problems.append(
+        _quota_problem(
+            "gke-gpu-runners:gpuMaxNodes",
+            f"region {plan.region}",
+            plan.quota_metric,
+            _quota(region, plan.quota_metric),
+            plan,
+        )
+    )
     whole_project = api.get(f"projects/{project}") or {}
-    problems.append(_quota_problem("gke-gpu-runners:gpuMaxNodes", f"project {project}", "GPUS_ALL_REGIONS",
-                                   _quota(whole_project, "GPUS_ALL_REGIONS"), plan))
+    problems.append(
+        _quota_problem(
+            "gke-gpu-runners:gpuMaxNodes",
+            f"project {project}",
+            "GPUS_ALL_REGIONS",
+            _quota(whole_project, "GPUS_ALL_REGIONS"),
+            plan,
+        )
+    )
     return [problem for problem in problems if problem]
 
 
@@ -170,13 +195,20 @@ def run_preflight(plan: GpuPoolPlan, access_token: str) -> None:
     except ComputeApiError as error:
         if error.disabled:
             # A project set up a minute ago: GKE's API enables Compute Engine's with it, on `pulumi up`.
-            pulumi.log.warn(f"preflight skipped: the Compute Engine API is not enabled in {plan.gcp_project} yet "
-                            f"({error}); pulumi up enables it with the Kubernetes Engine API")
+            pulumi.log.warn(
+                f"preflight skipped: the Compute Engine API is not enabled in {plan.gcp_project} yet "
+                f"({error}); pulumi up enables it with the Kubernetes Engine API"
+            )
             return
-        hint = ("the GCP credentials pulumi uses were refused: gcloud auth application-default login"
-                if error.status in (401, 403) else "check the network")
-        problems = [f"gke-gpu-runners:skipPreflight: the preflight could not ask Compute Engine ({error}); {hint}, "
-                    "or accepted: pulumi config set skipPreflight true"]
+        hint = (
+            "the GCP credentials pulumi uses were refused: gcloud auth application-default login"
+            if error.status in (401, 403)
+            else "check the network"
+        )
+        problems = [
+            f"gke-gpu-runners:skipPreflight: the preflight could not ask Compute Engine ({error}); {hint}, "
+            "or accepted: pulumi config set skipPreflight true"
+        ]
     if problems:
         listed = "\n".join(f"  - {problem}" for problem in problems)
         raise pulumi.RunError(f"{len(problems)} preflight problem(s); nothing was created:\n{listed}")

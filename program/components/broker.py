@@ -87,14 +87,21 @@ class RunnerBroker(pulumi.ComponentResource):
 
         review_role = k8s.rbac.v1.ClusterRole(
             f"{name}-token-review",
-            metadata={"name": namespace.metadata.name.apply(lambda ns: f"{ns}-{BROKER}-token-review"), "labels": labels},
+            metadata={
+                "name": namespace.metadata.name.apply(lambda ns: f"{ns}-{BROKER}-token-review"),
+                "labels": labels,
+            },
             rules=b.TOKEN_REVIEW_RULES,
             opts=child,
         )
         review_binding = k8s.rbac.v1.ClusterRoleBinding(
             f"{name}-token-review",
             metadata={"name": review_role.metadata.name, "labels": labels},
-            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": review_role.metadata.name},
+            role_ref={
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": review_role.metadata.name,
+            },
             subjects=[self.subject],
             opts=child,
         )
@@ -116,11 +123,7 @@ class RunnerBroker(pulumi.ComponentResource):
                 "ingress": [
                     {
                         "from": [
-                            {
-                                "namespaceSelector": {
-                                    "matchLabels": {"kubernetes.io/metadata.name": runner_namespace}
-                                }
-                            }
+                            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": runner_namespace}}}
                         ],
                         "ports": [{"protocol": "TCP", "port": BROKER_PORT}],
                     }
@@ -152,8 +155,12 @@ class RunnerBroker(pulumi.ComponentResource):
                     "metadata": {"labels": labels},
                     "spec": pulumi.Output.from_input(args.image).apply(
                         lambda image: b.broker_pod_spec(
-                            image, args.repository, runner_namespace, args.max_gpu_runners_per_run,
-                            args.credential.app_id, args.credential.app_installation_id,
+                            image,
+                            args.repository,
+                            runner_namespace,
+                            args.max_gpu_runners_per_run,
+                            args.credential.app_id,
+                            args.credential.app_installation_id,
                         )
                     ),
                 },

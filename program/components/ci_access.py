@@ -32,7 +32,8 @@ class CiAccessArgs:
 
 
 class CiAccess(pulumi.ComponentResource):
-    """A read-only namespaced Role and a RoleBinding to CI's Google service account, and a kubeconfig without credentials.
+    """A read-only namespaced Role, a RoleBinding to CI's Google service account, and a kubeconfig
+    without credentials.
 
     Gives `kubeconfig`: endpoint, CA and the runner namespace; for credentials it runs
     `gpu-runner credential`, which trades the run's GitHub OIDC token for a short-lived
@@ -54,7 +55,7 @@ class CiAccess(pulumi.ComponentResource):
             subjects=[{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": args.ci_identity}],
             opts=child,
         )
-        self.kubeconfig = pulumi.Output.all(args.cluster_name, args.endpoint, args.ca_certificate, args.namespace).apply(
-            lambda values: ci_kubeconfig(*values)
-        )
+        self.kubeconfig = pulumi.Output.all(
+            args.cluster_name, args.endpoint, args.ca_certificate, args.namespace
+        ).apply(lambda values: ci_kubeconfig(*values))
         self.register_outputs({"kubeconfig": self.kubeconfig})

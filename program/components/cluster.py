@@ -12,6 +12,7 @@ from program.manifests.kubeconfigs import operator_kubeconfig
 # (GKE's default, which the GPU node count on the scale set's dashboard reads).
 MANAGED_PROMETHEUS = {"enable_components": ["SYSTEM_COMPONENTS"], "managed_prometheus": {"enabled": True}}
 
+
 @dataclass(frozen=True)
 class GkeClusterArgs:
     gcp_project: str
@@ -88,8 +89,13 @@ class GkeCluster(pulumi.ComponentResource):
             enable_legacy_abac=False,
             master_auth={"client_certificate_config": {"issue_client_certificate": False}},
             master_authorized_networks_config=(
-                {"cidr_blocks": [{"cidr_block": cidr, "display_name": f"authorized {cidr}"} for cidr in args.authorized_networks]}
-                if args.authorized_networks else None
+                {
+                    "cidr_blocks": [
+                        {"cidr_block": cidr, "display_name": f"authorized {cidr}"} for cidr in args.authorized_networks
+                    ]
+                }
+                if args.authorized_networks
+                else None
             ),
             deletion_protection=args.deletion_protection,
             monitoring_config=MANAGED_PROMETHEUS if args.managed_prometheus else None,
@@ -99,8 +105,16 @@ class GkeCluster(pulumi.ComponentResource):
         )
 
         def pool(role: str, spec: NodePoolSpec) -> gcp.container.NodePool:
-            return node_pool(f"{name}-{role}-pool", f"{role}-pool", spec, gcp_project=args.gcp_project,
-                             location=args.zone, cluster=cluster.name, service_account=nodes.email, parent=self)
+            return node_pool(
+                f"{name}-{role}-pool",
+                f"{role}-pool",
+                spec,
+                gcp_project=args.gcp_project,
+                location=args.zone,
+                cluster=cluster.name,
+                service_account=nodes.email,
+                parent=self,
+            )
 
         self.cpu_pool = pool("cpu", args.cpu_pool)
         self.gpu_pool = pool("gpu", args.gpu_pool)
@@ -108,15 +122,19 @@ class GkeCluster(pulumi.ComponentResource):
         self.location = cluster.location
         self.endpoint = cluster.endpoint
         self.ca_certificate = cluster.master_auth.cluster_ca_certificate
-        self.context_name = cluster.name.apply(lambda cluster_name: f"gke_{args.gcp_project}_{args.zone}_{cluster_name}")
+        self.context_name = cluster.name.apply(
+            lambda cluster_name: f"gke_{args.gcp_project}_{args.zone}_{cluster_name}"
+        )
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(self.context_name, cluster.endpoint, self.ca_certificate).apply(
                 lambda values: operator_kubeconfig(*values)
             )
         )
-        self.register_outputs({
-            "name": self.name,
-            "location": self.location,
-            "endpoint": self.endpoint,
-            "kubeconfig": self.kubeconfig,
-        })
+        self.register_outputs(
+            {
+                "name": self.name,
+                "location": self.location,
+                "endpoint": self.endpoint,
+                "kubeconfig": self.kubeconfig,
+            }
+        )

@@ -88,7 +88,9 @@ class ContainerImage(pulumi.ComponentResource):
             f"{name}-cluster-push",
             name=copy.target_image,
             auth_config=docker.RegistryImageAuthConfigArgs(
-                address=pulumi.Output.from_input(args.cluster_repository).apply(lambda repository: repository.split("/")[0]),
+                address=pulumi.Output.from_input(args.cluster_repository).apply(
+                    lambda repository: repository.split("/")[0]
+                ),
                 username=ACCESS_TOKEN_USER,
                 password=pulumi.Output.secret(args.cluster_registry_token),
             ),

@@ -116,11 +116,13 @@ class DeployIdentity(pulumi.ComponentResource):
                 opts=child,
             )
         if args.data_bucket:
-            gcp.storage.BucketIAMMember(f"{name}-data", bucket=args.data_bucket, role=DATA_READER, member=member,
-                                        opts=child)
+            gcp.storage.BucketIAMMember(
+                f"{name}-data", bucket=args.data_bucket, role=DATA_READER, member=member, opts=child
+            )
         if args.namespace:
-            gcp.projects.IAMMember(f"{name}-enters-gke", project=args.gcp_project, role=CLUSTER_ENTRY_ROLE,
-                                   member=member, opts=child)
+            gcp.projects.IAMMember(
+                f"{name}-enters-gke", project=args.gcp_project, role=CLUSTER_ENTRY_ROLE, member=member, opts=child
+            )
             metadata = {"name": DEPLOY_ROLE, "namespace": args.namespace, "labels": app_labels(DEPLOY_ROLE)}
             role = k8s.rbac.v1.Role(f"{name}-role", metadata=metadata, rules=DEPLOY_RULES, opts=child)
             k8s.rbac.v1.RoleBinding(

@@ -15,7 +15,7 @@ POOL_NAME_LENGTH = 40
 def pool_name(name_prefix: str, role: str) -> str:
     """`<prefix>-<role>-pool`: in someone else's cluster, the pool's name says whose it is."""
     suffix = f"-{role}-pool"
-    return name_prefix[:POOL_NAME_LENGTH - len(suffix)].rstrip("-") + suffix
+    return name_prefix[: POOL_NAME_LENGTH - len(suffix)].rstrip("-") + suffix
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,19 @@ class ExistingGkeCluster(pulumi.ComponentResource):
         self.node_account_member = nodes.member
 
         def pool(role: str, spec: NodePoolSpec) -> gcp.container.NodePool:
-            return node_pool(f"{name}-{role}-pool", pool_name(args.name_prefix, role), spec,
-                             gcp_project=args.gcp_project, location=args.location, cluster=args.cluster_name,
-                             service_account=nodes.email, node_locations=args.node_locations, parent=self,
-                             # A node logs and reports from its first minute: its roles come first.
-                             depends_on=(*nodes.roles, *args.services))
+            return node_pool(
+                f"{name}-{role}-pool",
+                pool_name(args.name_prefix, role),
+                spec,
+                gcp_project=args.gcp_project,
+                location=args.location,
+                cluster=args.cluster_name,
+                service_account=nodes.email,
+                node_locations=args.node_locations,
+                parent=self,
+                # A node logs and reports from its first minute: its roles come first.
+                depends_on=(*nodes.roles, *args.services),
+            )
 
         # The cluster's own workloads stay off the runners' CPU nodes: there they could not pull
         # their images (the pool's account reads ours alone), and runners keep to themselves.
@@ -86,9 +94,11 @@ class ExistingGkeCluster(pulumi.ComponentResource):
         context = f"gke_{args.gcp_project}_{args.location}_{args.cluster_name}"
         self.context_name = pulumi.Output.from_input(context)
         self.kubeconfig = pulumi.Output.secret(operator_kubeconfig(context, args.endpoint, args.ca_certificate))
-        self.register_outputs({
-            "name": self.name,
-            "location": self.location,
-            "endpoint": self.endpoint,
-            "kubeconfig": self.kubeconfig,
-        })
+        self.register_outputs(
+            {
+                "name": self.name,
+                "location": self.location,
+                "endpoint": self.endpoint,
+                "kubeconfig": self.kubeconfig,
+            }
+        )

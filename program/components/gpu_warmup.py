@@ -58,8 +58,10 @@ class GpuWarmup(pulumi.ComponentResource):
 
         priority = k8s.scheduling.v1.PriorityClass(
             f"{name}-placeholder-priority",
-            metadata={"name": pulumi.Output.from_input(args.namespace).apply(lambda ns: f"{ns}-{PLACEHOLDER}"),
-                      "labels": app_labels(PLACEHOLDER)},
+            metadata={
+                "name": pulumi.Output.from_input(args.namespace).apply(lambda ns: f"{ns}-{PLACEHOLDER}"),
+                "labels": app_labels(PLACEHOLDER),
+            },
             value=PLACEHOLDER_PRIORITY,
             preemption_policy="Never",
             global_default=False,

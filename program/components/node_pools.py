@@ -50,12 +50,14 @@ class NodePoolSpec:
 
 def cpu_pool_spec(machine_type: str, min_nodes: int, max_nodes: int, spot: bool) -> NodePoolSpec:
     """The pool base runners and the broker run on, labelled `gpu=false` for their nodeSelector."""
-    return NodePoolSpec(machine_type=machine_type, min_nodes=min_nodes, max_nodes=max_nodes,
-                        labels=dict(CPU_POOL_LABELS), spot=spot)
+    return NodePoolSpec(
+        machine_type=machine_type, min_nodes=min_nodes, max_nodes=max_nodes, labels=dict(CPU_POOL_LABELS), spot=spot
+    )
 
 
-def gpu_pool_spec(gpu_type: str, gpu_count: int, driver_version: str, machine_type: str,
-                  min_nodes: int, max_nodes: int, spot: bool) -> NodePoolSpec:
+def gpu_pool_spec(
+    gpu_type: str, gpu_count: int, driver_version: str, machine_type: str, min_nodes: int, max_nodes: int, spot: bool
+) -> NodePoolSpec:
     """A GPU pool: labelled and tainted so only pods that ask for GPUs land there."""
     return NodePoolSpec(
         machine_type=machine_type,
@@ -84,8 +86,9 @@ class NodeAccount:
     roles: list[pulumi.Resource]
 
 
-def node_account(name: str, gcp_project: str, name_prefix: str, parent: pulumi.Resource,
-                 services: tuple[pulumi.Resource, ...] = ()) -> NodeAccount:
+def node_account(
+    name: str, gcp_project: str, name_prefix: str, parent: pulumi.Resource, services: tuple[pulumi.Resource, ...] = ()
+) -> NodeAccount:
     """Service account `<prefix>-nodes` with only `NODE_ROLES`, resources named `<name>-nodes...`."""
     child = pulumi.ResourceOptions(parent=parent, depends_on=list(services))
     account = gcp.serviceaccount.Account(
@@ -109,10 +112,19 @@ def node_account(name: str, gcp_project: str, name_prefix: str, parent: pulumi.R
     return NodeAccount(email=account.email, member=member, roles=roles)
 
 
-def node_pool(resource_name: str, pool_name: str, spec: NodePoolSpec, *, gcp_project: str, location: str,
-              cluster: pulumi.Input[str], service_account: pulumi.Input[str], parent: pulumi.Resource,
-              node_locations: tuple[str, ...] = (),
-              depends_on: tuple[pulumi.Resource, ...] = ()) -> gcp.container.NodePool:
+def node_pool(
+    resource_name: str,
+    pool_name: str,
+    spec: NodePoolSpec,
+    *,
+    gcp_project: str,
+    location: str,
+    cluster: pulumi.Input[str],
+    service_account: pulumi.Input[str],
+    parent: pulumi.Resource,
+    node_locations: tuple[str, ...] = (),
+    depends_on: tuple[pulumi.Resource, ...] = (),
+) -> gcp.container.NodePool:
     """Pool `pool_name` of `spec` in `cluster`, its nodes on GKE's metadata server (Workload Identity).
 
     `node_locations` pins a regional cluster's pool to its zones; empty: the cluster's own.

@@ -59,7 +59,11 @@ class Runners(pulumi.ComponentResource):
 
         # Every object below names the namespace through its output, so it waits for it.
         def metadata(object_name: str, labels: dict | None = None) -> dict:
-            return {"name": object_name, "namespace": namespace.metadata.name, "labels": labels or m.app_labels(object_name)}
+            return {
+                "name": object_name,
+                "namespace": namespace.metadata.name,
+                "labels": labels or m.app_labels(object_name),
+            }
 
         account = k8s.core.v1.ServiceAccount(
             f"{name}-account",
@@ -79,7 +83,9 @@ class Runners(pulumi.ComponentResource):
             spec={"hard": {f"requests.{m.GPU_RESOURCE}": str(args.gpu_max_nodes * args.gpu_count)}},
             opts=child,
         )
-        broker_role = k8s.rbac.v1.Role(f"{name}-broker", metadata=metadata(BROKER_ACCESS), rules=RUNNER_NAMESPACE_RULES, opts=child)
+        broker_role = k8s.rbac.v1.Role(
+            f"{name}-broker", metadata=metadata(BROKER_ACCESS), rules=RUNNER_NAMESPACE_RULES, opts=child
+        )
         broker_binding = k8s.rbac.v1.RoleBinding(
             f"{name}-broker",
             metadata=metadata(BROKER_ACCESS),

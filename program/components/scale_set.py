@@ -79,8 +79,11 @@ class RunnerScaleSet(pulumi.ComponentResource):
         runner_namespace = namespace("runner", args.namespace)
 
         def metadata(object_name: str) -> dict:
-            return {"name": object_name, "namespace": runner_namespace.metadata.name,
-                    "labels": r.app_labels(object_name)}
+            return {
+                "name": object_name,
+                "namespace": runner_namespace.metadata.name,
+                "labels": r.app_labels(object_name),
+            }
 
         (secret,) = args.credential.secret_data().values()
         credential = k8s.core.v1.Secret(
@@ -93,7 +96,9 @@ class RunnerScaleSet(pulumi.ComponentResource):
             opts=child,
         )
         account = k8s.core.v1.ServiceAccount(
-            f"{name}-runner-account", metadata=metadata(RUNNER_ACCOUNT), automount_service_account_token=False,
+            f"{name}-runner-account",
+            metadata=metadata(RUNNER_ACCOUNT),
+            automount_service_account_token=False,
             opts=child,
         )
         k8s.networking.v1.NetworkPolicy(
@@ -131,8 +136,13 @@ class RunnerScaleSet(pulumi.ComponentResource):
             namespace=runner_namespace.metadata.name,
             values=pulumi.Output.all(controller_namespace.metadata.name, template).apply(
                 lambda values: m.scale_set_values(
-                    args.name, args.config_url, args.runner_group, args.warm_runners, args.gpu_max_nodes,
-                    controller_namespace=values[0], runner_template=values[1],
+                    args.name,
+                    args.config_url,
+                    args.runner_group,
+                    args.warm_runners,
+                    args.gpu_max_nodes,
+                    controller_namespace=values[0],
+                    runner_template=values[1],
                 )
             ),
             timeout=HELM_TIMEOUT_SECONDS,
@@ -144,8 +154,11 @@ class RunnerScaleSet(pulumi.ComponentResource):
                 f"{name}-{monitoring_name}",
                 api_version="monitoring.googleapis.com/v1",
                 kind="PodMonitoring",
-                metadata={"name": monitoring_name, "namespace": controller_namespace.metadata.name,
-                          "labels": r.app_labels(monitoring_name)},
+                metadata={
+                    "name": monitoring_name,
+                    "namespace": controller_namespace.metadata.name,
+                    "labels": r.app_labels(monitoring_name),
+                },
                 spec=spec,
                 opts=child,
             )

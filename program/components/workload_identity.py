@@ -29,8 +29,9 @@ def cel_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def attribute_condition(repository_id: str, owner_id: str, full_name: str,
-                        events: tuple[str, ...] = ADMITTED_EVENTS) -> str:
+def attribute_condition(
+    repository_id: str, owner_id: str, full_name: str, events: tuple[str, ...] = ADMITTED_EVENTS
+) -> str:
     """CEL over GitHub's OIDC claims: this repository only, by its immutable IDs and its name,
     and only runs of the admitted events.
 

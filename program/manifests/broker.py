@@ -77,8 +77,14 @@ def kube_api_volume() -> dict:
     }
 
 
-def broker_pod_spec(image: str, repository: str, runner_namespace: str, max_gpu_runners_per_run: int,
-                    app_id: str | None = None, app_installation_id: str | None = None) -> dict:
+def broker_pod_spec(
+    image: str,
+    repository: str,
+    runner_namespace: str,
+    max_gpu_runners_per_run: int,
+    app_id: str | None = None,
+    app_installation_id: str | None = None,
+) -> dict:
     """The broker's pod: read-only, non-root, on the CPU pool, the credential and the template as files."""
     probe = {"httpGet": {"path": HEALTH_PATH, "port": BROKER_HEALTH_PORT}, "periodSeconds": 10, "timeoutSeconds": 3}
     return {

@@ -41,13 +41,15 @@ def _tile(index: int, title: str, data_sets: list[dict], y_label: str) -> dict:
 
 def gpu_node_filter(cluster_name: str, location: str) -> str:
     """The Monitoring filter of GPU nodes' allocatable CPU, one series per node of the cluster's GPU pool."""
-    return " ".join((
-        'metric.type="kubernetes.io/node/cpu/allocatable_cores"',
-        'resource.type="k8s_node"',
-        f'resource.label."cluster_name"="{cluster_name}"',
-        f'resource.label."location"="{location}"',
-        f'metadata.user_labels."{POOL_LABEL}"="{GPU_POOL_LABELS[POOL_LABEL]}"',
-    ))
+    return " ".join(
+        (
+            'metric.type="kubernetes.io/node/cpu/allocatable_cores"',
+            'resource.type="k8s_node"',
+            f'resource.label."cluster_name"="{cluster_name}"',
+            f'resource.label."location"="{location}"',
+            f'metadata.user_labels."{POOL_LABEL}"="{GPU_POOL_LABELS[POOL_LABEL]}"',
+        )
+    )
 
 
 def scale_set_dashboard(cluster_name: str, location: str, controller_namespace: str, scale_set_name: str) -> dict:
@@ -56,27 +58,54 @@ def scale_set_dashboard(cluster_name: str, location: str, controller_namespace: 
     scale_set = f'{pod},name="{scale_set_name}"'
     startup = f"sum by (le) (rate(gha_job_startup_duration_seconds_bucket{{{pod}}}[{WINDOW}]))"
     tiles = [
-        _tile(0, "Job start latency (assigned to the scale set -> on a runner)", [
-            _promql(f"histogram_quantile(0.5, {startup})", "p50"),
-            _promql(f"histogram_quantile(0.95, {startup})", "p95"),
-        ], "seconds"),
-        _tile(1, "Jobs: queued for the scale set and running", [
-            _promql(f"sum(gha_assigned_jobs{{{scale_set}}})", "assigned"),
-            _promql(f"sum(gha_running_jobs{{{scale_set}}})", "running"),
-        ], "jobs"),
-        _tile(2, "Runners: busy and idle", [
-            _promql(f"sum(gha_busy_runners{{{scale_set}}})", "busy"),
-            _promql(f"sum(gha_idle_runners{{{scale_set}}})", "idle"),
-        ], "runners"),
-        _tile(3, "GPU nodes", [{
-            "timeSeriesQuery": {"timeSeriesFilter": {
-                "filter": gpu_node_filter(cluster_name, location),
-                "aggregation": {"alignmentPeriod": "60s", "perSeriesAligner": "ALIGN_MEAN",
-                                "crossSeriesReducer": "REDUCE_COUNT"},
-            }},
-            "plotType": "STACKED_AREA",
-            "legendTemplate": "GPU nodes",
-        }], "nodes"),
+        _tile(
+            0,
+            "Job start latency (assigned to the scale set -> on a runner)",
+            [
+                _promql(f"histogram_quantile(0.5, {startup})", "p50"),
+                _promql(f"histogram_quantile(0.95, {startup})", "p95"),
+            ],
+            "seconds",
+        ),
+        _tile(
+            1,
+            "Jobs: queued for the scale set and running",
+            [
+                _promql(f"sum(gha_assigned_jobs{{{scale_set}}})", "assigned"),
+                _promql(f"sum(gha_running_jobs{{{scale_set}}})", "running"),
+            ],
+            "jobs",
+        ),
+        _tile(
+            2,
+            "Runners: busy and idle",
+            [
+                _promql(f"sum(gha_busy_runners{{{scale_set}}})", "busy"),
+                _promql(f"sum(gha_idle_runners{{{scale_set}}})", "idle"),
+            ],
+            "runners",
+        ),
+        _tile(
+            3,
+            "GPU nodes",
+            [
+                {
+                    "timeSeriesQuery": {
+                        "timeSeriesFilter": {
+                            "filter": gpu_node_filter(cluster_name, location),
+                            "aggregation": {
+                                "alignmentPeriod": "60s",
+                                "perSeriesAligner": "ALIGN_MEAN",
+                                "crossSeriesReducer": "REDUCE_COUNT",
+                            },
+                        }
+                    },
+                    "plotType": "STACKED_AREA",
+                    "legendTemplate": "GPU nodes",
+                }
+            ],
+            "nodes",
+        ),
     ]
     return {
         "displayName": f"GPU runners: {cluster_name} / {scale_set_name}",

@@ -30,7 +30,9 @@ RUNNER_IMAGE = ImageSource("github-runner", "runner_image/Dockerfile", ("runner_
 BROKER_IMAGE = ImageSource("runner-broker", "broker/Dockerfile", ("broker", "runner_contract"))
 # A user's image for GPU runners starts from ours, whose digest it is given in this build argument.
 BASE_IMAGE_ARG = "RUNNER_IMAGE"
-BASE_IMAGE_FROM = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?\$\{?RUNNER_IMAGE\}?(?:\s|$)", re.IGNORECASE | re.MULTILINE)
+BASE_IMAGE_FROM = re.compile(
+    r"^\s*FROM\s+(?:--platform=\S+\s+)?\$\{?RUNNER_IMAGE\}?(?:\s|$)", re.IGNORECASE | re.MULTILINE
+)
 
 
 def custom_runner_image(dockerfile: str) -> ImageSource:
@@ -43,9 +45,11 @@ def custom_dockerfile_problem(text: str) -> str | None:
     """Why a user's Dockerfile cannot be a runner image, or None: it must start FROM ours."""
     first_from = next((line for line in text.splitlines() if line.strip().upper().startswith("FROM")), None)
     if first_from is None or not BASE_IMAGE_FROM.match(first_from):
-        return (f"its first FROM must be the runner image, given as the build argument {BASE_IMAGE_ARG}, so the "
-                f"entrypoint, the non-root user and the runner stay ours: `ARG {BASE_IMAGE_ARG}` then "
-                f"`FROM ${{{BASE_IMAGE_ARG}}}`; got {first_from.strip() if first_from else 'no FROM'!r}")
+        return (
+            f"its first FROM must be the runner image, given as the build argument {BASE_IMAGE_ARG}, so the "
+            f"entrypoint, the non-root user and the runner stay ours: `ARG {BASE_IMAGE_ARG}` then "
+            f"`FROM ${{{BASE_IMAGE_ARG}}}`; got {first_from.strip() if first_from else 'no FROM'!r}"
+        )
     return None
 
 

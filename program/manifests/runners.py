@@ -202,8 +202,13 @@ def runner_pod_spec(pod: RunnerPod) -> dict:
 def base_runner_pod_spec(image: str, broker_url: str) -> dict:
     """A base runner: one job on the CPU pool, then the broker replaces its pod with a fresh one."""
     return runner_pod_spec(
-        RunnerPod(image=image, broker_url=broker_url, resources=BASE_RESOURCES, node_selector=CPU_POOL_LABELS,
-                  extra_spec={"tolerations": [CPU_POOL_TOLERATION]})
+        RunnerPod(
+            image=image,
+            broker_url=broker_url,
+            resources=BASE_RESOURCES,
+            node_selector=CPU_POOL_LABELS,
+            extra_spec={"tolerations": [CPU_POOL_TOLERATION]},
+        )
     )
 
 
@@ -251,7 +256,7 @@ def gpu_runner_job(image: str, namespace: str, gpu_count: int, gpu_machine_type:
 class _TemplateDumper(yaml.SafeDumper):
     """Quotes every string holding a placeholder, so `12345` stays a string after envsubst."""
 
-    def ignore_aliases(self, data) -> bool:
+    def ignore_aliases(self, _data) -> bool:
         return True  # a template is read by people and envsubst: no &anchors
 
 

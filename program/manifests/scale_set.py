@@ -58,10 +58,14 @@ LISTENER_GRACE_SECONDS = 60
 
 # The pods ARC labels as its controller and as a scale set's listener (ARC 0.14.2:
 # the controller chart's deployment.yaml; resourcebuilder.go for the listener).
-CONTROLLER_POD_LABELS = {"app.kubernetes.io/part-of": "gha-rs-controller",
-                         "app.kubernetes.io/component": "controller-manager"}
-LISTENER_POD_LABELS = {"app.kubernetes.io/part-of": "gha-runner-scale-set",
-                       "app.kubernetes.io/component": "runner-scale-set-listener"}
+CONTROLLER_POD_LABELS = {
+    "app.kubernetes.io/part-of": "gha-rs-controller",
+    "app.kubernetes.io/component": "controller-manager",
+}
+LISTENER_POD_LABELS = {
+    "app.kubernetes.io/part-of": "gha-runner-scale-set",
+    "app.kubernetes.io/component": "runner-scale-set-listener",
+}
 
 # Keys of the githubConfigSecret, as the scale set chart names them.
 GITHUB_TOKEN = "github_token"
@@ -78,13 +82,22 @@ def _resources(cpu_millis: int, memory_mib: int) -> dict:
 
 
 def _arc_pod_security_context() -> dict:
-    return {"runAsNonRoot": True, "runAsUser": ARC_UID, "runAsGroup": ARC_UID,
-            "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": ARC_UID,
+        "runAsGroup": ARC_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def _arc_container_security_context(read_only_root: bool) -> dict:
-    return {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "privileged": False,
-            "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": read_only_root}
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": read_only_root,
+    }
 
 
 def github_config_url(owner: str, repository: str, organization: str | None) -> str:
@@ -191,8 +204,15 @@ def gpu_runner_pod_template(image: str, gpu_count: int, gpu_machine_type: str, d
     }
 
 
-def scale_set_values(name: str, config_url: str, runner_group: str | None, min_runners: int, max_runners: int,
-                     controller_namespace: str, runner_template: dict) -> dict:
+def scale_set_values(
+    name: str,
+    config_url: str,
+    runner_group: str | None,
+    min_runners: int,
+    max_runners: int,
+    controller_namespace: str,
+    runner_template: dict,
+) -> dict:
     """One GPU scale set: `runs-on: <name>`, from `min_runners` idle runners up to `max_runners`.
 
     containerMode stays unset: no privileged Docker-in-Docker, no Kubernetes-mode hooks,
@@ -216,6 +236,7 @@ def scale_set_values(name: str, config_url: str, runner_group: str | None, min_r
 def pod_monitoring_specs() -> dict[str, dict]:
     """Google Cloud Managed Service for Prometheus scrapes, by PodMonitoring name: ARC's controller
     and the listener, each on its named metrics port, in the controller's namespace."""
+
     def spec(labels: dict) -> dict:
         return {
             "selector": {"matchLabels": labels},

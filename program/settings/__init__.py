@@ -11,7 +11,16 @@ from program.settings.machines import default_base_runner_replicas, default_cpu_
 from program.settings.model import PER_RUN, SCALE_SET, ArtifactRepository, RunnerCredential, Settings, this_stack
 
 __all__ = [
-    "AUTOSCALING_PROFILES", "DEFAULT_GPU_MAX_NODES", "PER_RUN", "SCALE_SET", "ArtifactRepository", "RunnerCredential",
-    "Settings", "default_base_runner_replicas", "default_cpu_machine", "default_scale_set_cpu_machine",
-    "load_settings", "this_stack",
+    "AUTOSCALING_PROFILES",
+    "DEFAULT_GPU_MAX_NODES",
+    "PER_RUN",
+    "SCALE_SET",
+    "ArtifactRepository",
+    "RunnerCredential",
+    "Settings",
+    "default_base_runner_replicas",
+    "default_cpu_machine",
+    "default_scale_set_cpu_machine",
+    "load_settings",
+    "this_stack",
 ]

@@ -35,17 +35,23 @@ def default_base_runner_replicas(gpu_max_nodes: int) -> int:
 def default_scale_set_cpu_machine() -> str:
     """The smallest machine one node of which holds ARC's controller and listener and GKE's own pods."""
     return smallest_cpu_machine(
-        0, 0, 0,
-        scale_set.ARC_PODS_CPU_MILLIS, scale_set.ARC_PODS_MEMORY_MIB,
+        0,
+        0,
+        0,
+        scale_set.ARC_PODS_CPU_MILLIS,
+        scale_set.ARC_PODS_MEMORY_MIB,
     )
 
 
 def cpu_machine_problem_for(machine_type: str, base_runner_replicas: int) -> str | None:
     """Why one node of `machine_type` cannot hold the base runners, the broker and GKE's pods, or None."""
     return cpu_machine_problem(
-        machine_type, base_runner_replicas,
-        runners.BASE_RUNNER_CPU_MILLIS, runners.BASE_RUNNER_MEMORY_MIB,
-        broker.BROKER_CPU_MILLIS, broker.BROKER_MEMORY_MIB,
+        machine_type,
+        base_runner_replicas,
+        runners.BASE_RUNNER_CPU_MILLIS,
+        runners.BASE_RUNNER_MEMORY_MIB,
+        broker.BROKER_CPU_MILLIS,
+        broker.BROKER_MEMORY_MIB,
     )
 
 
@@ -53,8 +59,10 @@ def default_cpu_machine(base_runner_replicas: int) -> str:
     """The smallest machine one node of which holds the base runners, the broker and GKE's own pods."""
     return smallest_cpu_machine(
         base_runner_replicas,
-        runners.BASE_RUNNER_CPU_MILLIS, runners.BASE_RUNNER_MEMORY_MIB,
-        broker.BROKER_CPU_MILLIS, broker.BROKER_MEMORY_MIB,
+        runners.BASE_RUNNER_CPU_MILLIS,
+        runners.BASE_RUNNER_MEMORY_MIB,
+        broker.BROKER_CPU_MILLIS,
+        broker.BROKER_MEMORY_MIB,
     )
 
 

@@ -9,6 +9,7 @@ SCALE_SET = "scale-set"
 RUNNER_MODES = (PER_RUN, SCALE_SET)
 DEFAULT_SCALE_SET_NAME = "gpu"
 
+
 @dataclass(frozen=True)
 class RunnerCredential:
     """What the runner broker registers runners with: a PAT, or a GitHub App."""

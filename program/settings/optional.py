@@ -22,11 +22,17 @@ def read_deploy_namespace(read: Reader) -> str | None:
         return None
     runner_namespace = read.text("namespace", "github-runners")
     if not DNS_LABEL.match(value):
-        read.problem("deployNamespace", f"got {value!r}; accepted: the Kubernetes namespace the deploy job applies "
-                                        "its manifests to, e.g. default (the tutorial's)")
+        read.problem(
+            "deployNamespace",
+            f"got {value!r}; accepted: the Kubernetes namespace the deploy job applies "
+            "its manifests to, e.g. default (the tutorial's)",
+        )
     elif value in (runner_namespace, f"{runner_namespace}-system") or value.startswith(("kube-", "gke-")):
-        read.problem("deployNamespace", f"got {value!r}, a namespace of the runners or of GKE; accepted: the "
-                                        "namespace your model is deployed to, e.g. default (the tutorial's)")
+        read.problem(
+            "deployNamespace",
+            f"got {value!r}, a namespace of the runners or of GKE; accepted: the "
+            "namespace your model is deployed to, e.g. default (the tutorial's)",
+        )
     return value
 
 
@@ -36,10 +42,13 @@ def read_deploy_registry(read: Reader) -> ArtifactRepository | None:
         return None
     match = DOCKER_REPOSITORY.match(value.removeprefix("https://").rstrip("/"))
     if not match:
-        read.problem("deployRegistry", f"got {value!r}; accepted: an Artifact Registry Docker repository, "
-                                       "<location>-docker.pkg.dev/<project>/<repository> (the tutorial's "
-                                       "GCP_CONTAINER_REGISTRY_HOST), e.g. europe-west6-docker.pkg.dev/my-project/"
-                                       "my-repository")
+        read.problem(
+            "deployRegistry",
+            f"got {value!r}; accepted: an Artifact Registry Docker repository, "
+            "<location>-docker.pkg.dev/<project>/<repository> (the tutorial's "
+            "GCP_CONTAINER_REGISTRY_HOST), e.g. europe-west6-docker.pkg.dev/my-project/"
+            "my-repository",
+        )
         return None
     return ArtifactRepository(location=match[1], project=match[2], repository=match[3])
 
@@ -54,8 +63,11 @@ def read_data_bucket(read: Reader) -> str | None:
         return None
     name = value.removeprefix("gs://").rstrip("/")
     if not BUCKET.match(name) or name.startswith("goog") or "google" in name:
-        read.problem("dataBucket", f"got {value!r}; accepted: a Cloud Storage bucket name (3-63 lowercase letters, "
-                                   "digits, '-' or '_', starting and ending with a letter or digit), e.g. my-dvc-data")
+        read.problem(
+            "dataBucket",
+            f"got {value!r}; accepted: a Cloud Storage bucket name (3-63 lowercase letters, "
+            "digits, '-' or '_', starting and ending with a letter or digit), e.g. my-dvc-data",
+        )
     return name
 
 
@@ -69,8 +81,11 @@ def read_data_write_branch(read: Reader) -> str | None:
         return None
     branch = value.removeprefix("refs/heads/")
     if not branch or BRANCH_FORBIDDEN.search(branch):
-        read.problem("dataWriteBranch", f"got {value!r}; accepted: a branch name such as main or release/v2 "
-                                        "(empty: the repository's default branch)")
+        read.problem(
+            "dataWriteBranch",
+            f"got {value!r}; accepted: a branch name such as main or release/v2 "
+            "(empty: the repository's default branch)",
+        )
     return branch
 
 
@@ -82,12 +97,18 @@ def read_runner_image_dockerfile(read: Reader) -> str | None:
     project = REPOSITORY_ROOT
     path = (project / value).resolve()
     if not path.is_relative_to(project) or path == project:
-        read.problem("runnerImageDockerfile", f"got {value!r}; accepted: a path inside the project folder, e.g. "
-                                              "ml-image/Dockerfile (its folder is the build context)")
+        read.problem(
+            "runnerImageDockerfile",
+            f"got {value!r}; accepted: a path inside the project folder, e.g. "
+            "ml-image/Dockerfile (its folder is the build context)",
+        )
         return None
     if not path.is_file():
-        read.problem("runnerImageDockerfile", f"{value!r} is not a file; accepted: the path of a Dockerfile in the "
-                                              "project folder, e.g. ml-image/Dockerfile")
+        read.problem(
+            "runnerImageDockerfile",
+            f"{value!r} is not a file; accepted: the path of a Dockerfile in the "
+            "project folder, e.g. ml-image/Dockerfile",
+        )
         return None
     problem = custom_dockerfile_problem(path.read_text(errors="replace"))
     if problem:
@@ -114,6 +135,8 @@ def read_authorized_networks(read: Reader) -> tuple[str, ...]:
                 raise ValueError("GKE's authorized networks are IPv4")
             networks.append(str(network))
         except ValueError:
-            read.problem("controlPlaneAuthorizedNetworks", f"got {value!r}; accepted: IPv4 networks in CIDR form, "
-                                                          "e.g. 203.0.113.0/24 (host bits zero)")
+            read.problem(
+                "controlPlaneAuthorizedNetworks",
+                f"got {value!r}; accepted: IPv4 networks in CIDR form, e.g. 203.0.113.0/24 (host bits zero)",
+            )
     return tuple(networks)

@@ -47,8 +47,11 @@ class Reader:
             return None
         if not is_config_secret(qualified):
             # Stored in plain text in the stack file: refuse rather than spread it further.
-            self.problem(key, f"is stored in plain text in Pulumi.{pulumi.get_stack()}.yaml (rotate the token if "
-                              f"that file was committed or shared); accepted: pulumi config set --secret {qualified} ...")
+            self.problem(
+                key,
+                f"is stored in plain text in Pulumi.{pulumi.get_stack()}.yaml (rotate the token if "
+                f"that file was committed or shared); accepted: pulumi config set --secret {qualified} ...",
+            )
         namespace, name = self._split(key)
         return self._config(namespace).get_secret(name)
 
@@ -92,7 +95,10 @@ class Reader:
         low = self.integer(f"{prefix}MinNodes", default_min, minimum=0)
         high = self.integer(f"{prefix}MaxNodes", default_max, minimum=least_max)
         if low > high:
-            self.problem(f"{prefix}MinNodes", f"{low} is above {self.qualified(prefix + 'MaxNodes')} ({high}); accepted: a number <= {high}")
+            self.problem(
+                f"{prefix}MinNodes",
+                f"{low} is above {self.qualified(prefix + 'MaxNodes')} ({high}); accepted: a number <= {high}",
+            )
         return low, high
 
 
