@@ -15,8 +15,9 @@ identities are ServiceAccounts, as the API server names them.
 import pytest
 
 from realkube.cluster import ApiError, wait_until
-from realkube.program_objects import deployed
-from runner_contract import BROKER
+from program.manifests.broker import CREDENTIAL_SECRET
+from realkube.program_objects import deployed, gpu_runner_job
+from runner_contract import APP_NAME_LABEL, BASE_RUNNER, BROKER, RUN_ID_LABEL, RUNNER_ANNOTATION
 
 RUNNERS = "github-runners"
 SYSTEM = "github-runners-system"
@@ -202,27 +203,46 @@ def kubelet_token(kube, pod: dict, volume: str) -> str:
                        )["status"]["token"]
 
 
-def test_the_broker_with_its_own_pods_token_reviews_a_runner_pods_token(kube, deployment):
-    """The tokens the program's pods would get, used as the broker uses them: no impersonation."""
+def test_the_broker_makes_every_call_of_its_contract_with_its_own_pods_token(kube, deployment):
+    """CONTRACT.md's list of the broker's Kubernetes calls, each made as the broker makes it, with the token the
+    program's pod spec would have the kubelet write for it, about a runner pod holding the token its spec gives."""
     def first_pod(namespace, name):
-        found = kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=f"app.kubernetes.io/name={name}")
+        found = kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=f"{APP_NAME_LABEL}={name}")
         return found["items"][0] if found["items"] else None
 
-    runner = wait_until(lambda: first_pod(RUNNERS, "base-runner"), "a base runner pod")
+    runner = wait_until(lambda: first_pod(RUNNERS, BASE_RUNNER), "a base runner pod")
     broker_pod = wait_until(lambda: first_pod(SYSTEM, BROKER), "the broker's pod")
     broker = kube.with_token(kubelet_token(kube, broker_pod, "kube-api"))
     audience = projected_token(runner, "broker-token")["audience"]
+    name, uid = runner["metadata"]["name"], runner["metadata"]["uid"]
+    pods, jobs = f"/api/v1/namespaces/{RUNNERS}/pods", f"/apis/batch/v1/namespaces/{RUNNERS}/jobs"
 
     review = broker.create("/apis/authentication.k8s.io/v1/tokenreviews", {
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
         "spec": {"token": kubelet_token(kube, runner, "broker-token"), "audiences": [audience]},
     })["status"]
-
     assert review.get("authenticated") is True, review
     assert review["user"]["username"] == f"system:serviceaccount:{RUNNERS}:github-runner"
-    assert review["user"]["extra"]["authentication.kubernetes.io/pod-uid"] == [runner["metadata"]["uid"]]
+    assert review["user"]["extra"]["authentication.kubernetes.io/pod-uid"] == [uid]
+
+    assert broker.get(f"{pods}/{name}")["metadata"]["uid"] == uid
     owner, = runner["metadata"]["ownerReferences"]
-    assert broker.get(f"/apis/apps/v1/namespaces/{RUNNERS}/replicasets/{owner['name']}")
+    assert broker.get(f"/apis/apps/v1/namespaces/{RUNNERS}/replicasets/{owner['name']}")["metadata"]["ownerReferences"]
+    assert name in {p["metadata"]["name"] for p in broker.get(pods, labelSelector=f"{APP_NAME_LABEL}={BASE_RUNNER}")
+                    ["items"]}
+    broker.get(f"/api/v1/namespaces/{RUNNERS}/events", fieldSelector=f"involvedObject.name={name}")
+    granted = broker.patch(f"{pods}/{name}", {"metadata": {"uid": uid, "annotations": {RUNNER_ANNOTATION: name}}})
+    assert granted["metadata"]["annotations"][RUNNER_ANNOTATION] == name
+
+    job = gpu_runner_job(deployment.rendered.gpu_runner_template, RUNNERS, run_id="6001")
+    created = broker.create(jobs, job)
+    assert broker.get(f"{jobs}/{job['metadata']['name']}")["metadata"]["uid"] == created["metadata"]["uid"]
+    assert [j["metadata"]["name"] for j in broker.get(jobs, labelSelector=f"{RUN_ID_LABEL}=6001")["items"]] == [
+        job["metadata"]["name"]]
+    broker.request("DELETE", f"{jobs}/{job['metadata']['name']}",
+                   {"propagationPolicy": "Background", "preconditions": {"uid": created["metadata"]["uid"]}})
+    broker.request("DELETE", f"{pods}/{name}", {"preconditions": {"uid": uid}})
+
     with pytest.raises(ApiError) as refused:
-        broker.get(f"/api/v1/namespaces/{SYSTEM}/secrets/runner-credential")
+        broker.get(f"/api/v1/namespaces/{SYSTEM}/secrets/{CREDENTIAL_SECRET}")
     assert refused.value.status == 403
