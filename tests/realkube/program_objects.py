@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from conftest import Program, Registration, run_program
+from program_harness import Program, Registration, run_program
 from program.manifests.broker import BROKER_TEMPLATE_CONFIGMAP, TEMPLATE_FILE
 from realkube.cluster import ApiError, Kube, wait_until
 from runner_contract import (
