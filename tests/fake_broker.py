@@ -63,6 +63,7 @@ class _Runner:
     admitted: bool = False
     reads: int = 0
     """Status reads of its run since it got a GPU."""
+    busy: bool = False
 
 
 @dataclass
@@ -106,6 +107,12 @@ class GpuFleet:
                 self._runners = [runner for runner in self._runners if runner.run != run]
                 return Reply(200, {"deleted": deleted})
         return Reply(405, {"error": f"{request.method} is not allowed here"})
+
+    def take(self, job: str) -> None:
+        """The runner `job` takes a job: it shows `busy` from now on."""
+        with self._lock:
+            [runner] = [runner for runner in self._runners if runner.job == job]
+            runner.busy = True
 
     def jobs_of(self, run_id: str | int, run_attempt: str | int) -> list[str]:
         with self._lock:
@@ -151,7 +158,7 @@ class GpuFleet:
             elif step == 2:
                 shown.append(gpu_runner(runner.job, "starting"))
             else:
-                shown.append(gpu_runner(runner.job, "online"))
+                shown.append(gpu_runner(runner.job, "busy" if runner.busy else "online"))
         return snapshot(run[0], *shown)
 
 
