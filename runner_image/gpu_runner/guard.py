@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from gpu_runner.actions import Log
 from gpu_runner.broker import Broker, BrokerError
-from gpu_runner.decide import BUSY_OR_DONE, FAIL, READY, Decision, guard_decision
+from gpu_runner.decide import BUSY_OR_DONE, FAIL, READY, WAIT, Decision, guard_decision
 from gpu_runner.github import GitHub, GitHubError
 from gpu_runner.waiting import Clock, Waiter, duration
 
@@ -36,7 +36,7 @@ def guard(broker: Broker, github: GitHub, expected: list[str], log: Log, clock: 
             if not error.retryable:
                 log.error(f"cannot guard the GPU runners: {error}")
                 return 1
-            decision = Decision(FAIL if waiter.elapsed() >= timeout else "wait", f"looking again: {error}")
+            decision = Decision(FAIL if waiter.elapsed() >= timeout else WAIT, f"looking again: {error}")
         if decision.verdict == READY:
             log.notice(f"{decision.message} (after {duration(waiter.elapsed())})")
             return 0

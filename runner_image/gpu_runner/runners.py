@@ -6,7 +6,7 @@ from pathlib import Path
 
 from gpu_runner.actions import Log
 from gpu_runner.broker import Broker, BrokerError
-from gpu_runner.decide import FAIL, READY, Decision, start_decision
+from gpu_runner.decide import FAIL, READY, WAIT, Decision, start_decision
 from gpu_runner.waiting import Clock, Waiter, duration, label_of, retrying, show_failure
 from runner_contract import gpu_runner_label
 
@@ -22,7 +22,7 @@ def start(broker: Broker, count: int, log: Log, clock: Clock, *, timeout: float,
     noun = "a GPU runner" if count == 1 else f"{count} GPU runners"
     log.line(f"asking the runner broker for {noun} for run {broker.run_id}, attempt {broker.run_attempt}")
     try:
-        created = retrying(lambda: broker.create(count), "the broker is unavailable", waiter, deadline, poll)
+        created = retrying(lambda: broker.create(count), waiter, deadline, poll)
         label = label_of(created, gpu_runner_label(broker.run_id))
     except BrokerError as error:
         log.error(f"no GPU runner: {error}")
@@ -39,7 +39,7 @@ def start(broker: Broker, count: int, log: Log, clock: Clock, *, timeout: float,
             if not error.retryable:
                 log.error(f"cannot follow the GPU runners: {error}")
                 return 1
-            decision = Decision(FAIL if waiter.elapsed() >= timeout else "wait",
+            decision = Decision(FAIL if waiter.elapsed() >= timeout else WAIT,
                                 f"the broker is unavailable ({error})")
         else:
             decision = start_decision(snapshot, count, waiter.elapsed(), timeout)
@@ -57,7 +57,7 @@ def stop(broker: Broker, log: Log, clock: Clock, *, poll: float) -> int:
     """Delete this run attempt's GPU runners; 0 also when they are already gone."""
     waiter = Waiter(log, clock, clock.now())
     try:
-        deleted = retrying(broker.delete, "the broker is unavailable", waiter, waiter.started + STOP_SECONDS, poll)
+        deleted = retrying(broker.delete, waiter, waiter.started + STOP_SECONDS, poll)
     except BrokerError as error:
         log.error(f"could not delete this run's GPU runners: {error}. The broker's sweep deletes them once "
                   "the run has completed")

@@ -48,13 +48,13 @@ class Waiter:
         if message != self._said:
             self.log.line(message)
         elif now - self._said_at >= HEARTBEAT_SECONDS:
-            self.log.line(f"still {message} ({duration(now - self.started)} so far)")
+            self.log.line(f"{message} ({duration(now - self.started)} so far)")
         else:
             return
         self._said, self._said_at = message, now
 
 
-def retrying(call: Callable[[], T], what: str, waiter: Waiter, deadline: float, pause: float) -> T:
+def retrying(call: Callable[[], T], waiter: Waiter, deadline: float, pause: float) -> T:
     """`call()`, asked again after a pause while it fails in a way that may pass, until `deadline`."""
     while True:
         try:
@@ -62,7 +62,7 @@ def retrying(call: Callable[[], T], what: str, waiter: Waiter, deadline: float, 
         except (BrokerError, GitHubError) as error:
             if not error.retryable or waiter.clock.now() + pause > deadline:
                 raise
-            waiter.say(f"{what}: {error}; asking again")
+            waiter.say(f"{error}; asking again")
         waiter.clock.sleep(pause)
 
 

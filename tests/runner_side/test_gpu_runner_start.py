@@ -86,11 +86,8 @@ def test_a_long_wait_is_said_again_every_minute_with_the_time_so_far(tmp_path, b
     result = run(["start"], waiter, FakeClock(on_sleep=holder_ends))
 
     assert result.code == 0, result.output
-    assert result.out.count("gpu-runner: waiting: the GPU quota is in use by other runs (1 of 1)") == 1
-    assert "gpu-runner: still waiting: the GPU quota is in use by other runs (1 of 1); this run starts when " \
-           "one ends (1m00s so far)" in result.out
-    assert "(2m00s so far)" in result.out
-    assert "(2m30s so far)" not in result.out
+    said = [line for line in result.out.splitlines() if "the GPU quota is in use by other runs (1 of 1)" in line]
+    assert [line.rpartition("ends")[2] for line in said] == ["", " (1m00s so far)", " (2m00s so far)"]
 
 
 def test_count_3_asks_for_three_runners_and_waits_for_all_of_them(tmp_path, fleet, broker):
@@ -158,6 +155,18 @@ def test_a_refusal_fails_at_once(tmp_path, broker, status, body, words):
     [error] = result.errors()
     assert words in error
     assert [r.path for r in broker.requests] == [GPU_RUNNERS]
+
+
+def test_a_job_of_another_run_is_refused_and_too_many_runners_too(tmp_path, broker, fleet):
+    fleet.refused_runs = {"999"}
+    other = run(["start"], environment(tmp_path, broker.url, run_id="999"))
+    too_many = run(["start", "--count", "4"], environment(tmp_path, broker.url))
+
+    assert other.code == too_many.code == 1
+    assert "HTTP 403: the caller's runner is not running a job of run 999" in other.errors()[0]
+    assert "run it in a job of this run on a base runner (runs-on: base-runner)" in other.errors()[0]
+    assert "HTTP 422: count must be 1 to 3" in too_many.errors()[0]
+    assert fleet.jobs_of(999, RUN_ATTEMPT) == fleet.jobs_of(RUN_ID, RUN_ATTEMPT) == []
 
 
 def test_an_unavailable_broker_is_asked_again(tmp_path, broker):
