@@ -27,7 +27,7 @@ def start(broker: Broker, count: int, log: Log, clock: Clock, *, timeout: float,
     except BrokerError as error:
         log.error(f"no GPU runner: {error}")
         return 1
-    log.line(f"the broker made {', '.join(map(str, created['jobs'])) or 'no Job'}; runs-on: {label} takes them")
+    log.line(f"the broker gave this run {', '.join(map(str, created['jobs'])) or 'no Job'} (runner label {label})")
     if github_output is not None:
         with github_output.open("a") as outputs:
             outputs.write(f"label={label}\n")

@@ -100,7 +100,7 @@ def test_count_3_asks_for_three_runners_and_waits_for_all_of_them(tmp_path, flee
     assert json.loads(broker.requests[0].body)["count"] == 3
     jobs = [JOB, f"{JOB}-1", f"{JOB}-2"]
     assert fleet.jobs_of(RUN_ID, RUN_ATTEMPT) == jobs
-    assert f"the broker made {', '.join(jobs)}" in result.out
+    assert f"the broker gave this run {', '.join(jobs)} (runner label gpu-runner-{RUN_ID})" in result.out
     assert f"2 of 3 GPU runners up; {JOB}-2: waiting for the runner to start" in result.out
     assert f"::notice::all 3 GPU runners are up: {', '.join(jobs)}" in result.out
     assert len(clock.sleeps) == 4  # the slowest runner's scheduling, starting, starting, starting
