@@ -76,6 +76,14 @@ RUNNER_BROKER_TOKEN_FILE = "RUNNER_BROKER_TOKEN_FILE"
 CI_ROLE = "ci-runner-launcher"
 """CI's read-only Role in the runner namespace, and the RoleBinding whose first subject is CI."""
 
+# --- GPU runners as the broker reports them (GET /v1/gpu-runners/<run>/<attempt>) ----
+GPU_RUNNER_STATES = ("pending", "scheduling", "starting", "online", "busy", "finished", "failed")
+"""`state` of each runner: no pod yet; waiting for a node; on a node, not yet registered;
+registered and idle; running a job; its pod ended after its job; its Job failed."""
+
+# The GPU runner container's environment variable naming the one run it serves (the
+# template sets it to RUN_ID_PLACEHOLDER): its job-started hook refuses any other run's job.
+
 # --- What lands in GitHub ---------------------------------------------------------
 KUBECONFIG_SECRET = "GCP_K8S_KUBECONFIG"
 WORKLOAD_IDENTITY_PROVIDER_VARIABLE = "GCP_WORKLOAD_IDENTITY_PROVIDER"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Entrypoint of the runner image. It holds no GitHub credential: it asks the
-# runner broker (broker.py) for a just-in-time runner configuration, proving
+# runner broker for a just-in-time runner configuration, proving
 # which pod it is with the pod's projected ServiceAccount token, runs that one
 # runner, then tells the broker the runner has ended, so that the broker
 # removes it from GitHub (and replaces a base runner's pod).
@@ -15,11 +15,15 @@
 #   RUNNER_BROKER_BACKOFF_SECONDS  first wait between attempts, doubled after
 #                                  each one up to 10 s (default 2)
 #   RUNNER_BROKER_TIMEOUT_SECONDS  time limit of one request (default 15)
+#   GPU_RUNNER_RUN_ID              a GPU runner's one run (set by its Job's template):
+#                                  the runner then runs job-started.sh before each job,
+#                                  which fails any job of another run
 #
 # Exit status: run.sh's own when it ends by itself; 143 after SIGTERM, 130
 # after SIGINT; 2 for a missing or invalid variable; 3 when the broker refuses
 # (401, 403, 409, 502, any other 4xx) or answers without a runner; 4 when the
-# retries are spent.
+# retries are spent; 5 when a GPU runner refused a job of another run (so that
+# its Job starts a fresh runner for its own run).
 #
 # The token and the JIT config live only in unexported shell variables: curl
 # reads the token from a here-document on stdin, run.sh gets the JIT config in
@@ -30,7 +34,7 @@
 
 set -Eeuo pipefail
 
-readonly EXIT_CONFIG=2 EXIT_REFUSED=3 EXIT_GAVE_UP=4
+readonly EXIT_CONFIG=2 EXIT_REFUSED=3 EXIT_GAVE_UP=4 EXIT_FOREIGN_JOB=5
 
 log() { printf '%s startup.sh: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
 warn() { log "$@" >&2; }
@@ -57,10 +61,17 @@ timeout=${RUNNER_BROKER_TIMEOUT_SECONDS:-15}
 check RUNNER_BROKER_RETRIES "$retries" '^(0|[1-9][0-9]{0,3})$' "a whole number from 0 to 9999"
 check RUNNER_BROKER_BACKOFF_SECONDS "$backoff" '^(0|[1-9][0-9]{0,3})$' "whole seconds from 0 to 9999"
 check RUNNER_BROKER_TIMEOUT_SECONDS "$timeout" '^[1-9][0-9]{0,3}$' "whole seconds from 1 to 9999"
+run_id=${GPU_RUNNER_RUN_ID:-}
+[[ -z $run_id ]] || check GPU_RUNNER_RUN_ID "$run_id" '^[1-9][0-9]{0,19}$' "a workflow run id"
+hook=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/job-started.sh
+[[ -z $run_id || -r $hook ]] || die "$EXIT_CONFIG" "the job-started hook $hook is missing"
 max_wait=$((backoff > 10 ? backoff : 10))
 
 # A private folder (mktemp -d: 0700) for the answers, the JIT config included.
 work_dir=$(mktemp -d "${TMPDIR:-/tmp}/startup.XXXXXX")
+if [[ -n $run_id ]]; then # a GPU runner: only its own run's jobs (see job-started.sh)
+  export ACTIONS_RUNNER_HOOK_JOB_STARTED=$hook GPU_RUNNER_REFUSED_JOB_FILE=$work_dir/refused-job
+fi
 phase=starting # -> running (run.sh started) -> finishing
 child_pid='' runner_pid='' caught='' exit_code='' forwarded='' signals=0 waited=0
 
@@ -202,6 +213,10 @@ forward_signal # a signal may have come while run.sh was being started
 wait_for "$runner_pid"
 phase=finishing exit_code=${exit_code:-$waited}
 log "run.sh ended with status $waited"
+if [[ -n $run_id && -e $work_dir/refused-job && -z $caught ]]; then
+  warn "this runner refused a job of another run; ending with $EXIT_FOREIGN_JOB so that a fresh one serves run $run_id"
+  exit_code=$EXIT_FOREIGN_JOB
+fi
 
 if tell_broker_finished; then
   log "told the broker that runner '$runner_name' has ended"

@@ -39,7 +39,7 @@ def job_env(tmp_path: Path, tokens) -> dict[str, str]:
     """A CI job's environment: gpu-runner on PATH (as in the image), the OIDC request variables, the Actions variables."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "gpu-runner").symlink_to(ROOT / "runner_image" / "gpu-runner.sh")
+    (bin_dir / "gpu-runner").symlink_to(ROOT / "runner_image" / "gpu-runner")
     return {
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "GITHUB_RUN_ID": "4242",
@@ -68,7 +68,7 @@ def test_kubectl_gets_a_short_lived_token_from_the_jobs_oidc_token_and_uses_the_
     oidc, sts, iam = tokens.requests[:3]
     assert oidc["query"]["audience"] == [f"//iam.googleapis.com/{tokens.provider}"]
     assert sts["path"] == "/sts" and iam["path"].endswith(f"{tokens.service_account}:generateAccessToken")
-    assert '"lifetime": "900s"' in iam["body"]
+    assert '"lifetime": "600s"' in iam["body"]
     assert_no_secret_printed(result)
 
 

@@ -35,10 +35,12 @@ SECRETS = (TOKEN, ROTATED_TOKEN, JIT_CONFIG, STALE_INPUT)
 RUNNER_NAME = "base-runner-7d9f8-x2x4q"
 GRANTED = Reply(201, {"name": RUNNER_NAME, "labels": ["base-runner"], "encodedJitConfig": JIT_CONFIG})
 
-EXIT_CONFIG, EXIT_REFUSED, EXIT_GAVE_UP = 2, 3, 4
+EXIT_CONFIG, EXIT_REFUSED, EXIT_GAVE_UP, EXIT_FOREIGN_JOB = 2, 3, 4, 5
+HOOK = ROOT / "runner_image" / "job-started.sh"
 
 # run.mode: `wait` (until a signal), `slow-stop` (as wait, but take 0.5 s to stop),
-# or the status to exit with at once.
+# `hook:<run id>` (take one job of that run: run the job-started hook as the runner
+# does, then end with 0 whatever the job's fate), or the status to exit with at once.
 RUN_STUB = r"""#!/usr/bin/env bash
 here=$(cd "$(dirname "$0")" && pwd)
 calls=$here/_calls
@@ -51,6 +53,11 @@ got() { echo "$1 $(date +%s.%N)" >>"$calls/run.signals"; sleep "$stop_after"; ex
 trap 'got TERM' TERM
 trap 'got INT' INT
 date +%s.%N >"$calls/run.tmp" && mv "$calls/run.tmp" "$calls/run.started"
+if [[ $mode == hook:* ]]; then
+  GITHUB_RUN_ID=${mode#hook:} bash -e "$ACTIONS_RUNNER_HOOK_JOB_STARTED" >"$calls/hook.out" 2>&1
+  echo "$?" >"$calls/hook.status"
+  exit 0
+fi
 [[ $mode == wait || $mode == slow-stop ]] || exit "$mode"
 while :; do sleep 0.02; done
 """
@@ -141,6 +148,17 @@ class Harness:
     def run_mode(self, mode: str) -> None:
         """`wait` or `slow-stop` (run.sh runs until signalled), or an exit status run.sh returns at once."""
         (self.home / "run.mode").write_text(mode)
+
+    def record_sleeps(self) -> None:
+        """Put a `sleep` first on PATH that only notes how long it was asked to sleep (see `sleeps`)."""
+        shims = self.tmp / "sleep-shim"
+        shims.mkdir()
+        self._write(shims / "sleep", f'#!/usr/bin/env bash\necho "$*" >>"{self.tmp}/sleeps"\n')
+        self.env["PATH"] = f"{shims}:{self.env['PATH']}"
+
+    def sleeps(self) -> list[str]:
+        path = self.tmp / "sleeps"
+        return path.read_text().split() if path.exists() else []
 
     def environment(self, **changes: str | None) -> dict[str, str]:
         env = dict(self.env)
@@ -329,14 +347,25 @@ def test_refused_connection_while_the_broker_starts_is_retried(tmp_path: Path):
     assert paths(broker) == [JITCONFIG, FINISHED]
 
 
-def test_wait_between_attempts_doubles(harness: Harness, broker: FakeBroker):
-    broker.script(JITCONFIG, Reply(503), Reply(503))
+def test_wait_between_attempts_doubles_up_to_10_seconds(harness: Harness, broker: FakeBroker):
+    broker.script(JITCONFIG, *[Reply(503)] * 5)
+    harness.record_sleeps()
+
+    result = harness.run(RUNNER_BROKER_BACKOFF_SECONDS="3", RUNNER_BROKER_RETRIES="5")
+
+    assert result.returncode == 0, result.output
+    assert harness.sleeps() == ["3", "6", "10", "10", "10"]
+    assert paths(broker) == [JITCONFIG] * 6 + [FINISHED]
+
+
+def test_the_wait_between_attempts_is_a_real_pause(harness: Harness, broker: FakeBroker):
+    broker.script(JITCONFIG, Reply(503))
 
     result = harness.run(RUNNER_BROKER_BACKOFF_SECONDS="1")
 
     assert result.returncode == 0, result.output
-    first, second, third = (r.at for r in broker.requests_to(JITCONFIG))
-    assert 0.95 <= second - first < 1.6 and 1.95 <= third - second < 2.6
+    first, second = (r.at for r in broker.requests_to(JITCONFIG))
+    assert 0.95 <= second - first < 1.6
 
 
 def test_spent_retries_exit_4(harness: Harness, broker: FakeBroker):
@@ -423,6 +452,8 @@ def test_answer_without_a_runner_exits_3(harness: Harness, broker: FakeBroker, b
     ({"RUNNER_BROKER_BACKOFF_SECONDS": "2s"}, "RUNNER_BROKER_BACKOFF_SECONDS"),
     ({"RUNNER_BROKER_TIMEOUT_SECONDS": "0"}, "RUNNER_BROKER_TIMEOUT_SECONDS"),
     ({"RUNNER_BROKER_TIMEOUT_SECONDS": "1.5"}, "RUNNER_BROKER_TIMEOUT_SECONDS"),
+    ({"GPU_RUNNER_RUN_ID": "42a"}, "GPU_RUNNER_RUN_ID"),
+    ({"GPU_RUNNER_RUN_ID": "0"}, "GPU_RUNNER_RUN_ID"),
 ], ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={v}" for k, v in v.items()))
 def test_invalid_variable_exits_2_naming_it(harness: Harness, broker: FakeBroker, changes, variable):
     result = harness.run(**changes)
@@ -580,3 +611,57 @@ def test_signal_during_the_wait_between_attempts_exits_at_once(harness: Harness,
     assert result.returncode == 130
     assert result.elapsed < 2
     assert paths(broker) == [JITCONFIG]
+
+
+# ------------------------------------------------- a GPU runner serves its own run --
+
+
+def test_a_gpu_runner_runs_the_job_started_hook_before_each_job(harness: Harness):
+    result = harness.run(GPU_RUNNER_RUN_ID="4242")
+
+    assert result.returncode == 0, result.output
+    env = harness.run_call().env
+    assert env["ACTIONS_RUNNER_HOOK_JOB_STARTED"] == str(HOOK.resolve())
+    assert env["GPU_RUNNER_RUN_ID"] == "4242"
+    assert env["GPU_RUNNER_REFUSED_JOB_FILE"].startswith(str(harness.scratch) + "/")
+
+
+def test_a_base_runner_gets_no_hook(harness: Harness):
+    result = harness.run()
+
+    assert result.returncode == 0, result.output
+    assert "ACTIONS_RUNNER_HOOK_JOB_STARTED" not in harness.run_call().env
+
+
+def test_a_job_of_the_runners_own_run_passes_the_hook(harness: Harness, broker: FakeBroker):
+    harness.run_mode("hook:4242")
+
+    result = harness.run(GPU_RUNNER_RUN_ID="4242")
+
+    assert result.returncode == 0, result.output
+    assert (harness.calls_dir / "hook.status").read_text().strip() == "0"
+    assert paths(broker) == [JITCONFIG, FINISHED]
+
+
+def test_a_gpu_runner_that_refused_another_runs_job_ends_5_so_its_job_makes_a_fresh_one(harness: Harness,
+                                                                                       broker: FakeBroker):
+    harness.run_mode("hook:999")
+
+    result = harness.run(GPU_RUNNER_RUN_ID="4242")
+
+    assert result.returncode == EXIT_FOREIGN_JOB, result.output
+    assert (harness.calls_dir / "hook.status").read_text().strip() == "1"
+    assert "refuses this job of run 999" in (harness.calls_dir / "hook.out").read_text()
+    assert "refused a job of another run" in result.stderr
+    assert paths(broker) == [JITCONFIG, FINISHED], "the broker still hears the runner has ended"
+
+
+def test_a_gpu_runner_without_its_hook_does_not_start(harness: Harness, broker: FakeBroker, tmp_path: Path):
+    copy = tmp_path / "startup.sh"
+    copy.write_text(STARTUP.read_text())
+    done = subprocess.run(["bash", str(copy)], env=harness.environment(GPU_RUNNER_RUN_ID="4242"),
+                          capture_output=True, text=True, timeout=15, stdin=subprocess.DEVNULL)
+
+    assert done.returncode == EXIT_CONFIG
+    assert "job-started hook" in done.stderr and "is missing" in done.stderr
+    assert broker.requests == []
