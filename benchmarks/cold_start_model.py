@@ -3,7 +3,7 @@
 Not a measurement: benchmarks/benchmark.py prints these next to what it times. The model reads the
 program's own defaults (program.settings, Pulumi.yaml, program.catalog.gpus, program.catalog.cpu_machines,
 program.manifests.warmup) and the example workflow's waits (examples/gpu-training.yml,
-runner_image/gpu-runner.sh) instead of restating them; only the outside world's figures are
+runner_image/gpu_runner) instead of restating them; only the outside world's figures are
 constants here, each with its source.
 
 "Before" is the project before image streaming, the preloader, one base runner per GPU node and
@@ -170,15 +170,13 @@ JOB_MINUTES = (5, 15, 60)
 # What the program and its example workflow say.
 # ---------------------------------------------------------------------------------------------
 
-POLL_DEFAULT = re.compile(r"poll=\$\{GPU_RUNNER_POLL_SECONDS:-([0-9]+(?:\.[0-9]+)?)\}")
+def poll_default(root: Path) -> float:
+    """The pause between the start job's looks: the runner-side command's own default."""
+    if str(root / "runner_image") not in sys.path:
+        sys.path.insert(0, str(root / "runner_image"))
+    from gpu_runner.cli import DEFAULT_POLL_SECONDS
 
-
-def poll_default(script_text: str) -> float:
-    """The pause between the start job's looks, from `poll=${GPU_RUNNER_POLL_SECONDS:-N}`."""
-    match = POLL_DEFAULT.search(script_text)
-    if match is None:
-        raise ValueError("gpu-runner.sh has no poll=${GPU_RUNNER_POLL_SECONDS:-N}")
-    return float(match.group(1))
+    return float(DEFAULT_POLL_SECONDS)
 
 
 def start_job_timeout(workflow: dict) -> float:
@@ -213,7 +211,7 @@ def read_program(root: Path = ROOT) -> Program:
     disk = next(f.default for f in dataclasses.fields(NodePoolSpec) if f.name == "disk_size_gb")
     return Program(
         defaults=defaults,
-        poll_seconds=poll_default((root / "runner_image" / "gpu-runner.sh").read_text()),
+        poll_seconds=poll_default(root),
         start_timeout_seconds=start_job_timeout(yaml.safe_load((root / "examples" / "gpu-training.yml").read_text())),
         placeholder_grace_seconds=placeholder["terminationGracePeriodSeconds"],
         boot_disk_gb=disk,
@@ -595,7 +593,7 @@ def print_models(program: Program | None = None) -> None:
           f"(default_cpu_machine), profile {after.profile} (Pulumi.yaml: {d['autoscalingProfile']}), "
           f"gpuWarmRunners {d['gpuWarmRunners']}, cpuMinNodes {d['cpuMinNodes']}, boot disk {program.boot_disk_gb} GB")
     print(f"read from the workflow: start job GPU_RUNNER_TIMEOUT_SECONDS {program.start_timeout_seconds:.0f}, "
-          f"gpu-runner.sh poll {program.poll_seconds:g} s, placeholder grace {program.placeholder_grace_seconds} s")
+          f"gpu-runner poll {program.poll_seconds:g} s, placeholder grace {program.placeholder_grace_seconds} s")
 
     # 1. Cold start.
     print()

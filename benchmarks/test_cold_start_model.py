@@ -67,10 +67,6 @@ def test_more_gpu_nodes_mean_more_base_runners_after_but_one_before(program):
     assert model.before_setup().base_runners == 1
 
 
-def test_the_poll_is_parsed_from_the_scripts_default():
-    assert model.poll_default("timeout=${GPU_RUNNER_TIMEOUT_SECONDS:-1200} poll=${GPU_RUNNER_POLL_SECONDS:-7.5}") == 7.5
-    with pytest.raises(ValueError):
-        model.poll_default("poll=5")
 
 
 def test_the_start_jobs_timeout_is_read_from_the_step_that_runs_gpu_runner_start():
