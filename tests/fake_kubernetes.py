@@ -5,7 +5,7 @@ plain dicts in the real API's shape (the builders below make them). It answers:
 
     POST   /apis/authentication.k8s.io/v1/tokenreviews
     GET    /api/v1/namespaces/{ns}/pods/{name}        DELETE the same (uid precondition: 409 on mismatch)
-    PATCH  /api/v1/namespaces/{ns}/pods/{name}        a JSON merge patch; metadata.uid is a precondition
+    PATCH  /api/v1/namespaces/{ns}/pods/{name}        a JSON merge patch; another metadata.uid: 422
     GET    /api/v1/namespaces/{ns}/pods?labelSelector=k=v,...
     GET    /api/v1/namespaces/{ns}/events?fieldSelector=involvedObject.name=x,...
     GET    /apis/apps/v1/namespaces/{ns}/replicasets/{name}
@@ -405,8 +405,13 @@ class FakeKubernetes(LocalServer):
                 return 404, not_found(resource, name)
             wanted_uid = (patch.get("metadata") or {}).get("uid")
             if wanted_uid is not None and wanted_uid != current["metadata"]["uid"]:
-                return 409, status_object(409, "Conflict", f"Precondition failed: UID in precondition: {wanted_uid}, "
-                                                           f"UID in object meta: {current['metadata']['uid']}")
+                # As the real API server answers (tests/realkube): a UID is immutable, not a precondition.
+                refused = status_object(422, "Invalid", f'Pod "{name}" is invalid: metadata.uid: Invalid value: '
+                                                        f'"{wanted_uid}": field is immutable')
+                refused["details"] = {"name": name, "kind": kind, "causes": [
+                    {"reason": "FieldValueInvalid", "message": f'Invalid value: "{wanted_uid}": field is immutable',
+                     "field": "metadata.uid"}]}
+                return 422, refused
             patched = merge_patch(current, patch)
             current.clear()
             current.update(patched)

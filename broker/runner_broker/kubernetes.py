@@ -56,10 +56,16 @@ class KubernetesClient:
         return [item for item in body.get("items") or [] if isinstance(item, dict)]
 
     def annotate_pod(self, name: str, uid: str, annotations: dict[str, str]) -> bool:
-        """Add annotations to the pod if it is still the one with `uid`; False when it is gone or replaced."""
+        """Add annotations to the pod if it is still the one with `uid`; False when it is gone or replaced.
+
+        The UID in the merge patch is the precondition: the API server refuses to change a pod's UID (422
+        Invalid, its cause on metadata.uid) when another pod of that name has taken our pod's place."""
         patch = {"metadata": {"uid": uid, "annotations": annotations}}
-        answer = self._call("PATCH", self._path("pods", name), patch, what=f"annotating pod {name}",
-                            content_type="application/merge-patch+json", tolerated=(404, 409))
+        what = f"annotating pod {name}"
+        answer = self._call("PATCH", self._path("pods", name), patch, what=what,
+                            content_type="application/merge-patch+json", tolerated=(404, 422))
+        if answer.status == 422 and not _invalid_field(answer, "metadata.uid"):
+            raise KubernetesError(f"the Kubernetes API answered {what} with HTTP 422")
         return answer.status == 200
 
     def delete_pod(self, name: str, uid: str) -> bool:
@@ -124,3 +130,11 @@ class KubernetesClient:
         except ssl.SSLError:
             raise CredentialUnreadable(f"KUBERNETES_CA_FILE ({shown_path(ca_file)}) holds no PEM certificate") \
                 from None
+
+
+def _invalid_field(answer: HttpAnswer, field: str) -> bool:
+    """Whether a 422 Status names `field` among its causes."""
+    body = answer.json()
+    details = body.get("details") if isinstance(body, dict) else None
+    causes = details.get("causes") if isinstance(details, dict) else None
+    return isinstance(causes, list) and any(isinstance(c, dict) and c.get("field") == field for c in causes)

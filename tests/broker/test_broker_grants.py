@@ -355,6 +355,18 @@ def test_no_config_leaves_unless_the_grant_is_recorded(broker, setup):
     assert setup.cluster.annotations(runner_pod)[RUNNER_ANNOTATION] == runner_pod.name
 
 
+def test_a_patch_refused_for_another_reason_than_the_pods_uid_is_a_failure_not_a_replaced_pod(broker, setup):
+    runner_pod = setup.cluster.base_runner_pod()
+    setup.kube.fail(pod_path(runner_pod.name), method="PATCH", status=422)
+
+    answer = broker.jitconfig(runner_pod)
+
+    assert answer.status == 503 and "no runner was handed out" in answer.body["error"], answer.raw
+    assert "HTTP 422" in answer.body["error"]
+    assert setup.runners.names() == set()
+    assert broker.jitconfig(runner_pod).status == 201  # the pod may ask again
+
+
 def test_a_pod_replaced_before_its_grant_is_recorded_gets_nothing(broker, setup):
     runner_pod = setup.cluster.base_runner_pod()
     setup.kube.validate_bindings = False
