@@ -87,11 +87,15 @@ def runner_pod_start(runs: int) -> list[float]:
 def broker_latency() -> None:
     result = broker_harness.benchmark(requests=200, concurrent_pods=50)
     ms = {key: value * 1000 for key, value in result.items() if key.endswith("_seconds")}
-    print(f"{'broker: JIT request -> answer, sequential':<40} p50 {ms['sequential_p50_seconds']:7.1f} ms   "
-          f"p99 {ms['sequential_p99_seconds']:7.1f}   (n={result['requests']})")
-    print(f"{'broker: JIT request -> answer, together':<40} p50 {ms['concurrent_p50_seconds']:7.1f} ms   "
-          f"p99 {ms['concurrent_p99_seconds']:7.1f}   (n={result['concurrent_pods']} pods at once, all answered "
-          f"in {ms['concurrent_all_answered_seconds']:.0f} ms)")
+    print(
+        f"{'broker: JIT request -> answer, sequential':<40} p50 {ms['sequential_p50_seconds']:7.1f} ms   "
+        f"p99 {ms['sequential_p99_seconds']:7.1f}   (n={result['requests']})"
+    )
+    print(
+        f"{'broker: JIT request -> answer, together':<40} p50 {ms['concurrent_p50_seconds']:7.1f} ms   "
+        f"p99 {ms['concurrent_p99_seconds']:7.1f}   (n={result['concurrent_pods']} pods at once, all answered "
+        f"in {ms['concurrent_all_answered_seconds']:.0f} ms)"
+    )
 
 
 def bad_zone_to_error(runs: int) -> list[float]:
@@ -115,8 +119,7 @@ def failing_pod_to_red_start_job(runs: int) -> list[float]:
         with tempfile.TemporaryDirectory() as tmp:
             pulling = pod(waiting={"reason": "ErrImagePull", "message": "403 Forbidden"})
             backing_off = pod(waiting={"reason": "ImagePullBackOff", "message": "403 Forbidden"})
-            run = gpu_runner(Path(tmp), "start", pods=[[pod()], [backing_off], [pulling]],
-                             GPU_RUNNER_POLL_SECONDS="5")
+            run = gpu_runner(Path(tmp), "start", pods=[[pod()], [backing_off], [pulling]], GPU_RUNNER_POLL_SECONDS="5")
             assert run.returncode == 1, run.output
             times.append(run.elapsed)
     return times

@@ -43,11 +43,15 @@ def line(name: str, seconds: list[float], note: str = "") -> None:
 def jit_latency(requests: int, concurrent_pods: int) -> None:
     result = broker_harness.benchmark(requests=requests, concurrent_pods=concurrent_pods)
     ms = {key: value * 1000 for key, value in result.items() if key.endswith("_seconds")}
-    print(f"{'JIT config, one after another':<46} p50 {ms['sequential_p50_seconds']:7.1f} ms   "
-          f"p99 {ms['sequential_p99_seconds']:7.1f} ms   (n={requests})")
-    print(f"{'JIT config, pods at once':<46} p50 {ms['concurrent_p50_seconds']:7.1f} ms   "
-          f"p99 {ms['concurrent_p99_seconds']:7.1f} ms   (n={concurrent_pods} at once, all answered in "
-          f"{ms['concurrent_all_answered_seconds']:.0f} ms)")
+    print(
+        f"{'JIT config, one after another':<46} p50 {ms['sequential_p50_seconds']:7.1f} ms   "
+        f"p99 {ms['sequential_p99_seconds']:7.1f} ms   (n={requests})"
+    )
+    print(
+        f"{'JIT config, pods at once':<46} p50 {ms['concurrent_p50_seconds']:7.1f} ms   "
+        f"p99 {ms['concurrent_p99_seconds']:7.1f} ms   (n={concurrent_pods} at once, all answered in "
+        f"{ms['concurrent_all_answered_seconds']:.0f} ms)"
+    )
 
 
 def gpu_runner_latency(runs: int, poll_seconds: float = 0.02) -> None:
@@ -99,11 +103,15 @@ def attack_memory() -> None:
         finally:
             attack.close()
         held = time.perf_counter() - started
-    print(f"{'slow-client attack: resident memory':<46} before {before / 1024:6.1f} MiB   peak (VmHWM) "
-          f"{peak / 1024:6.1f} MiB   (container limit 256 MiB)")
-    print(f"{'slow-client attack: what still works':<46} /healthz {probes.count(200)}/{len(probes)} answered 200; "
-          f"a runner pod from another address got its JIT config in {served * 1000:.0f} ms "
-          f"(attack held {held:.1f} s)")
+    print(
+        f"{'slow-client attack: resident memory':<46} before {before / 1024:6.1f} MiB   peak (VmHWM) "
+        f"{peak / 1024:6.1f} MiB   (container limit 256 MiB)"
+    )
+    print(
+        f"{'slow-client attack: what still works':<46} /healthz {probes.count(200)}/{len(probes)} answered 200; "
+        f"a runner pod from another address got its JIT config in {served * 1000:.0f} ms "
+        f"(attack held {held:.1f} s)"
+    )
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ CPU pool, and there is no base runner, broker or start job.
 """
 
 import dataclasses
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from program import settings
-from program.catalog import cpu_machines as cpu_sizing
+from program import settings  # noqa: E402 - after the path is set
+from program.catalog import cpu_machines as cpu_sizing  # noqa: E402
 from program.manifests import warmup as gpu_warmup  # noqa: E402
 from program.manifests.broker import BROKER_CPU_MILLIS, BROKER_MEMORY_MIB  # noqa: E402
 from program.components.cluster import NodePoolSpec  # noqa: E402
@@ -170,6 +169,7 @@ JOB_MINUTES = (5, 15, 60)
 # What the program and its example workflow say.
 # ---------------------------------------------------------------------------------------------
 
+
 def poll_default(root: Path) -> float:
     """The pause between the start job's looks: the runner-side command's own default."""
     if str(root / "runner_image") not in sys.path:
@@ -207,7 +207,8 @@ class Program:
 def read_program(root: Path = ROOT) -> Program:
     defaults = config_defaults(yaml.safe_load((root / "Pulumi.yaml").read_text()))
     placeholder = gpu_warmup.placeholder_pod_spec(
-        "image", 1, smallest_machine(defaults["gpuType"], defaults["gpuCount"]), "priority")
+        "image", 1, smallest_machine(defaults["gpuType"], defaults["gpuCount"]), "priority"
+    )
     disk = next(f.default for f in dataclasses.fields(NodePoolSpec) if f.name == "disk_size_gb")
     return Program(
         defaults=defaults,
@@ -235,24 +236,44 @@ class Setup:
 
 def before_setup() -> Setup:
     """The project before: baseRunnerReplicas defaulted to 1, GHCR pulled after the driver, BALANCED."""
-    return Setup("before", base_runners=1, pull=PULL_FROM_GHCR, pull_overlaps_driver=False,
-                 profile="BALANCED", cpu_machine="e2-standard-4", warm_nodes=0)
+    return Setup(
+        "before",
+        base_runners=1,
+        pull=PULL_FROM_GHCR,
+        pull_overlaps_driver=False,
+        profile="BALANCED",
+        cpu_machine="e2-standard-4",
+        warm_nodes=0,
+    )
 
 
 def after_setup(program: Program, gpu_max_nodes: int | None = None) -> Setup:
     """The defaults now, as the program derives them."""
     gpu_max = gpu_max_nodes if gpu_max_nodes is not None else settings.DEFAULT_GPU_MAX_NODES
     base = program.defaults["baseRunnerReplicas"] or settings.default_base_runner_replicas(gpu_max)
-    return Setup("after", base_runners=base, pull=PULL_STREAMED, pull_overlaps_driver=True,
-                 profile=settings.AUTOSCALING_PROFILES[0], cpu_machine=settings.default_cpu_machine(base),
-                 warm_nodes=program.defaults["gpuWarmRunners"])
+    return Setup(
+        "after",
+        base_runners=base,
+        pull=PULL_STREAMED,
+        pull_overlaps_driver=True,
+        profile=settings.AUTOSCALING_PROFILES[0],
+        cpu_machine=settings.default_cpu_machine(base),
+        warm_nodes=program.defaults["gpuWarmRunners"],
+    )
 
 
 def scale_set_setup(program: Program) -> Setup:
     """runnerMode: scale-set with the program's defaults: ARC on the CPU pool instead of base runners and the broker."""
-    return Setup("scale-set", base_runners=0, pull=PULL_STREAMED, pull_overlaps_driver=True,
-                 profile=settings.AUTOSCALING_PROFILES[0], cpu_machine=settings.default_scale_set_cpu_machine(),
-                 warm_nodes=program.defaults["gpuWarmRunners"], scale_set=True)
+    return Setup(
+        "scale-set",
+        base_runners=0,
+        pull=PULL_STREAMED,
+        pull_overlaps_driver=True,
+        profile=settings.AUTOSCALING_PROFILES[0],
+        cpu_machine=settings.default_scale_set_cpu_machine(),
+        warm_nodes=program.defaults["gpuWarmRunners"],
+        scale_set=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,8 +281,16 @@ def scale_set_setup(program: Program) -> Setup:
 # ---------------------------------------------------------------------------------------------
 
 
-def cold_start(autoscaler: float, vm: float, driver: float, pull: float, runner: float,
-               notice: float, handover: float, pull_overlaps_driver: bool) -> dict[str, float]:
+def cold_start(
+    autoscaler: float,
+    vm: float,
+    driver: float,
+    pull: float,
+    runner: float,
+    notice: float,
+    handover: float,
+    pull_overlaps_driver: bool,
+) -> dict[str, float]:
     """Seconds of each part from the start job creating the GPU runner's pod to `train` starting.
 
     Without overlap the pull starts once the driver is in (the runner pod asks for a GPU, so it is
@@ -336,8 +365,11 @@ def scale_set_cold_start_for(setup: Setup, which: str = "typical") -> dict[str, 
         "autoscaler reaction (incl. GPU hold)": autoscaler_reaction(which),
         "VM create + boot": VM_CREATE_BOOT.pick(which),
         "GKE driver install": DRIVER_INSTALL.pick(which),
-        "image pull (~1 GB)": (max(0.0, setup.pull.pick(which) - DRIVER_INSTALL.pick(which))
-                               if setup.pull_overlaps_driver else setup.pull.pick(which)),
+        "image pull (~1 GB)": (
+            max(0.0, setup.pull.pick(which) - DRIVER_INSTALL.pick(which))
+            if setup.pull_overlaps_driver
+            else setup.pull.pick(which)
+        ),
         "container + runner start": RUNNER_START.pick(which),
         "GitHub hands over the job": GITHUB_HANDOVER.pick(which),
     }
@@ -380,9 +412,19 @@ class _Node:
     free_at: float
 
 
-def concurrent_runs(runs: int, job_seconds: float, gpu_max_nodes: int, base_runners: int,
-                    cold_until_up: float, reuse_until_up: float, notice: float, handover: float,
-                    base_turnaround: float, autoscaler: float, scale_down: ScaleDown) -> list[RunTimes]:
+def concurrent_runs(
+    runs: int,
+    job_seconds: float,
+    gpu_max_nodes: int,
+    base_runners: int,
+    cold_until_up: float,
+    reuse_until_up: float,
+    notice: float,
+    handover: float,
+    base_turnaround: float,
+    autoscaler: float,
+    scale_down: ScaleDown,
+) -> list[RunTimes]:
     """When each of `runs` runs, all started at time 0, reaches `train`.
 
     Assumptions: GitHub hands queued jobs to base runners in the order they were queued (the
@@ -422,14 +464,32 @@ def concurrent_runs(runs: int, job_seconds: float, gpu_max_nodes: int, base_runn
         base_free[slot] = start_job_ends + base_turnaround
         train_starts = start_job_ends + handover
         node.free_at = train_starts + job_seconds
-        timeline.append(RunTimes(begins, runner_up, train_starts, node.free_at, waited_for_base,
-                                 waited_for_node, cold, runner_up - begins))
+        timeline.append(
+            RunTimes(
+                begins,
+                runner_up,
+                train_starts,
+                node.free_at,
+                waited_for_base,
+                waited_for_node,
+                cold,
+                runner_up - begins,
+            )
+        )
     return timeline
 
 
-def scale_set_concurrent_runs(runs: int, job_seconds: float, gpu_max_nodes: int, listener: float,
-                              cold_until_up: float, reuse_until_up: float, handover: float, autoscaler: float,
-                              scale_down: ScaleDown) -> list[RunTimes]:
+def scale_set_concurrent_runs(
+    runs: int,
+    job_seconds: float,
+    gpu_max_nodes: int,
+    listener: float,
+    cold_until_up: float,
+    reuse_until_up: float,
+    handover: float,
+    autoscaler: float,
+    scale_down: ScaleDown,
+) -> list[RunTimes]:
     """When each of `runs` GPU jobs, all queued at time 0, starts in scale-set mode.
 
     ARC runs at most maxRunners = gpuMaxNodes runners: the first jobs each get a new node; a later
@@ -456,8 +516,11 @@ def scale_set_concurrent_runs(runs: int, job_seconds: float, gpu_max_nodes: int,
             runner_up = max(node.free_at, listener) + reuse_until_up
         train_starts = runner_up + handover
         node.free_at = train_starts + job_seconds
-        timeline.append(RunTimes(listener, runner_up, train_starts, node.free_at, False, waited_for_node, cold,
-                                 runner_up - listener))
+        timeline.append(
+            RunTimes(
+                listener, runner_up, train_starts, node.free_at, False, waited_for_node, cold, runner_up - listener
+            )
+        )
     return timeline
 
 
@@ -465,10 +528,14 @@ def scale_set_concurrent_for(setup: Setup, runs: int, job_minutes: float, gpu_ma
     parts = scale_set_cold_start_for(setup)
     listener = parts["listener sees the job, ARC creates the pod"]
     return scale_set_concurrent_runs(
-        runs=runs, job_seconds=job_minutes * 60, gpu_max_nodes=gpu_max_nodes, listener=listener,
+        runs=runs,
+        job_seconds=job_minutes * 60,
+        gpu_max_nodes=gpu_max_nodes,
+        listener=listener,
         cold_until_up=sum(parts.values()) - parts["GitHub hands over the job"],
         reuse_until_up=listener + POD_ON_READY_NODE.typical + RUNNER_START.typical,
-        handover=parts["GitHub hands over the job"], autoscaler=parts["autoscaler reaction (incl. GPU hold)"],
+        handover=parts["GitHub hands over the job"],
+        autoscaler=parts["autoscaler reaction (incl. GPU hold)"],
         scale_down=SCALE_DOWN[setup.profile],
     )
 
@@ -479,9 +546,16 @@ def concurrent_for(setup: Setup, program: Program, runs: int, job_minutes: float
     handover = GITHUB_HANDOVER.typical
     reuse_until_up = POD_ON_READY_NODE.typical + RUNNER_START.typical
     return concurrent_runs(
-        runs=runs, job_seconds=job_minutes * 60, gpu_max_nodes=gpu_max_nodes, base_runners=setup.base_runners,
-        cold_until_up=until_runner_up(cold), reuse_until_up=reuse_until_up, notice=notice, handover=handover,
-        base_turnaround=RUNNER_START.typical, autoscaler=cold["autoscaler reaction (incl. GPU hold)"],
+        runs=runs,
+        job_seconds=job_minutes * 60,
+        gpu_max_nodes=gpu_max_nodes,
+        base_runners=setup.base_runners,
+        cold_until_up=until_runner_up(cold),
+        reuse_until_up=reuse_until_up,
+        notice=notice,
+        handover=handover,
+        base_turnaround=RUNNER_START.typical,
+        autoscaler=cold["autoscaler reaction (incl. GPU hold)"],
         scale_down=SCALE_DOWN[setup.profile],
     )
 
@@ -491,8 +565,9 @@ def concurrent_for(setup: Setup, program: Program, runs: int, job_minutes: float
 # ---------------------------------------------------------------------------------------------
 
 
-def billed_node_seconds(vm_to_train: float, job_seconds: float, scale_down: ScaleDown,
-                        delete_seconds: float = NODE_DELETE_SECONDS) -> float:
+def billed_node_seconds(
+    vm_to_train: float, job_seconds: float, scale_down: ScaleDown, delete_seconds: float = NODE_DELETE_SECONDS
+) -> float:
     """Seconds a GPU node that was added for one run bills, from its VM's creation to its deletion.
 
     The node is added when the autoscaler asks for the VM; `train` starts `vm_to_train` later and
@@ -514,17 +589,22 @@ def node_price_per_hour(machine: str, gpu_type: str, gpu_count: int, disk_gb: in
 def vm_to_train_for(setup: Setup, poll_seconds: float) -> float:
     if setup.scale_set:
         parts = scale_set_cold_start_for(setup)
-        return (sum(parts.values()) - parts["autoscaler reaction (incl. GPU hold)"]
-                - parts["listener sees the job, ARC creates the pod"])
+        return (
+            sum(parts.values())
+            - parts["autoscaler reaction (incl. GPU hold)"]
+            - parts["listener sees the job, ARC creates the pod"]
+        )
     parts = cold_start_for(setup, poll_seconds)
     return sum(parts.values()) - parts["autoscaler reaction (incl. GPU hold)"]
 
 
-def run_bill(setup: Setup, program: Program, gpu_type: str, job_minutes: float, profile: str | None = None,
-             spot: bool = False) -> tuple[float, float]:
+def run_bill(
+    setup: Setup, program: Program, gpu_type: str, job_minutes: float, profile: str | None = None, spot: bool = False
+) -> tuple[float, float]:
     """(billed GPU-node minutes, USD) of one run that needs a new node."""
-    seconds = billed_node_seconds(vm_to_train_for(setup, program.poll_seconds), job_minutes * 60,
-                                  SCALE_DOWN[profile or setup.profile])
+    seconds = billed_node_seconds(
+        vm_to_train_for(setup, program.poll_seconds), job_minutes * 60, SCALE_DOWN[profile or setup.profile]
+    )
     gpu_count = program.defaults["gpuCount"]
     price = node_price_per_hour(smallest_machine(gpu_type, gpu_count), gpu_type, gpu_count, program.boot_disk_gb, spot)
     return seconds / 60, seconds / 3600 * price
@@ -551,7 +631,8 @@ class AlwaysOn:
 def always_on(machine: str, nodes: int, disk_gb: int, hours: float = HOURS_PER_MONTH) -> AlwaysOn:
     on_demand, spot = MACHINE_PRICES[machine]
     return AlwaysOn(
-        machine=machine, nodes=nodes,
+        machine=machine,
+        nodes=nodes,
         machine_on_demand=nodes * on_demand * hours,
         machine_spot=nodes * spot * hours,
         boot_disk=nodes * disk_gb * PD_BALANCED_PER_GB_MONTH * hours / HOURS_PER_MONTH,
@@ -565,8 +646,9 @@ def cpu_node_fit(machine: str, base_runners: int, scale_set: bool = False) -> tu
     counting what program.catalog.cpu_machines counts: GKE's pods, the base runners, the broker
     (or, in scale-set mode, ARC's controller and listener), headroom."""
     cores, gib = allocatable(*cpu_sizing.E2_STANDARD[machine])
-    control_cpu, control_memory = ((ARC_PODS_CPU_MILLIS, ARC_PODS_MEMORY_MIB) if scale_set
-                                   else (BROKER_CPU_MILLIS, BROKER_MEMORY_MIB))
+    control_cpu, control_memory = (
+        (ARC_PODS_CPU_MILLIS, ARC_PODS_MEMORY_MIB) if scale_set else (BROKER_CPU_MILLIS, BROKER_MEMORY_MIB)
+    )
     cpu = cpu_sizing.SYSTEM_PODS_CPU_MILLIS + base_runners * BASE_RUNNER_CPU_MILLIS + control_cpu
     memory = cpu_sizing.SYSTEM_PODS_MEMORY_MIB + base_runners * BASE_RUNNER_MEMORY_MIB + control_memory
     cpu, memory = cpu * cpu_sizing.HEADROOM, memory * cpu_sizing.HEADROOM
@@ -588,12 +670,16 @@ def print_models(program: Program | None = None) -> None:
     d = program.defaults
     print()
     print("MODELS (published figures and stated assumptions; sources in benchmarks/cold_start_model.py)")
-    print(f"read from the program: gpuMaxNodes {settings.DEFAULT_GPU_MAX_NODES}, base runners "
-          f"{after.base_runners} (default_base_runner_replicas), CPU machine {after.cpu_machine} "
-          f"(default_cpu_machine), profile {after.profile} (Pulumi.yaml: {d['autoscalingProfile']}), "
-          f"gpuWarmRunners {d['gpuWarmRunners']}, cpuMinNodes {d['cpuMinNodes']}, boot disk {program.boot_disk_gb} GB")
-    print(f"read from the workflow: start job GPU_RUNNER_TIMEOUT_SECONDS {program.start_timeout_seconds:.0f}, "
-          f"gpu-runner poll {program.poll_seconds:g} s, placeholder grace {program.placeholder_grace_seconds} s")
+    print(
+        f"read from the program: gpuMaxNodes {settings.DEFAULT_GPU_MAX_NODES}, base runners "
+        f"{after.base_runners} (default_base_runner_replicas), CPU machine {after.cpu_machine} "
+        f"(default_cpu_machine), profile {after.profile} (Pulumi.yaml: {d['autoscalingProfile']}), "
+        f"gpuWarmRunners {d['gpuWarmRunners']}, cpuMinNodes {d['cpuMinNodes']}, boot disk {program.boot_disk_gb} GB"
+    )
+    print(
+        f"read from the workflow: start job GPU_RUNNER_TIMEOUT_SECONDS {program.start_timeout_seconds:.0f}, "
+        f"gpu-runner poll {program.poll_seconds:g} s, placeholder grace {program.placeholder_grace_seconds} s"
+    )
 
     # 1. Cold start.
     print()
@@ -609,42 +695,58 @@ def print_models(program: Program | None = None) -> None:
     print(f"   {'total':<38}" + "".join(f"{sum(rows[r].values()):8.1f}" for r in rows))
     print(f"   {'total, minutes':<38}" + "".join(f"{sum(rows[r].values()) / 60:8.2f}" for r in rows))
     warm, warm_low, warm_high = (warm_start_for(program, w) for w in ("typical", "low", "high"))
-    print(f"   warm node (gpuWarmRunners >= 1, image on node): {sum(warm.values()):.1f} s "
-          f"(range {sum(warm_low.values()):.1f}-{sum(warm_high.values()):.1f})")
+    print(
+        f"   warm node (gpuWarmRunners >= 1, image on node): {sum(warm.values()):.1f} s "
+        f"(range {sum(warm_low.values()):.1f}-{sum(warm_high.values()):.1f})"
+    )
     print("     = " + " + ".join(f"{k} {v:g}" for k, v in warm.items()))
-    print("   before: pull from GHCR after the driver; after: streamed from Artifact Registry and preloaded "
-          "during the driver install; floor: every part at its published fast end")
+    print(
+        "   before: pull from GHCR after the driver; after: streamed from Artifact Registry and preloaded "
+        "during the driver install; floor: every part at its published fast end"
+    )
 
     # 2. Concurrent runs.
     job = 5
     print()
-    print(f"2. N runs started together, {job}-minute jobs: minutes until run k's `train` starts "
-          "(run k's figure is the same for every N >= k)")
+    print(
+        f"2. N runs started together, {job}-minute jobs: minutes until run k's `train` starts "
+        "(run k's figure is the same for every N >= k)"
+    )
     columns = []
     for gpu_max in (settings.DEFAULT_GPU_MAX_NODES, 5):
         later = after_setup(program, gpu_max)
-        columns.append((f"max {gpu_max}, before ({before.base_runners} base)",
-                        concurrent_for(before, program, 5, job, gpu_max)))
-        columns.append((f"max {gpu_max}, after ({later.base_runners} base)",
-                        concurrent_for(later, program, 5, job, gpu_max)))
+        columns.append(
+            (f"max {gpu_max}, before ({before.base_runners} base)", concurrent_for(before, program, 5, job, gpu_max))
+        )
+        columns.append(
+            (f"max {gpu_max}, after ({later.base_runners} base)", concurrent_for(later, program, 5, job, gpu_max))
+        )
     print("   run" + "".join(f"{title:>25}" for title, _ in columns))
     for k in range(5):
         cells = []
         for _, timeline in columns:
             run = timeline[k]
-            flags = "".join(flag for flag, on in (
-                ("c" if run.cold_node else "r", True),
-                ("b", run.waited_for_base_runner),
-                ("n", run.waited_for_node),
-                ("!", run.start_job_seconds > program.start_timeout_seconds),
-            ) if on)
+            flags = "".join(
+                flag
+                for flag, on in (
+                    ("c" if run.cold_node else "r", True),
+                    ("b", run.waited_for_base_runner),
+                    ("n", run.waited_for_node),
+                    ("!", run.start_job_seconds > program.start_timeout_seconds),
+                )
+                if on
+            )
             cells.append(f"{_m(run.train_starts)} {flags:<3}")
         print(f"   {k + 1:>3}" + "".join(f"{c:>25}" for c in cells))
-    print("   c new node (cold start)  r node reused (driver in, image on it)  b waited for a base runner  "
-          f"n waited for a GPU node  ! start job waited over {program.start_timeout_seconds:.0f} s and fails")
-    print("   assumptions: GitHub hands queued start jobs to base runners first come first served; a freed GPU "
-          f"node takes the next pending runner in {POD_ON_READY_NODE.typical + RUNNER_START.typical:g} s; "
-          f"a base runner is back {RUNNER_START.typical:g} s after its start job")
+    print(
+        "   c new node (cold start)  r node reused (driver in, image on it)  b waited for a base runner  "
+        f"n waited for a GPU node  ! start job waited over {program.start_timeout_seconds:.0f} s and fails"
+    )
+    print(
+        "   assumptions: GitHub hands queued start jobs to base runners first come first served; a freed GPU "
+        f"node takes the next pending runner in {POD_ON_READY_NODE.typical + RUNNER_START.typical:g} s; "
+        f"a base runner is back {RUNNER_START.typical:g} s after its start job"
+    )
 
     # 3. The bill.
     print()
@@ -663,15 +765,23 @@ def print_models(program: Program | None = None) -> None:
                 cells += f"{billed:5.1f} min ${usd:6.3f}".rjust(19)
             warm_cells = f"{f'${hourly:.3f}':>13}{f'${hourly_spot:.3f}':>9}" if profile == "BALANCED" else ""
             print(f"   {gpu_type:<18}{machine:<15}{profile:<21}{cells}{warm_cells}")
-    monthly = {g: HOURS_PER_MONTH * node_price_per_hour(smallest_machine(g, d["gpuCount"]), g, d["gpuCount"],
-                                                        program.boot_disk_gb) for g in GPU_TYPES}
-    print("   a warm node bills its hourly price all month: "
-          + ", ".join(f"{g} ${usd:.0f}" for g, usd in monthly.items()) + f" per warm node ({HOURS_PER_MONTH} h, on-demand)")
+    monthly = {
+        g: HOURS_PER_MONTH
+        * node_price_per_hour(smallest_machine(g, d["gpuCount"]), g, d["gpuCount"], program.boot_disk_gb)
+        for g in GPU_TYPES
+    }
+    print(
+        "   a warm node bills its hourly price all month: "
+        + ", ".join(f"{g} ${usd:.0f}" for g, usd in monthly.items())
+        + f" per warm node ({HOURS_PER_MONTH} h, on-demand)"
+    )
     t4 = d["gpuType"]
     b_min, b_usd = run_bill(before, program, t4, job)
     a_min, a_usd = run_bill(after, program, t4, job)
-    print(f"   {job}-minute {t4} run: before ({before.profile}) {b_min:.1f} min ${b_usd:.3f}   "
-          f"after ({after.profile}) {a_min:.1f} min ${a_usd:.3f}")
+    print(
+        f"   {job}-minute {t4} run: before ({before.profile}) {b_min:.1f} min ${b_usd:.3f}   "
+        f"after ({after.profile}) {a_min:.1f} min ${a_usd:.3f}"
+    )
 
     print(f"   {f'always-on, per month ({HOURS_PER_MONTH} h)':<46}{'before':>18}{'after':>18}")
     costs = {s.name: always_on(s.cpu_machine, d["cpuMinNodes"], program.boot_disk_gb) for s in (before, after)}
@@ -681,8 +791,10 @@ def print_models(program: Program | None = None) -> None:
         ("  spot (cpuSpot)", lambda c: f"${c.machine_spot:.2f}"),
         (f"boot disk {program.boot_disk_gb} GB pd-balanced", lambda c: f"${c.boot_disk:.2f}"),
         ("GKE fee (zonal), before free tier", lambda c: f"${c.cluster_fee:.2f}"),
-        (f"  after the ${GKE_FREE_TIER_PER_MONTH:.2f} free tier",
-         lambda c: f"${max(0.0, c.cluster_fee - c.free_tier_credit):.2f}"),
+        (
+            f"  after the ${GKE_FREE_TIER_PER_MONTH:.2f} free tier",
+            lambda c: f"${max(0.0, c.cluster_fee - c.free_tier_credit):.2f}",
+        ),
         ("total, on-demand, free tier", lambda c: f"${c.total():.2f}"),
         ("total, spot, free tier", lambda c: f"${c.total(spot=True):.2f}"),
         ("total, on-demand, free tier used up", lambda c: f"${c.total(free_tier=False):.2f}"),
@@ -691,8 +803,10 @@ def print_models(program: Program | None = None) -> None:
         print(f"   {label:<46}{cell(costs['before']):>18}{cell(costs['after']):>18}")
     for setup in (before, after):
         need_cpu, has_cpu, need_gib, has_gib = cpu_node_fit(setup.cpu_machine, setup.base_runners)
-        print(f"   {setup.name}: {setup.base_runners} base runner(s) + broker + GKE pods ask {need_cpu:.2f} of "
-              f"{has_cpu:.2f} cores and {need_gib:.2f} of {has_gib:.2f} GiB on one {setup.cpu_machine}")
+        print(
+            f"   {setup.name}: {setup.base_runners} base runner(s) + broker + GKE pods ask {need_cpu:.2f} of "
+            f"{has_cpu:.2f} cores and {need_gib:.2f} of {has_gib:.2f} GiB on one {setup.cpu_machine}"
+        )
 
     print_scale_set_model(program)
 
@@ -706,16 +820,23 @@ def print_scale_set_model(program: Program) -> None:
     parts = {which: scale_set_cold_start_for(scale_set, which) for which in ("typical", "low", "high")}
     for part, seconds in parts["typical"].items():
         print(f"   {part:<46}{seconds:8.1f}")
-    per_run = {which: per_run_queued_to_train(after, program.poll_seconds, which)
-               for which in ("typical", "low", "high")}
-    print(f"   {'GPU job queued -> it starts, scale-set':<46}{sum(parts['typical'].values()):8.1f} s "
-          f"(range {sum(parts['low'].values()):.1f}-{sum(parts['high'].values()):.1f})")
-    print(f"   {'start job queued -> train starts, per-run':<46}{per_run['typical']:8.1f} s "
-          f"(range {per_run['low']:.1f}-{per_run['high']:.1f}): a start job first, and its poll")
+    per_run = {
+        which: per_run_queued_to_train(after, program.poll_seconds, which) for which in ("typical", "low", "high")
+    }
+    print(
+        f"   {'GPU job queued -> it starts, scale-set':<46}{sum(parts['typical'].values()):8.1f} s "
+        f"(range {sum(parts['low'].values()):.1f}-{sum(parts['high'].values()):.1f})"
+    )
+    print(
+        f"   {'start job queued -> train starts, per-run':<46}{per_run['typical']:8.1f} s "
+        f"(range {per_run['low']:.1f}-{per_run['high']:.1f}): a start job first, and its poll"
+    )
     job = 5
     gpu_max = settings.DEFAULT_GPU_MAX_NODES
-    columns = (("per-run", concurrent_for(after, program, 5, job, gpu_max)),
-               ("scale-set", scale_set_concurrent_for(scale_set, 5, job, gpu_max)))
+    columns = (
+        ("per-run", concurrent_for(after, program, 5, job, gpu_max)),
+        ("scale-set", scale_set_concurrent_for(scale_set, 5, job, gpu_max)),
+    )
     print(f"   5 GPU jobs queued together, {job}-minute jobs, gpuMaxNodes {gpu_max}: minutes until job k starts")
     print("   job" + "".join(f"{title:>12}" for title, _ in columns))
     for k in range(5):
@@ -723,9 +844,13 @@ def print_scale_set_model(program: Program) -> None:
     minutes, usd = run_bill(scale_set, program, d["gpuType"], job)
     print(f"   one {job}-minute {d['gpuType']} job that adds a node: {minutes:.1f} billed GPU-node minutes, ${usd:.3f}")
     costs = {s.name: always_on(s.cpu_machine, d["cpuMinNodes"], program.boot_disk_gb) for s in (after, scale_set)}
-    print(f"   always-on per month, on-demand, free tier: per-run {costs['after'].machine} x{costs['after'].nodes} "
-          f"${costs['after'].total():.2f}, scale-set {costs['scale-set'].machine} x{costs['scale-set'].nodes} "
-          f"${costs['scale-set'].total():.2f}; gpuWarmRunners idle runners bill a GPU node each, as warm nodes do")
+    print(
+        f"   always-on per month, on-demand, free tier: per-run {costs['after'].machine} x{costs['after'].nodes} "
+        f"${costs['after'].total():.2f}, scale-set {costs['scale-set'].machine} x{costs['scale-set'].nodes} "
+        f"${costs['scale-set'].total():.2f}; gpuWarmRunners idle runners bill a GPU node each, as warm nodes do"
+    )
     need_cpu, has_cpu, need_gib, has_gib = cpu_node_fit(scale_set.cpu_machine, 0, scale_set=True)
-    print(f"   scale-set: ARC's controller + listener + GKE pods ask {need_cpu:.2f} of {has_cpu:.2f} cores and "
-          f"{need_gib:.2f} of {has_gib:.2f} GiB on one {scale_set.cpu_machine}; no base runner, no broker")
+    print(
+        f"   scale-set: ARC's controller + listener + GKE pods ask {need_cpu:.2f} of {has_cpu:.2f} cores and "
+        f"{need_gib:.2f} of {has_gib:.2f} GiB on one {scale_set.cpu_machine}; no base runner, no broker"
+    )

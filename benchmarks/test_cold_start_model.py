@@ -10,7 +10,6 @@ import pytest
 
 import cold_start_model as model
 from program import settings
-from program.catalog.gpus import smallest_machine
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +18,9 @@ def program() -> model.Program:
 
 
 def parts(pull: float, driver: float, overlap: bool) -> dict[str, float]:
-    return model.cold_start(autoscaler=35, vm=100, driver=driver, pull=pull, runner=10, notice=2.5,
-                            handover=3, pull_overlaps_driver=overlap)
+    return model.cold_start(
+        autoscaler=35, vm=100, driver=driver, pull=pull, runner=10, notice=2.5, handover=3, pull_overlaps_driver=overlap
+    )
 
 
 # --- Model 1: one cold start -------------------------------------------------------------------
@@ -60,20 +60,18 @@ def test_the_poll_wait_is_half_the_poll_on_average_and_the_whole_poll_at_worst()
 # --- What the model reads rather than restates ---------------------------------------------------
 
 
-
-
 def test_more_gpu_nodes_mean_more_base_runners_after_but_one_before(program):
     assert model.after_setup(program, 5).base_runners == settings.default_base_runner_replicas(5)
     assert model.before_setup().base_runners == 1
 
 
-
-
 def test_the_start_jobs_timeout_is_read_from_the_step_that_runs_gpu_runner_start():
-    workflow = {"jobs": {
-        "guard": {"steps": [{"run": "gpu-runner guard", "env": {"GPU_RUNNER_TIMEOUT_SECONDS": "600"}}]},
-        "start": {"steps": [{"run": "gpu-runner start", "env": {"GPU_RUNNER_TIMEOUT_SECONDS": "900"}}]},
-    }}
+    workflow = {
+        "jobs": {
+            "guard": {"steps": [{"run": "gpu-runner guard", "env": {"GPU_RUNNER_TIMEOUT_SECONDS": "600"}}]},
+            "start": {"steps": [{"run": "gpu-runner start", "env": {"GPU_RUNNER_TIMEOUT_SECONDS": "900"}}]},
+        }
+    }
     assert model.start_job_timeout(workflow) == 900
 
 
@@ -84,15 +82,23 @@ def test_the_repository_gives_the_poll_timeout_grace_and_disk(program):
     assert program.boot_disk_gb > 0
 
 
-
-
 # --- Model 2: runs started together --------------------------------------------------------------
 
 
 def timeline(base_runners: int, gpu_max_nodes: int, runs: int = 5, profile: str = "OPTIMIZE_UTILIZATION"):
-    return model.concurrent_runs(runs=runs, job_seconds=300, gpu_max_nodes=gpu_max_nodes, base_runners=base_runners,
-                                 cold_until_up=175, reuse_until_up=12, notice=2.5, handover=3, base_turnaround=10,
-                                 autoscaler=35, scale_down=model.SCALE_DOWN[profile])
+    return model.concurrent_runs(
+        runs=runs,
+        job_seconds=300,
+        gpu_max_nodes=gpu_max_nodes,
+        base_runners=base_runners,
+        cold_until_up=175,
+        reuse_until_up=12,
+        notice=2.5,
+        handover=3,
+        base_turnaround=10,
+        autoscaler=35,
+        scale_down=model.SCALE_DOWN[profile],
+    )
 
 
 def test_the_fifth_of_five_runs_waits_for_a_base_runner_before_but_not_after(program):
@@ -123,9 +129,19 @@ def test_runs_beyond_gpu_max_nodes_wait_for_a_node_and_reuse_it_without_a_cold_s
 
 
 def test_a_start_job_queued_behind_two_long_jobs_outlasts_the_workflows_timeout(program):
-    runs = model.concurrent_runs(runs=3, job_seconds=900, gpu_max_nodes=1, base_runners=3, cold_until_up=175,
-                                 reuse_until_up=12, notice=2.5, handover=3, base_turnaround=10, autoscaler=35,
-                                 scale_down=model.SCALE_DOWN["OPTIMIZE_UTILIZATION"])
+    runs = model.concurrent_runs(
+        runs=3,
+        job_seconds=900,
+        gpu_max_nodes=1,
+        base_runners=3,
+        cold_until_up=175,
+        reuse_until_up=12,
+        notice=2.5,
+        handover=3,
+        base_turnaround=10,
+        autoscaler=35,
+        scale_down=model.SCALE_DOWN["OPTIMIZE_UTILIZATION"],
+    )
     assert runs[0].start_job_seconds < program.start_timeout_seconds
     assert runs[2].start_job_seconds > program.start_timeout_seconds
 

@@ -98,23 +98,47 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = 10.0) -
 
 def gpu_runner_template(image: str = RUNNER_IMAGE) -> dict:
     """A GPU runner Job template in the shape the program writes for the broker (JSON, placeholders)."""
-    labels = {APP_NAME_LABEL: GPU_RUNNER, PART_OF_LABEL: PART_OF, RUN_ID_LABEL: RUN_ID_PLACEHOLDER,
-              RUN_ATTEMPT_LABEL: RUN_ATTEMPT_PLACEHOLDER}
+    labels = {
+        APP_NAME_LABEL: GPU_RUNNER,
+        PART_OF_LABEL: PART_OF,
+        RUN_ID_LABEL: RUN_ID_PLACEHOLDER,
+        RUN_ATTEMPT_LABEL: RUN_ATTEMPT_PLACEHOLDER,
+    }
     return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": f"{GPU_RUNNER}-{RUN_ID_PLACEHOLDER}-{RUN_ATTEMPT_PLACEHOLDER}", "namespace": NAMESPACE,
-                     "labels": labels},
-        "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 14400, "ttlSecondsAfterFinished": 3600,
-                 "template": {"metadata": {"labels": labels}, "spec": {
-                     "serviceAccountName": RUNNER_ACCOUNT, "automountServiceAccountToken": False,
-                     "restartPolicy": "Never", "nodeSelector": {"gpu": "true"},
-                     "containers": [{"name": "runner", "image": image, "env": [
-                         {"name": "GPU_RUN", "value": f"{RUN_ID_PLACEHOLDER}-{RUN_ATTEMPT_PLACEHOLDER}"}],
-                         "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}},
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"{GPU_RUNNER}-{RUN_ID_PLACEHOLDER}-{RUN_ATTEMPT_PLACEHOLDER}",
+            "namespace": NAMESPACE,
+            "labels": labels,
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 14400,
+            "ttlSecondsAfterFinished": 3600,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": RUNNER_ACCOUNT,
+                    "automountServiceAccountToken": False,
+                    "restartPolicy": "Never",
+                    "nodeSelector": {"gpu": "true"},
+                    "containers": [
+                        {
+                            "name": "runner",
+                            "image": image,
+                            "env": [{"name": "GPU_RUN", "value": f"{RUN_ID_PLACEHOLDER}-{RUN_ATTEMPT_PLACEHOLDER}"}],
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                        }
+                    ],
+                },
+            },
+        },
     }
 
 
 # ------------------------------------------------------------------------ the cluster --
+
 
 @dataclass(frozen=True)
 class RunnerPod:
@@ -132,8 +156,9 @@ class Cluster:
         self.kube = kube
         self.tokens: list[str] = []
         self._numbers = itertools.count(1)
-        self.replicaset = kube.put(replicaset(f"{BASE_DEPLOYMENT}-5d8f7c9b4", NAMESPACE, "uid-rs-base",
-                                              deployment=BASE_DEPLOYMENT))
+        self.replicaset = kube.put(
+            replicaset(f"{BASE_DEPLOYMENT}-5d8f7c9b4", NAMESPACE, "uid-rs-base", deployment=BASE_DEPLOYMENT)
+        )
         self.job_pods: dict[str, RunnerPod] = {}
         """The pod the Job controller stand-in made for each Job, by Job name."""
         self.start_job_pods = False
@@ -144,8 +169,16 @@ class Cluster:
         rs = self.replicaset["metadata"]
         return self.pod_owned_by(("ReplicaSet", rs["name"], rs["uid"]), name_prefix=rs["name"], **options)
 
-    def gpu_job(self, run_id: str = "4242", attempt: int = 1, index: int = 0, *, image: str = RUNNER_IMAGE,
-                labels: dict[str, str] | None = None, name: str | None = None) -> dict:
+    def gpu_job(
+        self,
+        run_id: str = "4242",
+        attempt: int = 1,
+        index: int = 0,
+        *,
+        image: str = RUNNER_IMAGE,
+        labels: dict[str, str] | None = None,
+        name: str | None = None,
+    ) -> dict:
         """A GPU runner Job as the broker makes it from the template (or, with other labels or image, as someone
         else might), stored as an admin would."""
         from runner_broker.template import Template, render
@@ -163,33 +196,67 @@ class Cluster:
 
     def gpu_runner_pod(self, run_id: str = "4242", attempt: int = 1, **job_options: Any) -> RunnerPod:
         """A GPU runner Job and its pod."""
-        pod_options = {key: job_options.pop(key) for key in ("phase", "restarts", "terminating")
-                       if key in job_options}
+        pod_options = {key: job_options.pop(key) for key in ("phase", "restarts", "terminating") if key in job_options}
         return self.pod_for_job(self.gpu_job(run_id, attempt, **job_options), **pod_options)
 
     def pod_for_job(self, job: dict, **options: Any) -> RunnerPod:
         """The Job controller's part: the Job's pod, with the labels of its pod template."""
         metadata = job["metadata"]
-        labels = {**(job["spec"]["template"]["metadata"].get("labels") or {}), JOB_NAME_LABEL: metadata["name"],
-                  "controller-uid": metadata["uid"]}
+        labels = {
+            **(job["spec"]["template"]["metadata"].get("labels") or {}),
+            JOB_NAME_LABEL: metadata["name"],
+            "controller-uid": metadata["uid"],
+        }
         image = job["spec"]["template"]["spec"]["containers"][0]["image"]
-        runner = self.pod_owned_by(("Job", metadata["name"], metadata["uid"]), name_prefix=metadata["name"],
-                                   labels=labels, image=image, **options)
+        runner = self.pod_owned_by(
+            ("Job", metadata["name"], metadata["uid"]),
+            name_prefix=metadata["name"],
+            labels=labels,
+            image=image,
+            **options,
+        )
         self.job_pods[metadata["name"]] = runner
         return runner
 
-    def pod_owned_by(self, owner: tuple[str, str, str] | None, *, name_prefix: str = "runner",
-                     namespace: str = NAMESPACE, terminating: bool = False, phase: str = "Running",
-                     restarts: int = 0, audiences: tuple[str, ...] = (AUDIENCE,), pod_bound: bool = True,
-                     service_account: str = RUNNER_ACCOUNT, labels: dict[str, str] | None = None,
-                     image: str = RUNNER_IMAGE) -> RunnerPod:
+    def pod_owned_by(
+        self,
+        owner: tuple[str, str, str] | None,
+        *,
+        name_prefix: str = "runner",
+        namespace: str = NAMESPACE,
+        terminating: bool = False,
+        phase: str = "Running",
+        restarts: int = 0,
+        audiences: tuple[str, ...] = (AUDIENCE,),
+        pod_bound: bool = True,
+        service_account: str = RUNNER_ACCOUNT,
+        labels: dict[str, str] | None = None,
+        image: str = RUNNER_IMAGE,
+    ) -> RunnerPod:
         number = next(self._numbers)
         name, uid, token = f"{name_prefix}-p{number:04d}", f"uid-pod-{number:04d}", f"FAKE-pod-token-{number:04d}"
         labels = {APP_NAME_LABEL: "runner", PART_OF_LABEL: PART_OF} if labels is None else labels
-        self.kube.put(pod(name, namespace, uid, owner=owner, labels=labels, phase=phase, terminating=terminating,
-                          restarts=restarts, image=image))
-        self.kube.add_token(token, namespace=namespace, service_account=service_account, audiences=list(audiences),
-                            pod_name=name if pod_bound else None, pod_uid=uid if pod_bound else None)
+        self.kube.put(
+            pod(
+                name,
+                namespace,
+                uid,
+                owner=owner,
+                labels=labels,
+                phase=phase,
+                terminating=terminating,
+                restarts=restarts,
+                image=image,
+            )
+        )
+        self.kube.add_token(
+            token,
+            namespace=namespace,
+            service_account=service_account,
+            audiences=list(audiences),
+            pod_name=name if pod_bound else None,
+            pod_uid=uid if pod_bound else None,
+        )
         self.tokens.append(token)
         return RunnerPod(name, uid, token, namespace)
 
@@ -214,6 +281,7 @@ class Cluster:
 
 # ------------------------------------------------------------------------- the broker --
 
+
 @dataclass
 class Answer:
     status: int
@@ -230,10 +298,19 @@ class BrokerClient:
     stderr: list[str]
     answers: list[Answer]
 
-    def request(self, method: str, path: str, token: str | None = None, body: bytes | None = b"{}",
-                timeout: float = 30, port: int | None = None, source: str | None = None) -> Answer:
-        connection = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout,
-                                                source_address=(source, 0) if source else None)
+    def request(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: bytes | None = b"{}",
+        timeout: float = 30,
+        port: int | None = None,
+        source: str | None = None,
+    ) -> Answer:
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", port or self.port, timeout=timeout, source_address=(source, 0) if source else None
+        )
         headers = {"Content-Type": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -324,13 +401,22 @@ class BrokerProcess(BrokerClient):
     def __init__(self, env: dict[str, str]) -> None:
         self.argv = [sys.executable, "-m", "runner_broker"]
         self.env = env
-        self.process = subprocess.Popen(self.argv, env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            self.argv,
+            env=env,
+            cwd=str(ROOT),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.stdout: list[str] = []
         self.stderr = []
         self.answers = []
-        self._readers = [threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
-                         for stream, lines in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))]
+        self._readers = [
+            threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))
+        ]
         for reader in self._readers:
             reader.start()
 
@@ -362,8 +448,10 @@ class BrokerProcess(BrokerClient):
         """The running broker's command line and environment, as /proc shows them to anyone on the node."""
         proc = Path(f"/proc/{self.process.pid}")
         assert self.running and proc.exists(), "needs a running broker and /proc"
-        return "\n".join((proc / part).read_bytes().replace(b"\0", b"\n").decode("utf-8", "replace")
-                         for part in ("cmdline", "environ"))
+        return "\n".join(
+            (proc / part).read_bytes().replace(b"\0", b"\n").decode("utf-8", "replace")
+            for part in ("cmdline", "environ")
+        )
 
     def memory_kib(self, field_name: str = "VmHWM") -> int:
         """VmHWM (peak resident memory) or VmRSS of the running broker, in KiB."""
@@ -386,11 +474,16 @@ class BrokerProcess(BrokerClient):
 
 def broker_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """What a broker process needs besides its settings: the package and the contract on PYTHONPATH."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-            "PYTHONPATH": f"{BROKER_PACKAGE}{os.pathsep}{ROOT}", **(extra or {})}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": f"{BROKER_PACKAGE}{os.pathsep}{ROOT}",
+        **(extra or {}),
+    }
 
 
 # -------------------------------------------------------------------------- the setup --
+
 
 def generate_app_key() -> tuple[Any, bytes]:
     """A fresh RSA key for a fake GitHub App, and its PEM."""
@@ -398,8 +491,9 @@ def generate_app_key() -> tuple[Any, bytes]:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
     return key, pem
 
 
@@ -450,21 +544,26 @@ class BrokerSetup:
         return key
 
     def env(self, **changes: str | None) -> dict[str, str]:
-        env = broker_environment({
-            "BROKER_REPOSITORY": REPOSITORY,
-            "BROKER_RUNNER_NAMESPACE": NAMESPACE,
-            "BROKER_AUDIENCE": AUDIENCE,
-            "BROKER_LISTEN": "127.0.0.1:0",
-            "BROKER_HEALTH_LISTEN": "127.0.0.1:0",
-            "BROKER_GPU_RUNNER_TEMPLATE_FILE": str(self.template_file),
-            "GITHUB_API_URL": self.github.url,
-            "KUBERNETES_API_URL": self.kube.url,
-            "KUBERNETES_TOKEN_FILE": str(self.kube_token_file),
-            **QUICK,
-        })
+        env = broker_environment(
+            {
+                "BROKER_REPOSITORY": REPOSITORY,
+                "BROKER_RUNNER_NAMESPACE": NAMESPACE,
+                "BROKER_AUDIENCE": AUDIENCE,
+                "BROKER_LISTEN": "127.0.0.1:0",
+                "BROKER_HEALTH_LISTEN": "127.0.0.1:0",
+                "BROKER_GPU_RUNNER_TEMPLATE_FILE": str(self.template_file),
+                "GITHUB_API_URL": self.github.url,
+                "KUBERNETES_API_URL": self.kube.url,
+                "KUBERNETES_TOKEN_FILE": str(self.kube_token_file),
+                **QUICK,
+            }
+        )
         if self.app:
-            env.update(GITHUB_APP_ID=APP_ID, GITHUB_APP_INSTALLATION_ID=INSTALLATION_ID,
-                       GITHUB_APP_PRIVATE_KEY_FILE=str(self.key_file))
+            env.update(
+                GITHUB_APP_ID=APP_ID,
+                GITHUB_APP_INSTALLATION_ID=INSTALLATION_ID,
+                GITHUB_APP_PRIVATE_KEY_FILE=str(self.key_file),
+            )
         else:
             env["GITHUB_TOKEN_FILE"] = str(self.pat_file)
         for name, value in changes.items():
@@ -490,8 +589,10 @@ class BrokerSetup:
         self.runs.add_job(run_id, attempt, name, runner_name=runner.name)
 
     def app_jwts(self) -> list[str]:
-        return [r.headers["authorization"].split(" ", 1)[1]
-                for r in self.github.requests_to(access_tokens_path(INSTALLATION_ID))]
+        return [
+            r.headers["authorization"].split(" ", 1)[1]
+            for r in self.github.requests_to(access_tokens_path(INSTALLATION_ID))
+        ]
 
     def all_secrets(self) -> list[str]:
         return [*self.secrets, *self.cluster.tokens, *self.runners.installation_tokens, *self.app_jwts()]
@@ -507,9 +608,10 @@ class BrokerSetup:
             # Every line the broker writes is one of its log lines, never a traceback or a stray print.
             for line in broker.output.splitlines():
                 assert re.match(r"([0-9-]+T[0-9:.]+Z \S|broker: configuration: )", line), line
-            self.assert_no_secret_in("\n".join([broker.output, *getattr(broker, "argv", []),
-                                                *getattr(broker, "env", {}).values()]),
-                                     "the broker's output, argv or env")
+            self.assert_no_secret_in(
+                "\n".join([broker.output, *getattr(broker, "argv", []), *getattr(broker, "env", {}).values()]),
+                "the broker's output, argv or env",
+            )
             for answer in broker.answers:
                 if answer.status == 201 and isinstance(answer.body, dict) and "encodedJitConfig" in answer.body:
                     others = jit_configs - {answer.body["encodedJitConfig"]}
@@ -570,8 +672,9 @@ class SlowClientAttack:
     def _slow(self) -> socket.socket:
         connection = self._connect()
         with contextlib.suppress(OSError):  # turned away before it had sent it all
-            connection.sendall(b"POST /v1/jitconfig HTTP/1.1\r\nHost: broker\r\n" +
-                               (b"X-Padding: " + b"a" * 7000 + b"\r\n") * 2)  # ~14 KiB of 16: within the budget
+            connection.sendall(
+                b"POST /v1/jitconfig HTTP/1.1\r\nHost: broker\r\n" + (b"X-Padding: " + b"a" * 7000 + b"\r\n") * 2
+            )  # ~14 KiB of 16: within the budget
         return connection
 
     def _flood(self) -> None:
@@ -597,6 +700,7 @@ class SlowClientAttack:
 
 
 # -------------------------------------------------------------------------- benchmark --
+
 
 def percentile(seconds: list[float], percent: float) -> float:
     ordered = sorted(seconds)

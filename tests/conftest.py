@@ -32,5 +32,3 @@ def every_object() -> Program:
 def every_scale_set_object() -> Program:
     """runnerMode scale-set with every optional object turned on, for whole-manifest checks."""
     return run_program({**SCALE_SET, f"{PROJECT}:gpuWarmRunners": "1"})
-
-

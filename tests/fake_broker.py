@@ -27,8 +27,18 @@ from typing import Any, Self
 from runner_contract import FINISHED_PATH, GPU_RUNNERS_PATH, JITCONFIG_PATH, gpu_runner_job_name, gpu_runner_label
 from scripted_server import Reply, Request, ScriptedServer
 
-__all__ = ["FINISHED", "GPU_RUNNERS", "JITCONFIG", "FakeBroker", "GpuFleet", "Reply", "Request", "gpu_runner",
-           "gpu_runners_path", "snapshot"]
+__all__ = [
+    "FINISHED",
+    "GPU_RUNNERS",
+    "JITCONFIG",
+    "FakeBroker",
+    "GpuFleet",
+    "Reply",
+    "Request",
+    "gpu_runner",
+    "gpu_runners_path",
+    "snapshot",
+]
 
 JITCONFIG = JITCONFIG_PATH
 FINISHED = FINISHED_PATH
@@ -39,15 +49,30 @@ def gpu_runners_path(run_id: str | int, run_attempt: str | int) -> str:
     return f"{GPU_RUNNERS}/{run_id}/{run_attempt}"
 
 
-def gpu_runner(job: str, state: str = "online", *, reason: str | None = None, message: str | None = None,
-               events: list[dict] | tuple = (), pod: str | None = "", runner_status: str | None = None,
-               busy: bool = False) -> dict:
+def gpu_runner(
+    job: str,
+    state: str = "online",
+    *,
+    reason: str | None = None,
+    message: str | None = None,
+    events: list[dict] | tuple = (),
+    pod: str | None = "",
+    runner_status: str | None = None,
+    busy: bool = False,
+) -> dict:
     """One runner as GET /v1/gpu-runners/<run>/<attempt> shows it."""
     if runner_status is None and state in ("online", "busy"):
         runner_status = "online"
-    return {"job": job, "pod": f"{job}-x7k2p" if pod == "" else pod, "state": state, "reason": reason,
-            "message": message, "events": list(events), "runnerStatus": runner_status,
-            "runnerBusy": busy or state == "busy"}
+    return {
+        "job": job,
+        "pod": f"{job}-x7k2p" if pod == "" else pod,
+        "state": state,
+        "reason": reason,
+        "message": message,
+        "events": list(events),
+        "runnerStatus": runner_status,
+        "runnerBusy": busy or state == "busy",
+    }
 
 
 def snapshot(run_id: str | int, *runners: dict) -> dict:
@@ -123,8 +148,9 @@ class GpuFleet:
             body: Any = json.loads(raw or b"null")
         except ValueError:
             return Reply(422, {"error": "the body is not JSON"})
-        if not isinstance(body, dict) or not all(re.fullmatch(r"\d+", str(body.get(key, "")))
-                                                 for key in ("runId", "runAttempt")):
+        if not isinstance(body, dict) or not all(
+            re.fullmatch(r"\d+", str(body.get(key, ""))) for key in ("runId", "runAttempt")
+        ):
             return Reply(422, {"error": "runId and runAttempt must be strings of digits"})
         count = body.get("count", 1)
         if not isinstance(count, int) or not 1 <= count <= self.max_count:
@@ -144,17 +170,29 @@ class GpuFleet:
         shown = []
         for runner in (r for r in self._runners if r.run == run):
             if not runner.admitted:
-                shown.append(gpu_runner(
-                    runner.job, "pending", pod=None, reason="QuotaExceeded",
-                    message=f'pods "{runner.job}-x7k2p" is forbidden: exceeded quota: gpu-runners, requested: '
-                            f"requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu={used}, limited: "
-                            f"requests.nvidia.com/gpu={self.gpus}"))
+                shown.append(
+                    gpu_runner(
+                        runner.job,
+                        "pending",
+                        pod=None,
+                        reason="QuotaExceeded",
+                        message=f'pods "{runner.job}-x7k2p" is forbidden: exceeded quota: gpu-runners, requested: '
+                        f"requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu={used}, limited: "
+                        f"requests.nvidia.com/gpu={self.gpus}",
+                    )
+                )
                 continue
             runner.reads += 1
             step = runner.reads - runner.index
             if step <= 1:
-                shown.append(gpu_runner(runner.job, "scheduling", reason="TriggeredScaleUp",
-                                        message="pod triggered scale-up: [{gpu-pool 0->1 (max: 2)}]"))
+                shown.append(
+                    gpu_runner(
+                        runner.job,
+                        "scheduling",
+                        reason="TriggeredScaleUp",
+                        message="pod triggered scale-up: [{gpu-pool 0->1 (max: 2)}]",
+                    )
+                )
             elif step == 2:
                 shown.append(gpu_runner(runner.job, "starting"))
             else:

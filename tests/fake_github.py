@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from http.server import BaseHTTPRequestHandler
-from typing import Callable
+from collections.abc import Callable
 
 from local_server import send_json
 from scripted_server import Reply, Request, ScriptedServer
@@ -53,8 +53,13 @@ class FakeGitHub(ScriptedServer):
         return Reply(418, {"message": f"the fake GitHub has no reply scripted for {path}"})
 
     def _send(self, handler: BaseHTTPRequestHandler, reply: Reply) -> None:
-        send_json(handler, reply.status, reply.body, reply.headers,
-                  content_type=None if reply.body is None else "application/json; charset=utf-8")
+        send_json(
+            handler,
+            reply.status,
+            reply.body,
+            reply.headers,
+            content_type=None if reply.body is None else "application/json; charset=utf-8",
+        )
 
 
 def runners_path(repository: str, kind: str) -> str:

@@ -49,65 +49,146 @@ from local_server import LocalServer, QuietHandler, send_json
 KINDS = {"pods": "Pod", "replicasets": "ReplicaSet", "jobs": "Job", "events": "Event"}
 API_VERSIONS = {"Pod": "v1", "ReplicaSet": "apps/v1", "Job": "batch/v1", "Event": "v1"}
 GROUPS = {"pods": "api/v1", "events": "api/v1", "replicasets": "apis/apps/v1", "jobs": "apis/batch/v1"}
-OBJECT_PATH = re.compile(r"^/(api/v1|apis/apps/v1|apis/batch/v1)/namespaces/([^/]+)/(pods|replicasets|jobs|events)"
-                         r"(?:/([^/]+))?$")
+OBJECT_PATH = re.compile(
+    r"^/(api/v1|apis/apps/v1|apis/batch/v1)/namespaces/([^/]+)/(pods|replicasets|jobs|events)"
+    r"(?:/([^/]+))?$"
+)
 TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 
 
 # --------------------------------------------------------------------------- builders --
 
-def pod(name: str, namespace: str, uid: str, *, owner: tuple[str, str, str] | None = None,
-        labels: dict[str, str] | None = None, phase: str = "Running", terminating: bool = False,
-        restarts: int = 0, image: str = "runner:test", annotations: dict[str, str] | None = None) -> dict:
+
+def pod(
+    name: str,
+    namespace: str,
+    uid: str,
+    *,
+    owner: tuple[str, str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    phase: str = "Running",
+    terminating: bool = False,
+    restarts: int = 0,
+    image: str = "runner:test",
+    annotations: dict[str, str] | None = None,
+) -> dict:
     """A Pod; `owner` is its controller as (kind, name, uid); `restarts` its container's restartCount."""
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "uid": uid, "labels": dict(labels or {}),
-                                "creationTimestamp": now_rfc3339()}
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "uid": uid,
+        "labels": dict(labels or {}),
+        "creationTimestamp": now_rfc3339(),
+    }
     if annotations:
         metadata["annotations"] = dict(annotations)
     if owner is not None:
         kind, owner_name, owner_uid = owner
-        metadata["ownerReferences"] = [{"apiVersion": API_VERSIONS.get(kind, "v1"), "kind": kind, "name": owner_name,
-                                        "uid": owner_uid, "controller": True, "blockOwnerDeletion": True}]
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": API_VERSIONS.get(kind, "v1"),
+                "kind": kind,
+                "name": owner_name,
+                "uid": owner_uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
     if terminating:
         metadata["deletionTimestamp"] = "2030-01-01T00:00:00Z"
     state = {"running": {"startedAt": "2030-01-01T00:00:00Z"}} if phase == "Running" else {"terminated": {}}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
-            "spec": {"containers": [{"name": "runner", "image": image}]},
-            "status": {"phase": phase, "containerStatuses": [
-                {"name": "runner", "restartCount": restarts, "ready": phase == "Running", "state": state}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {"containers": [{"name": "runner", "image": image}]},
+        "status": {
+            "phase": phase,
+            "containerStatuses": [
+                {"name": "runner", "restartCount": restarts, "ready": phase == "Running", "state": state}
+            ],
+        },
+    }
 
 
-def replicaset(name: str, namespace: str, uid: str, *, deployment: str | None, deployment_uid: str = "uid-deploy"
-               ) -> dict:
+def replicaset(
+    name: str, namespace: str, uid: str, *, deployment: str | None, deployment_uid: str = "uid-deploy"
+) -> dict:
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "uid": uid, "labels": {}}
     if deployment is not None:
-        metadata["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment,
-                                        "uid": deployment_uid, "controller": True, "blockOwnerDeletion": True}]
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment,
+                "uid": deployment_uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
     return {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": metadata, "spec": {"replicas": 1}}
 
 
-def job(name: str, namespace: str, uid: str, *, labels: dict[str, str] | None = None,
-        image: str = "runner:test") -> dict:
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": name, "namespace": namespace, "uid": uid, "labels": dict(labels or {}),
-                         "creationTimestamp": now_rfc3339()},
-            "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": dict(labels or {})},
-                                                     "spec": {"containers": [{"name": "runner", "image": image}]}}},
-            "status": {}}
+def job(
+    name: str, namespace: str, uid: str, *, labels: dict[str, str] | None = None, image: str = "runner:test"
+) -> dict:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": uid,
+            "labels": dict(labels or {}),
+            "creationTimestamp": now_rfc3339(),
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": dict(labels or {})},
+                "spec": {"containers": [{"name": "runner", "image": image}]},
+            },
+        },
+        "status": {},
+    }
 
 
-def event(involved: dict, reason: str, message: str, *, type: str = "Normal", count: int = 1,  # noqa: A002
-          at: str | None = None) -> dict:
+def event(
+    involved: dict,
+    reason: str,
+    message: str,
+    *,
+    type: str = "Normal",
+    count: int = 1,  # noqa: A002
+    at: str | None = None,
+) -> dict:
     """An Event about `involved` (a pod or Job as stored), as the scheduler, the autoscaler or a controller writes."""
     metadata = involved["metadata"]
     stamp = at or now_rfc3339()
-    return {"apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{metadata['name']}.{next(_event_numbers):x}", "namespace": metadata["namespace"],
-                         "uid": f"uid-event-{next(_event_numbers)}", "creationTimestamp": stamp},
-            "involvedObject": {"kind": involved["kind"], "name": metadata["name"], "namespace": metadata["namespace"],
-                               "uid": metadata["uid"], "apiVersion": involved["apiVersion"]},
-            "reason": reason, "message": message, "type": type, "count": count,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "source": {"component": "fake"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{metadata['name']}.{next(_event_numbers):x}",
+            "namespace": metadata["namespace"],
+            "uid": f"uid-event-{next(_event_numbers)}",
+            "creationTimestamp": stamp,
+        },
+        "involvedObject": {
+            "kind": involved["kind"],
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "uid": metadata["uid"],
+            "apiVersion": involved["apiVersion"],
+        },
+        "reason": reason,
+        "message": message,
+        "type": type,
+        "count": count,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "source": {"component": "fake"},
+    }
 
 
 _event_numbers = itertools.count(1)
@@ -141,6 +222,7 @@ def field_value(obj: dict, path: str) -> Any:
 
 
 # ------------------------------------------------------------------------------ fake --
+
 
 @dataclass
 class Request:
@@ -216,8 +298,7 @@ class FakeKubernetes(LocalServer):
 
     def objects(self, kind: str, namespace: str | None = None) -> list[dict]:
         with self._lock:
-            return [obj for (k, ns, _), obj in self._store.objects.items()
-                    if k == kind and namespace in (None, ns)]
+            return [obj for (k, ns, _), obj in self._store.objects.items() if k == kind and namespace in (None, ns)]
 
     def update(self, kind: str, namespace: str, name: str, change: Callable[[dict], None]) -> dict:
         """Change a stored object in place, under the fake's lock (as a controller writes status)."""
@@ -226,8 +307,16 @@ class FakeKubernetes(LocalServer):
             change(obj)
             return obj
 
-    def add_token(self, token: str, *, namespace: str, service_account: str, pod_name: str | None,
-                  pod_uid: str | None, audiences: list[str]) -> None:
+    def add_token(
+        self,
+        token: str,
+        *,
+        namespace: str,
+        service_account: str,
+        pod_name: str | None,
+        pod_uid: str | None,
+        audiences: list[str],
+    ) -> None:
         """A projected token; pod_name/pod_uid None make it a plain (not pod-bound) ServiceAccount token."""
         with self._lock:
             self._store.tokens[token] = TokenInfo(namespace, service_account, pod_name, pod_uid, tuple(audiences))
@@ -285,8 +374,9 @@ class FakeKubernetes(LocalServer):
             return 201, self._review(request.json() or {})
         match = OBJECT_PATH.match(request.path)
         if match is None or GROUPS[match.group(3)] != match.group(1):
-            return 404, status_object(404, "NotFound", f"the server could not find the requested resource "
-                                                       f"{request.path}")
+            return 404, status_object(
+                404, "NotFound", f"the server could not find the requested resource {request.path}"
+            )
         namespace, resource, name = match.group(2), match.group(3), match.group(4)
         name = unquote(name) if name is not None else None
         kind = KINDS[resource]
@@ -327,21 +417,33 @@ class FakeKubernetes(LocalServer):
         else:
             extra = {}
             if info.pod_name:
-                extra = {"authentication.kubernetes.io/pod-name": [info.pod_name],
-                         "authentication.kubernetes.io/pod-uid": [info.pod_uid],
-                         "authentication.kubernetes.io/credential-id": ["JTI=fake"]}
+                extra = {
+                    "authentication.kubernetes.io/pod-name": [info.pod_name],
+                    "authentication.kubernetes.io/pod-uid": [info.pod_uid],
+                    "authentication.kubernetes.io/credential-id": ["JTI=fake"],
+                }
             status = {
                 "authenticated": True,
-                "user": {"username": f"system:serviceaccount:{info.namespace}:{info.service_account}",
-                         "uid": f"uid-sa-{info.service_account}",
-                         "groups": ["system:serviceaccounts", f"system:serviceaccounts:{info.namespace}",
-                                    "system:authenticated"],
-                         "extra": extra},
+                "user": {
+                    "username": f"system:serviceaccount:{info.namespace}:{info.service_account}",
+                    "uid": f"uid-sa-{info.service_account}",
+                    "groups": [
+                        "system:serviceaccounts",
+                        f"system:serviceaccounts:{info.namespace}",
+                        "system:authenticated",
+                    ],
+                    "extra": extra,
+                },
                 "audiences": [a for a in wanted if a in info.audiences] if wanted else list(info.audiences),
             }
         # As the real API does, the answer echoes the spec, token included: the broker must not log it.
-        return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {},
-                "spec": spec, "status": status}
+        return {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "metadata": {},
+            "spec": spec,
+            "status": status,
+        }
 
     def _pod_alive(self, info: TokenInfo) -> bool:
         current = self.get("Pod", info.namespace, info.pod_name or "")
@@ -352,13 +454,21 @@ class FakeKubernetes(LocalServer):
         labels = selector_terms(parsed.get("labelSelector", [""])[0])
         fields = selector_terms(parsed.get("fieldSelector", [""])[0])
         with self._lock:
-            found = [copy.deepcopy(obj) for (k, ns, _), obj in self._store.objects.items()
-                     if k == kind and ns == namespace]
-        items = [obj for obj in found
-                 if all((obj["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
-                 and all(str(field_value(obj, k)) == v for k, v in fields.items())]
-        return {"apiVersion": API_VERSIONS[kind], "kind": f"{kind}List", "metadata": {"resourceVersion": "1"},
-                "items": items}
+            found = [
+                copy.deepcopy(obj) for (k, ns, _), obj in self._store.objects.items() if k == kind and ns == namespace
+            ]
+        items = [
+            obj
+            for obj in found
+            if all((obj["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
+            and all(str(field_value(obj, k)) == v for k, v in fields.items())
+        ]
+        return {
+            "apiVersion": API_VERSIONS[kind],
+            "kind": f"{kind}List",
+            "metadata": {"resourceVersion": "1"},
+            "items": items,
+        }
 
     def _create_job(self, namespace: str, body: dict) -> tuple[int, Any]:
         metadata = body.get("metadata") or {}
@@ -366,8 +476,13 @@ class FakeKubernetes(LocalServer):
         if body.get("kind") != "Job" or not name or metadata.get("namespace", namespace) != namespace:
             return 422, status_object(422, "Invalid", "a Job needs kind Job, a name and this namespace")
         created = copy.deepcopy(body)
-        created["metadata"] = {**metadata, "namespace": namespace, "uid": f"uid-job-made-{next(self._uids):04d}",
-                               "creationTimestamp": now_rfc3339(), "resourceVersion": "1"}
+        created["metadata"] = {
+            **metadata,
+            "namespace": namespace,
+            "uid": f"uid-job-made-{next(self._uids):04d}",
+            "creationTimestamp": now_rfc3339(),
+            "resourceVersion": "1",
+        }
         created.setdefault("status", {})
         with self._lock:
             if ("Job", namespace, name) in self._store.objects:
@@ -384,8 +499,12 @@ class FakeKubernetes(LocalServer):
             if current is None:
                 return 404, not_found(resource, name)
             if wanted_uid is not None and current["metadata"]["uid"] != wanted_uid:
-                return 409, status_object(409, "Conflict", f"Precondition failed: UID in precondition: {wanted_uid}, "
-                                                           f"UID in object meta: {current['metadata']['uid']}")
+                return 409, status_object(
+                    409,
+                    "Conflict",
+                    f"Precondition failed: UID in precondition: {wanted_uid}, "
+                    f"UID in object meta: {current['metadata']['uid']}",
+                )
             del self._store.objects[(kind, namespace, name)]
             if kind == "Job" and options.get("propagationPolicy") in ("Background", "Foreground"):
                 uid = current["metadata"]["uid"]
@@ -406,11 +525,22 @@ class FakeKubernetes(LocalServer):
             wanted_uid = (patch.get("metadata") or {}).get("uid")
             if wanted_uid is not None and wanted_uid != current["metadata"]["uid"]:
                 # As the real API server answers (tests/realkube): a UID is immutable, not a precondition.
-                refused = status_object(422, "Invalid", f'Pod "{name}" is invalid: metadata.uid: Invalid value: '
-                                                        f'"{wanted_uid}": field is immutable')
-                refused["details"] = {"name": name, "kind": kind, "causes": [
-                    {"reason": "FieldValueInvalid", "message": f'Invalid value: "{wanted_uid}": field is immutable',
-                     "field": "metadata.uid"}]}
+                refused = status_object(
+                    422,
+                    "Invalid",
+                    f'Pod "{name}" is invalid: metadata.uid: Invalid value: "{wanted_uid}": field is immutable',
+                )
+                refused["details"] = {
+                    "name": name,
+                    "kind": kind,
+                    "causes": [
+                        {
+                            "reason": "FieldValueInvalid",
+                            "message": f'Invalid value: "{wanted_uid}": field is immutable',
+                            "field": "metadata.uid",
+                        }
+                    ],
+                }
                 return 422, refused
             patched = merge_patch(current, patch)
             current.clear()
@@ -419,10 +549,16 @@ class FakeKubernetes(LocalServer):
 
 
 def status_object(code: int, reason: str, message: str) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 def not_found(resource: str, name: str) -> dict:
     return status_object(404, "NotFound", f'{resource} "{name}" not found')
-

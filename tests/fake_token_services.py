@@ -29,7 +29,9 @@ SECRETS = (REQUEST_TOKEN, JWT, FEDERATED, ACCESS_TOKEN)
 class TokenServices(LocalServer):
     thread_name = "fake-token-services"
 
-    provider: str = "projects/123456789012/locations/global/workloadIdentityPools/gpu-runners-github/providers/github-actions"
+    provider: str = (
+        "projects/123456789012/locations/global/workloadIdentityPools/gpu-runners-github/providers/github-actions"
+    )
     service_account: str = "gpu-runners-ci@acme-ml.iam.gserviceaccount.com"
     admit: bool = True
     """Whether the provider's attribute condition admits the job's claims."""
@@ -48,21 +50,36 @@ class TokenServices(LocalServer):
 
     def answer(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, dict]:
         url = urlsplit(path)
-        self.requests.append({"method": method, "path": url.path, "query": parse_qs(url.query),
-                              "authorization": headers.get("authorization", ""), "body": body.decode()})
+        self.requests.append(
+            {
+                "method": method,
+                "path": url.path,
+                "query": parse_qs(url.query),
+                "authorization": headers.get("authorization", ""),
+                "body": body.decode(),
+            }
+        )
         if method == "GET" and url.path == "/oidc":
             if headers.get("authorization") != f"bearer {REQUEST_TOKEN}":
                 return 401, {"message": "bad request token"}
             return 200, {"value": JWT, "count": 1}
         if method == "POST" and url.path == "/sts":
             request = json.loads(body or b"{}")
-            if request.get("subject_token") != JWT or request.get("audience") != f"//iam.googleapis.com/{self.provider}":
+            if (
+                request.get("subject_token") != JWT
+                or request.get("audience") != f"//iam.googleapis.com/{self.provider}"
+            ):
                 return 400, {"error": "invalid_grant", "error_description": "invalid subject token or audience"}
             if not self.admit:
-                return 403, {"error": "unauthorized_client",
-                             "error_description": "The given credential is rejected by the attribute condition."}
+                return 403, {
+                    "error": "unauthorized_client",
+                    "error_description": "The given credential is rejected by the attribute condition.",
+                }
             return 200, {"access_token": FEDERATED, "token_type": "Bearer", "expires_in": 3600}
-        if method == "POST" and url.path == f"/iam/v1/projects/-/serviceAccounts/{self.service_account}:generateAccessToken":
+        if (
+            method == "POST"
+            and url.path == f"/iam/v1/projects/-/serviceAccounts/{self.service_account}:generateAccessToken"
+        ):
             if headers.get("authorization") != f"Bearer {FEDERATED}":
                 return 401, {"error": {"code": 401, "message": "bad federated token"}}
             return 200, {"accessToken": ACCESS_TOKEN, "expireTime": EXPIRES}

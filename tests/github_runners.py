@@ -101,14 +101,21 @@ class GitHubRunners:
 
     def enable_app(self, installation_id: str, *, expires_in_seconds: int = 3600) -> None:
         """Answer the App's installation token requests with fresh tokens the runner endpoints accept."""
+
         def issue(request: Request, match: re.Match[str]) -> Reply:
             with self._lock:
                 token = f"ghs_FAKE-installation-token-{len(self.installation_tokens) + 1:04d}"
                 self.installation_tokens.append(token)
                 self.accepted_tokens.add(token)
             expires_at = datetime.fromtimestamp(time.time() + expires_in_seconds, UTC)
-            return Reply(201, {"token": token, "expires_at": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                               "permissions": {"administration": "write"}})
+            return Reply(
+                201,
+                {
+                    "token": token,
+                    "expires_at": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "permissions": {"administration": "write"},
+                },
+            )
 
         self.github.respond("POST", re.escape(access_tokens_path(installation_id)), issue)
 
@@ -153,7 +160,7 @@ class GitHubRunners:
         if "name" in query:  # GitHub's filter: the runners of that exact name
             runners = [r for r in runners if r["name"] == query["name"][0]]
         start = (page - 1) * per_page
-        return Reply(200, {"total_count": len(runners), "runners": runners[start:start + per_page]})
+        return Reply(200, {"total_count": len(runners), "runners": runners[start : start + per_page]})
 
     def _delete(self, request: Request, match: re.Match[str]) -> Reply:
         refused = self._refused(request)
@@ -164,7 +171,7 @@ class GitHubRunners:
             if runner is None:
                 return Reply(404, {"message": "Not Found"})
             if runner["busy"]:
-                return Reply(422, {"message": f"Bad request - Runner \"{runner['name']}\" is still running a job\""})
+                return Reply(422, {"message": f'Bad request - Runner "{runner["name"]}" is still running a job"'})
             del self._runners[runner["id"]]
         return Reply(204)
 
@@ -172,9 +179,16 @@ class GitHubRunners:
         runner_id = next(self._ids)
         names = [*DEFAULT_LABELS, *(label for label in labels if label not in DEFAULT_LABELS)]
         self._runners[runner_id] = {
-            "id": runner_id, "name": name, "os": "Linux", "status": status, "busy": busy, "ephemeral": True,
-            "labels": [{"id": i + 1, "name": label, "type": "read-only" if label in DEFAULT_LABELS else "custom"}
-                       for i, label in enumerate(names)],
+            "id": runner_id,
+            "name": name,
+            "os": "Linux",
+            "status": status,
+            "busy": busy,
+            "ephemeral": True,
+            "labels": [
+                {"id": i + 1, "name": label, "type": "read-only" if label in DEFAULT_LABELS else "custom"}
+                for i, label in enumerate(names)
+            ],
         }
         return runner_id
 
@@ -194,8 +208,12 @@ class GitHubRuns:
 
     def start_run(self, run_id: int | str, attempt: int | str = 1, status: str = "in_progress") -> None:
         with self._lock:
-            self._runs[int(run_id)] = {"id": int(run_id), "status": status, "run_attempt": int(attempt),
-                                       "conclusion": None}
+            self._runs[int(run_id)] = {
+                "id": int(run_id),
+                "status": status,
+                "run_attempt": int(attempt),
+                "conclusion": None,
+            }
             self._jobs.setdefault((int(run_id), int(attempt)), [])
 
     def set_run_status(self, run_id: int | str, status: str) -> None:
@@ -207,16 +225,31 @@ class GitHubRuns:
         with self._lock:
             self._runs.pop(int(run_id), None)
 
-    def add_job(self, run_id: int | str, attempt: int | str, name: str, *, status: str = "in_progress",
-                runner_name: str | None = None) -> dict:
+    def add_job(
+        self,
+        run_id: int | str,
+        attempt: int | str,
+        name: str,
+        *,
+        status: str = "in_progress",
+        runner_name: str | None = None,
+    ) -> dict:
         """A job of the run attempt (the run starts, in progress, if it has not)."""
         if int(run_id) not in self._runs:
             self.start_run(run_id, attempt)
         with self._lock:
             self._runs[int(run_id)]["run_attempt"] = max(self._runs[int(run_id)]["run_attempt"], int(attempt))
-            job = {"id": next(self._ids), "run_id": int(run_id), "run_attempt": int(attempt), "name": name,
-                   "status": status, "conclusion": None, "runner_name": runner_name,
-                   "runner_id": None if runner_name is None else 1, "labels": []}
+            job = {
+                "id": next(self._ids),
+                "run_id": int(run_id),
+                "run_attempt": int(attempt),
+                "name": name,
+                "status": status,
+                "conclusion": None,
+                "runner_name": runner_name,
+                "runner_id": None if runner_name is None else 1,
+                "labels": [],
+            }
             self._jobs.setdefault((int(run_id), int(attempt)), []).append(job)
             return job
 
@@ -245,4 +278,4 @@ class GitHubRuns:
                 return Reply(404, {"message": "Not Found"})
             jobs = [dict(job) for job in self._jobs.get((int(match.group(1)), int(match.group(2))), [])]
         start = (page - 1) * per_page
-        return Reply(200, {"total_count": len(jobs), "jobs": jobs[start:start + per_page]})
+        return Reply(200, {"total_count": len(jobs), "jobs": jobs[start : start + per_page]})

@@ -68,8 +68,9 @@ class LocalServer:
         assert self._http is not None and self._thread is None, "listen() comes once, after start()"
         self._http.server_activate()
         # A short poll keeps stop() from adding half a second to every test.
-        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name=self.thread_name, daemon=True)
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.02}, name=self.thread_name, daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -104,8 +105,14 @@ class QuietHandler(BaseHTTPRequestHandler):
         return {name.lower(): value for name, value in self.headers.items()}
 
 
-def send_json(handler: BaseHTTPRequestHandler, status: int, body: Any, headers: dict[str, str] | None = None, *,
-              content_type: str | None = "application/json") -> None:
+def send_json(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    body: Any,
+    headers: dict[str, str] | None = None,
+    *,
+    content_type: str | None = "application/json",
+) -> None:
     """Answer `handler`'s request with `status` and `body`.
 
     `body` goes out as JSON, unless it is str or bytes (sent as is) or None (no body).

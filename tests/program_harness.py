@@ -11,7 +11,8 @@ import runpy
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import pulumi
 from google.protobuf import json_format
@@ -41,8 +42,13 @@ BASE_CONFIG = {
     "github:token": GITHUB_TOKEN,
     f"{PROJECT}:runnerToken": RUNNER_TOKEN,
 }
-SECRET_KEYS = ("github:token", f"{PROJECT}:runnerToken", f"{PROJECT}:registryToken", f"{PROJECT}:registryPullToken",
-               f"{PROJECT}:githubAppPrivateKey")
+SECRET_KEYS = (
+    "github:token",
+    f"{PROJECT}:runnerToken",
+    f"{PROJECT}:registryToken",
+    f"{PROJECT}:registryPullToken",
+    f"{PROJECT}:githubAppPrivateKey",
+)
 
 FAKE_ENDPOINT = "203.0.113.10"
 FAKE_CA_B64 = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n").decode()
@@ -86,10 +92,14 @@ def fake_outputs(args: MockResourceArgs, cluster: dict) -> dict:
         email = f"service-123456789012@gcp-sa-{inputs['service'].split('.')[0]}.iam.gserviceaccount.com"
         return {"email": email, "member": f"serviceAccount:{email}"}
     if args.typ == "gcp:iam/workloadIdentityPool:WorkloadIdentityPool":
-        return {"name": f"projects/123456789012/locations/global/workloadIdentityPools/{inputs['workloadIdentityPoolId']}"}
+        return {
+            "name": f"projects/123456789012/locations/global/workloadIdentityPools/{inputs['workloadIdentityPoolId']}"
+        }
     if args.typ == "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider":
-        return {"name": f"projects/123456789012/locations/global/workloadIdentityPools/{inputs['workloadIdentityPoolId']}"
-                        f"/providers/{inputs['workloadIdentityPoolProviderId']}"}
+        return {
+            "name": f"projects/123456789012/locations/global/workloadIdentityPools/{inputs['workloadIdentityPoolId']}"
+            f"/providers/{inputs['workloadIdentityPoolProviderId']}"
+        }
     return {}
 
 
@@ -186,8 +196,9 @@ def wrapped(value: Any) -> Any:
 
 
 class RecordingMocks(Mocks):
-    def __init__(self, cluster: dict, repository: dict, program: "Program",
-                 existing_cluster: dict | None = None) -> None:
+    def __init__(
+        self, cluster: dict, repository: dict, program: "Program", existing_cluster: dict | None = None
+    ) -> None:
         self.cluster = cluster
         self.repository = repository
         self.program = program
@@ -246,10 +257,17 @@ class RecordingMonitor(MockMonitor):
         return response
 
 
-def run_program(config: dict[str, str] | None = None, *, preview: bool = False, cluster: dict | None = None,
-                drop: tuple[str, ...] = (), on_run: Callable[[Program], None] | None = None,
-                plain_text: bool = False, repository: dict | None = None,
-                existing_cluster: dict | None = None) -> Program:
+def run_program(
+    config: dict[str, str] | None = None,
+    *,
+    preview: bool = False,
+    cluster: dict | None = None,
+    drop: tuple[str, ...] = (),
+    on_run: Callable[[Program], None] | None = None,
+    plain_text: bool = False,
+    repository: dict | None = None,
+    existing_cluster: dict | None = None,
+) -> Program:
     """Run `__main__.py` once with BASE_CONFIG updated by `config`, minus the `drop` keys.
 
     The preflight asks a local stand-in of the Compute Engine API (fake_compute), never the real one.
@@ -265,12 +283,23 @@ def run_program(config: dict[str, str] | None = None, *, preview: bool = False, 
     if on_run:
         on_run(program)
     fake_cluster = {"endpoint": FAKE_ENDPOINT, "ca_b64": FAKE_CA_B64, **(cluster or {})}
-    fake_repository = {"visibility": "private", "private": True, "repoId": 424242, "defaultBranch": "main",
-                       **(repository or {})}
+    fake_repository = {
+        "visibility": "private",
+        "private": True,
+        "repoId": 424242,
+        "defaultBranch": "main",
+        **(repository or {}),
+    }
     mocks = RecordingMocks(fake_cluster, fake_repository, program, existing_cluster)
     settings.set_root_resource(None)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="test", preview=preview, organization="acme",
-                             monitor=RecordingMonitor(mocks, program))
+    pulumi.runtime.set_mocks(
+        mocks,
+        project=PROJECT,
+        stack="test",
+        preview=preview,
+        organization="acme",
+        monitor=RecordingMonitor(mocks, program),
+    )
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"))))
     for name, value in settings.get_root_resource().outputs.items():
         output = pulumi.Output.from_input(value)

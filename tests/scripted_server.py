@@ -13,7 +13,8 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from local_server import LocalServer, QuietHandler, send_json
 
@@ -84,7 +85,7 @@ class ScriptedServer(LocalServer):
 
     # ------------------------------------------------- what a double may change --
 
-    def _answer_otherwise(self, request: Request) -> Reply | None:
+    def _answer_otherwise(self, request: Request) -> Reply | None:  # noqa: ARG002 - for subclasses
         """An answer after the scripted queue and before the default; None: go on."""
         return None
 
@@ -117,8 +118,9 @@ class ScriptedServer(LocalServer):
 
             def _answer(self) -> None:
                 path, _, query = self.path.partition("?")
-                request = Request(self.command, path, self.lowered_headers(), self.read_body(),
-                                  time.monotonic(), time.time(), query)
+                request = Request(
+                    self.command, path, self.lowered_headers(), self.read_body(), time.monotonic(), time.time(), query
+                )
                 with double._lock:
                     double._requests.append(request)
                 reply = double._next_reply(request)

@@ -35,6 +35,7 @@ def credential(program):
 
 # ----------------------------------------------------------------- the broker --
 
+
 def test_broker_runs_its_own_image_in_its_own_namespace_on_the_cpu_pool(program):
     deployment = broker(program).inputs
     assert deployment["metadata"]["namespace"] == SYSTEM_NS
@@ -69,7 +70,9 @@ def test_the_most_gpu_runners_a_run_may_ask_for_is_the_gpu_pools_size():
 
 
 def test_the_broker_reads_the_programs_gpu_runner_job_as_json_from_its_own_namespace(program):
-    (configmap,) = [c for c in program.of_type("kubernetes:core/v1:ConfigMap") if c.inputs["metadata"]["name"] == "gpu-runner-job"]
+    (configmap,) = [
+        c for c in program.of_type("kubernetes:core/v1:ConfigMap") if c.inputs["metadata"]["name"] == "gpu-runner-job"
+    ]
     assert configmap.inputs["metadata"]["namespace"] == SYSTEM_NS  # out of CI's reach
     job = json.loads(configmap.inputs["data"]["gpu-runner-job.json"])
     # The same Job the program publishes as the read-only template.
@@ -142,47 +145,66 @@ def test_broker_mounts_an_api_token_of_its_own_and_no_other_secret(program):
 
 
 def test_only_pods_of_the_runner_namespace_reach_the_broker_and_only_on_its_port(program):
-    policy = next(p.inputs for p in program.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
-                  if p.inputs["metadata"]["namespace"] == SYSTEM_NS)
+    policy = next(
+        p.inputs
+        for p in program.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+        if p.inputs["metadata"]["namespace"] == SYSTEM_NS
+    )
     assert policy["spec"]["podSelector"] == {"matchLabels": broker(program).inputs["spec"]["selector"]["matchLabels"]}
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    assert policy["spec"]["ingress"] == [{
-        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "github-runners"}}}],
-        "ports": [{"protocol": "TCP", "port": 8080}],
-    }]
+    assert policy["spec"]["ingress"] == [
+        {
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "github-runners"}}}],
+            "ports": [{"protocol": "TCP", "port": 8080}],
+        }
+    ]
     service = program.one("kubernetes:core/v1:Service").inputs
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]
 
 
 def test_broker_rbac_is_token_review_and_the_runner_namespace_role_only(program):
-    names = {(r.typ.rsplit(":", 1)[1], r.inputs["metadata"]["name"]) for r in program.resources
-             if r.typ.startswith("kubernetes:rbac")}
+    names = {
+        (r.typ.rsplit(":", 1)[1], r.inputs["metadata"]["name"])
+        for r in program.resources
+        if r.typ.startswith("kubernetes:rbac")
+    }
     assert names == {
         ("ClusterRole", "github-runners-system-runner-broker-token-review"),
         ("ClusterRoleBinding", "github-runners-system-runner-broker-token-review"),
-        ("Role", "runner-broker"), ("RoleBinding", "runner-broker"),
-        ("Role", "ci-runner-launcher"), ("RoleBinding", "ci-runner-launcher"),
+        ("Role", "runner-broker"),
+        ("RoleBinding", "runner-broker"),
+        ("Role", "ci-runner-launcher"),
+        ("RoleBinding", "ci-runner-launcher"),
     }
-    for rule in [r for role in program.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role") for r in role.inputs["rules"]]:
+    for rule in [
+        r for role in program.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role") for r in role.inputs["rules"]
+    ]:
         assert "secrets" not in rule["resources"] and "*" not in rule["verbs"]
 
 
 # ------------------------------------------------------------------ teardown --
+
 
 def test_destroy_removes_every_runner_object_before_the_broker(program):
     """Pulumi deletes dependents first: the runner namespace and all in it go, then the broker runs its final sweep."""
     deployment = broker(program)
     for resource in program.resources:
         namespace = resource.inputs.get("metadata", {}).get("namespace")
-        is_runner_namespace = resource.typ == "kubernetes:core/v1:Namespace" and resource.inputs["metadata"]["name"] == "github-runners"
+        is_runner_namespace = (
+            resource.typ == "kubernetes:core/v1:Namespace" and resource.inputs["metadata"]["name"] == "github-runners"
+        )
         if namespace == "github-runners" or is_runner_namespace:
             assert program.depends_on(resource, deployment), resource.name
 
 
 def test_destroy_keeps_what_the_broker_needs_until_the_broker_is_gone(program):
     deployment = broker(program)
-    for typ in ("kubernetes:core/v1:Secret", "kubernetes:core/v1:ServiceAccount",
-                "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding", "kubernetes:core/v1:Service"):
+    for typ in (
+        "kubernetes:core/v1:Secret",
+        "kubernetes:core/v1:ServiceAccount",
+        "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding",
+        "kubernetes:core/v1:Service",
+    ):
         needed = [r for r in program.of_type(typ) if r.inputs["metadata"].get("namespace", SYSTEM_NS) == SYSTEM_NS]
         assert needed, typ
         for resource in needed:
@@ -193,19 +215,31 @@ def test_destroy_keeps_what_the_broker_needs_until_the_broker_is_gone(program):
 
 # --------------------------------------------------------- configured refusals --
 
-@pytest.mark.parametrize("keys, named, words", [
-    ({f"{P}:githubAppId": "123456"}, f"{P}:githubAppId", f"missing: {P}:githubAppInstallationId, {P}:githubAppPrivateKey"),
-    ({f"{P}:githubAppId": "123456", f"{P}:githubAppPrivateKey": PEM}, f"{P}:githubAppId", f"missing: {P}:githubAppInstallationId"),
-    ({**APP, f"{P}:runnerToken": "pat"}, f"{P}:runnerToken", "not both"),
-    ({**APP, f"{P}:githubAppId": "my-app"}, f"{P}:githubAppId", "numeric ID"),
-    ({**APP, f"{P}:githubAppPrivateKey": "not a key"}, f"{P}:githubAppPrivateKey", "PEM private key"),
-    ({f"{P}:namespace": "n" * 57}, f"{P}:namespace", "up to 56"),
-])
+
+@pytest.mark.parametrize(
+    "keys, named, words",
+    [
+        (
+            {f"{P}:githubAppId": "123456"},
+            f"{P}:githubAppId",
+            f"missing: {P}:githubAppInstallationId, {P}:githubAppPrivateKey",
+        ),
+        (
+            {f"{P}:githubAppId": "123456", f"{P}:githubAppPrivateKey": PEM},
+            f"{P}:githubAppId",
+            f"missing: {P}:githubAppInstallationId",
+        ),
+        ({**APP, f"{P}:runnerToken": "pat"}, f"{P}:runnerToken", "not both"),
+        ({**APP, f"{P}:githubAppId": "my-app"}, f"{P}:githubAppId", "numeric ID"),
+        ({**APP, f"{P}:githubAppPrivateKey": "not a key"}, f"{P}:githubAppPrivateKey", "PEM private key"),
+        ({f"{P}:namespace": "n" * 57}, f"{P}:namespace", "up to 56"),
+    ],
+)
 def test_bad_runner_credential_settings_are_refused_before_any_resource(keys, named, words):
     runs = []
     with pytest.raises(RunError) as refused:
         run_program(keys, on_run=runs.append)
-    line = next((l for l in str(refused.value).splitlines() if l.strip().startswith(f"- {named}:")), "")
+    line = next((entry for entry in str(refused.value).splitlines() if entry.strip().startswith(f"- {named}:")), "")
     assert words in line, str(refused.value)
     assert runs[0].resources == []
 
@@ -231,6 +265,7 @@ def test_the_repository_is_looked_up_by_its_full_name_with_the_github_provider(p
 
 
 # ------------------------------------------------------------- the image registry --
+
 
 def test_the_cluster_pulls_from_a_standard_repository_that_only_its_nodes_may_read(program):
     repository = program.one("gcp:artifactregistry/repository:Repository").inputs
@@ -264,9 +299,14 @@ def test_a_stack_that_still_sets_the_pull_token_is_told_in_one_line_it_is_no_lon
 
 def test_apis_are_enabled_before_what_uses_them_and_left_enabled_on_destroy(program):
     services = {s.inputs["service"]: s for s in program.of_type("gcp:projects/service:Service")}
-    assert set(services) == {"container.googleapis.com", "containerfilesystem.googleapis.com",
-                             "artifactregistry.googleapis.com", "iam.googleapis.com",
-                             "sts.googleapis.com", "iamcredentials.googleapis.com"}
+    assert set(services) == {
+        "container.googleapis.com",
+        "containerfilesystem.googleapis.com",
+        "artifactregistry.googleapis.com",
+        "iam.googleapis.com",
+        "sts.googleapis.com",
+        "iamcredentials.googleapis.com",
+    }
     for service in services.values():
         assert service.inputs["disableOnDestroy"] is False
     users = {

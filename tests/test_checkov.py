@@ -29,12 +29,14 @@ def render(program, directory: Path, prefix: str = "") -> list[str]:
     for index, manifest in enumerate(kubernetes_objects(program)):
         for field in ("stringData", "data"):
             if field in manifest:
-                manifest[field] = {key: "redacted" for key in manifest[field]}
+                manifest[field] = dict.fromkeys(manifest[field], "redacted")
         name = f"{prefix}{index:03}-{manifest['metadata']['name']}.yaml"
         (directory / name).write_text(yaml.safe_dump(manifest))
         names.append(f"{manifest['kind']}.{manifest['metadata']['name']}")
     if "gpuRunnerTemplate" in program.outputs:
-        job = program.outputs["gpuRunnerTemplate"].replace("${GITHUB_RUN_ID}", "42").replace("${GITHUB_RUN_ATTEMPT}", "1")
+        job = (
+            program.outputs["gpuRunnerTemplate"].replace("${GITHUB_RUN_ID}", "42").replace("${GITHUB_RUN_ATTEMPT}", "1")
+        )
         (directory / f"{prefix}gpu-runner-42-1.yaml").write_text(job)
     return names
 
@@ -45,9 +47,19 @@ def report(every_object, every_scale_set_object, tmp_path_factory) -> dict:
     render(every_object, directory, "per-run-")
     render(every_scale_set_object, directory, "scale-set-")
     result = subprocess.run(
-        [checkov_binary(), "--directory", str(directory), "--framework", "kubernetes", "--output", "json",
-         "--skip-download"],
-        capture_output=True, text=True, timeout=300,
+        [
+            checkov_binary(),
+            "--directory",
+            str(directory),
+            "--framework",
+            "kubernetes",
+            "--output",
+            "json",
+            "--skip-download",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_TELEMETRY": "false"},
     )
     assert result.stdout.strip(), result.stderr[-3000:]
@@ -63,7 +75,9 @@ def report(every_object, every_scale_set_object, tmp_path_factory) -> dict:
 
 def test_checkov_finds_no_failure_in_the_cluster_objects_and_the_gpu_runner(report):
     print(f"checkov: {len(report['passed'])} passed, {len(report['failed'])} failed, {len(report['skipped'])} skipped")
-    assert not report["failed"], "\n".join(f"{c['check_id']} {c['check_name']} on {c['resource']}" for c in report["failed"])
+    assert not report["failed"], "\n".join(
+        f"{c['check_id']} {c['check_name']} on {c['resource']}" for c in report["failed"]
+    )
 
 
 def test_checkov_scanned_every_runner_workload(report):

@@ -36,7 +36,7 @@ def tokens():
 
 @pytest.fixture
 def job_env(tmp_path: Path, tokens) -> dict[str, str]:
-    """A CI job's environment: gpu-runner on PATH (as in the image), the OIDC request variables, the Actions variables."""
+    """A CI job's environment: gpu-runner on PATH (as in the image), the OIDC request and Actions variables."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "gpu-runner").symlink_to(ROOT / "runner_image" / "gpu-runner")
@@ -54,8 +54,9 @@ def assert_no_secret_printed(result):
         assert secret not in result.stdout + result.stderr
 
 
-def test_kubectl_gets_a_short_lived_token_from_the_jobs_oidc_token_and_uses_the_namespace(apiserver, requests, tokens,
-                                                                                         job_env):
+def test_kubectl_gets_a_short_lived_token_from_the_jobs_oidc_token_and_uses_the_namespace(
+    apiserver, requests, tokens, job_env
+):
     kubeconfig = ci_kubeconfig("gpu-runners", apiserver.endpoint, apiserver.ca_b64, NAMESPACE)
 
     result = kubectl_against(kubeconfig, apiserver, env=job_env)
@@ -120,8 +121,11 @@ def test_kubeconfig_the_program_writes_to_github_lets_kubectl_in(apiserver, requ
     from program_harness import run_program
 
     program = run_program(cluster={"endpoint": apiserver.endpoint, "ca_b64": apiserver.ca_b64})
-    secret = next(s for s in program.of_type("github:index/actionsSecret:ActionsSecret")
-                  if s.inputs["secretName"] == "GCP_K8S_KUBECONFIG")
+    secret = next(
+        s
+        for s in program.of_type("github:index/actionsSecret:ActionsSecret")
+        if s.inputs["secretName"] == "GCP_K8S_KUBECONFIG"
+    )
 
     result = kubectl_against(secret.inputs["value"], apiserver, env=job_env)
 

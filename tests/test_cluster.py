@@ -131,17 +131,19 @@ def test_gpu_pool_carries_the_gpus_with_gke_installing_the_driver(program):
 
 
 def test_gpu_settings_follow_config():
-    program = run_program({
-        "gke-gpu-runners:gpuType": "nvidia-l4",
-        "gke-gpu-runners:gpuCount": "2",
-        "gke-gpu-runners:gpuMinNodes": "1",
-        "gke-gpu-runners:gpuMaxNodes": "4",
-        "gke-gpu-runners:gpuSpot": "true",
-        "gke-gpu-runners:gpuDriverVersion": "LATEST",
-        "gke-gpu-runners:cpuMachineType": "e2-standard-8",
-        "gke-gpu-runners:cpuMinNodes": "2",
-        "gke-gpu-runners:cpuMaxNodes": "5",
-    })
+    program = run_program(
+        {
+            "gke-gpu-runners:gpuType": "nvidia-l4",
+            "gke-gpu-runners:gpuCount": "2",
+            "gke-gpu-runners:gpuMinNodes": "1",
+            "gke-gpu-runners:gpuMaxNodes": "4",
+            "gke-gpu-runners:gpuSpot": "true",
+            "gke-gpu-runners:gpuDriverVersion": "LATEST",
+            "gke-gpu-runners:cpuMachineType": "e2-standard-8",
+            "gke-gpu-runners:cpuMinNodes": "2",
+            "gke-gpu-runners:cpuMaxNodes": "5",
+        }
+    )
     gpu, cpu = pool(program, "gpu"), pool(program, "cpu")
     assert gpu["nodeConfig"]["guestAccelerators"] == [
         {"type": "nvidia-l4", "count": 2, "gpuDriverInstallationConfig": {"gpuDriverVersion": "LATEST"}}
@@ -158,7 +160,10 @@ def test_pools_self_heal_and_use_the_gke_metadata_server(program, role):
     config = pool(program, role)
     assert config["management"] == {"autoRepair": True, "autoUpgrade": True}
     assert config["nodeConfig"]["workloadMetadataConfig"] == {"mode": "GKE_METADATA"}
-    assert config["nodeConfig"]["shieldedInstanceConfig"] == {"enableSecureBoot": True, "enableIntegrityMonitoring": True}
+    assert config["nodeConfig"]["shieldedInstanceConfig"] == {
+        "enableSecureBoot": True,
+        "enableIntegrityMonitoring": True,
+    }
 
 
 def test_changing_pool_bounds_resizes_instead_of_replacing_the_pool(program):

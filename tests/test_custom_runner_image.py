@@ -44,11 +44,14 @@ def test_gpu_runners_and_gpu_nodes_run_the_users_image_and_base_runners_keep_our
     assert base["containers"][0]["image"] == custom.outputs["clusterRunnerImage"]
 
 
-@pytest.mark.parametrize("value, words", [
-    ("examples/missing/Dockerfile", "is not a file"),
-    ("../Dockerfile", "inside the project folder"),
-    ("runner_image/Dockerfile", "its first FROM must be the runner image"),
-])
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("examples/missing/Dockerfile", "is not a file"),
+        ("../Dockerfile", "inside the project folder"),
+        ("runner_image/Dockerfile", "its first FROM must be the runner image"),
+    ],
+)
 def test_a_dockerfile_that_cannot_be_a_runner_image_is_refused_before_any_resource(value, words):
     with pytest.raises(RunError) as refused:
         run_program({f"{P}:runnerImageDockerfile": value})
@@ -56,14 +59,17 @@ def test_a_dockerfile_that_cannot_be_a_runner_image_is_refused_before_any_resour
     assert words in line
 
 
-@pytest.mark.parametrize("text, accepted", [
-    ("ARG RUNNER_IMAGE\nFROM ${RUNNER_IMAGE}\nRUN true\n", True),
-    ("ARG RUNNER_IMAGE\nFROM $RUNNER_IMAGE AS base\n", True),
-    ("ARG RUNNER_IMAGE\nFROM --platform=linux/amd64 ${RUNNER_IMAGE}\n", True),
-    ("FROM ubuntu:24.04\nFROM ${RUNNER_IMAGE}\n", False),  # the first FROM is what runs
-    ("ARG RUNNER_IMAGE\nFROM ${RUNNER_IMAGE_OTHER}\n", False),
-    ("RUN true\n", False),
-])
+@pytest.mark.parametrize(
+    "text, accepted",
+    [
+        ("ARG RUNNER_IMAGE\nFROM ${RUNNER_IMAGE}\nRUN true\n", True),
+        ("ARG RUNNER_IMAGE\nFROM $RUNNER_IMAGE AS base\n", True),
+        ("ARG RUNNER_IMAGE\nFROM --platform=linux/amd64 ${RUNNER_IMAGE}\n", True),
+        ("FROM ubuntu:24.04\nFROM ${RUNNER_IMAGE}\n", False),  # the first FROM is what runs
+        ("ARG RUNNER_IMAGE\nFROM ${RUNNER_IMAGE_OTHER}\n", False),
+        ("RUN true\n", False),
+    ],
+)
 def test_only_a_dockerfile_whose_first_from_is_ours_is_accepted(text, accepted):
     assert (custom_dockerfile_problem(text) is None) is accepted
 

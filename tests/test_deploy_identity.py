@@ -43,7 +43,10 @@ def test_only_the_default_branchs_runs_may_act_as_it(deploying):
     assert account.inputs["accountId"] == "gpu-runners-deploy"
     (binding,) = [b for b in deploying.of_type(SA_BINDING) if b.name == "deploy-from-github"]
     assert binding.inputs["role"] == "roles/iam.workloadIdentityUser"
-    assert binding.inputs["member"] == f"principal://iam.googleapis.com/{POOL}/subject/repo:Acme/Models:ref:refs/heads/main"
+    assert (
+        binding.inputs["member"]
+        == f"principal://iam.googleapis.com/{POOL}/subject/repo:Acme/Models:ref:refs/heads/main"
+    )
     assert binding.inputs["serviceAccountId"] == f"projects/acme-ml/serviceAccounts/{EMAIL}"
 
 
@@ -54,16 +57,24 @@ def test_the_default_branch_is_the_one_github_names():
 
 
 def test_it_may_push_to_that_one_repository_and_read_the_data_bucket(deploying):
-    (push,) = [r for r in deploying.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
-               if r.inputs["member"] == MEMBER]
+    (push,) = [
+        r
+        for r in deploying.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
+        if r.inputs["member"] == MEMBER
+    ]
     assert {k: push.inputs[k] for k in ("project", "location", "repository", "role")} == {
-        "project": "acme-ml", "location": "europe-west6", "repository": "celestial-bodies",
-        "role": "roles/artifactregistry.writer"}
-    (data,) = [r for r in deploying.of_type("gcp:storage/bucketIAMMember:BucketIAMMember")
-               if r.inputs["member"] == MEMBER]
+        "project": "acme-ml",
+        "location": "europe-west6",
+        "repository": "celestial-bodies",
+        "role": "roles/artifactregistry.writer",
+    }
+    (data,) = [
+        r for r in deploying.of_type("gcp:storage/bucketIAMMember:BucketIAMMember") if r.inputs["member"] == MEMBER
+    ]
     assert (data.inputs["bucket"], data.inputs["role"]) == ("acme-dvc", "roles/storage.objectViewer")
-    project_roles = {r.inputs["role"] for r in deploying.of_type("gcp:projects/iAMMember:IAMMember")
-                     if r.inputs["member"] == MEMBER}
+    project_roles = {
+        r.inputs["role"] for r in deploying.of_type("gcp:projects/iAMMember:IAMMember") if r.inputs["member"] == MEMBER
+    }
     assert project_roles == {"roles/container.clusterViewer"}  # into GKE; RBAC says where
 
 
@@ -73,13 +84,28 @@ def test_in_the_cluster_it_may_apply_workloads_in_that_namespace_only(deploying)
     assert role.inputs["metadata"]["namespace"] == binding.inputs["metadata"]["namespace"] == "default"
     for cluster_wide in deploying.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"):
         assert EMAIL not in str(cluster_wide.inputs["subjects"])
-    granted = {(group, resource, verb) for rule in role.inputs["rules"] for group in rule["apiGroups"]
-               for resource in rule["resources"] for verb in rule["verbs"]}
+    granted = {
+        (group, resource, verb)
+        for rule in role.inputs["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
     for needed in (("apps", "deployments", "patch"), ("", "services", "create"), ("apps", "replicasets", "get")):
         assert needed in granted
     flat = {value for rule in role.inputs["rules"] for values in rule.values() for value in values}
-    for forbidden in ("*", "secrets", "pods/exec", "pods/attach", "serviceaccounts", "roles", "rolebindings",
-                      "escalate", "bind", "impersonate"):
+    for forbidden in (
+        "*",
+        "secrets",
+        "pods/exec",
+        "pods/attach",
+        "serviceaccounts",
+        "roles",
+        "rolebindings",
+        "escalate",
+        "bind",
+        "impersonate",
+    ):
         assert forbidden not in flat
     assert binding.inputs["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": EMAIL}]
     assert binding.inputs["roleRef"]["name"] == "gke-gpu-runners-deployer"
@@ -107,20 +133,25 @@ def test_it_works_the_same_in_an_existing_cluster():
 def test_the_takeover_guard_names_the_deploy_variable_only_when_it_would_be_written():
     from test_github_wiring import tutorial_secrets
 
-    existing = {"secrets": tutorial_secrets("GOOGLE_SERVICE_ACCOUNT_KEY"),
-                "variables": [{"name": "GCP_DEPLOY_SERVICE_ACCOUNT", "value": "someone@else"}]}
+    existing = {
+        "secrets": tutorial_secrets("GOOGLE_SERVICE_ACCOUNT_KEY"),
+        "variables": [{"name": "GCP_DEPLOY_SERVICE_ACCOUNT", "value": "someone@else"}],
+    }
     assert run_program(repository=existing)  # not ours to write: no clash
     with pytest.raises(RunError, match="secrets or variables GCP_DEPLOY_SERVICE_ACCOUNT, written by something"):
         run_program(DEPLOY, repository=existing)
 
 
-@pytest.mark.parametrize("key, value, words", [
-    ("deployRegistry", "gcr.io/acme-ml", "<location>-docker.pkg.dev/<project>/<repository>"),
-    ("deployRegistry", "europe-west6-docker.pkg.dev/acme-ml", "<location>-docker.pkg.dev/<project>/<repository>"),
-    ("deployNamespace", "github-runners", "a namespace of the runners or of GKE"),
-    ("deployNamespace", "kube-system", "a namespace of the runners or of GKE"),
-    ("deployNamespace", "Models!", "e.g. default"),
-])
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("deployRegistry", "gcr.io/acme-ml", "<location>-docker.pkg.dev/<project>/<repository>"),
+        ("deployRegistry", "europe-west6-docker.pkg.dev/acme-ml", "<location>-docker.pkg.dev/<project>/<repository>"),
+        ("deployNamespace", "github-runners", "a namespace of the runners or of GKE"),
+        ("deployNamespace", "kube-system", "a namespace of the runners or of GKE"),
+        ("deployNamespace", "Models!", "e.g. default"),
+    ],
+)
 def test_bad_deploy_settings_are_refused_before_anything(key, value, words):
     runs = []
     with pytest.raises(RunError) as refused:

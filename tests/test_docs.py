@@ -56,7 +56,7 @@ def table(text: str, header: tuple[str, ...]) -> list[list[str]]:
     for i, line in enumerate(lines):
         if line.startswith("|") and tuple(c.lower() for c in cells(line)) == header:
             rows = []
-            for row in lines[i + 2:]:
+            for row in lines[i + 2 :]:
                 if not row.startswith("|"):
                     break
                 rows.append(cells(row))
@@ -122,17 +122,22 @@ def test_every_declared_key_has_exactly_one_row():
     counts = Counter(key for key, _, _ in key_rows())
     missing = sorted(key for key in declared_keys() if counts[key] == 0)
     repeated = sorted(key for key, n in counts.items() if n > 1)
-    assert not missing, (f"Pulumi.yaml declares {missing} but docs/configuration.md's table of keys has no row "
-                         "for them: add one each, | `key` | type | default | meaning |")
+    assert not missing, (
+        f"Pulumi.yaml declares {missing} but docs/configuration.md's table of keys has no row "
+        "for them: add one each, | `key` | type | default | meaning |"
+    )
     assert not repeated, f"docs/configuration.md lists {repeated} more than once"
 
 
 def test_no_undeclared_key_is_listed():
     declared = declared_keys()
-    undeclared = sorted(key for key, (_, default) in documented_keys().items()
-                        if key not in declared and default != "removed")
-    assert not undeclared, (f"docs/configuration.md lists {undeclared}, which Pulumi.yaml does not declare: "
-                            "declare them, or move them under 'Not built yet'")
+    undeclared = sorted(
+        key for key, (_, default) in documented_keys().items() if key not in declared and default != "removed"
+    )
+    assert not undeclared, (
+        f"docs/configuration.md lists {undeclared}, which Pulumi.yaml does not declare: "
+        "declare them, or move them under 'Not built yet'"
+    )
 
 
 def test_each_row_gives_the_declared_type():
@@ -146,7 +151,8 @@ def test_each_row_gives_the_declared_type():
             continue
         assert kind(doc_type) == declared_type, f"{key}: Pulumi.yaml says {declared_type}, the docs {doc_type!r}"
         assert (doc_type == "secret") == secret, (
-            f"{key}: the docs' type {doc_type!r} and Pulumi.yaml's description (secret: {secret}) disagree")
+            f"{key}: the docs' type {doc_type!r} and Pulumi.yaml's description (secret: {secret}) disagree"
+        )
 
 
 def test_each_row_gives_the_declared_default():
@@ -165,11 +171,13 @@ def test_each_row_gives_the_declared_default():
             # back on), or requires it only without another key ("required unless ...").
             assert doc_default != "required", f"{key}: Pulumi.yaml gives a default, the docs say required"
             assert literal is None or literal[1] in documented, (
-                f"{key}: Pulumi.yaml's default is empty, the docs give the value {literal[1]!r}")
+                f"{key}: Pulumi.yaml's default is empty, the docs give the value {literal[1]!r}"
+            )
         else:
             assert literal and literal[1] == rendered(default), (
                 f"{key}: Pulumi.yaml's default is {rendered(default)!r}; the docs' default cell must start with "
-                f"`{rendered(default)}`, got {doc_default!r}")
+                f"`{rendered(default)}`, got {doc_default!r}"
+            )
         choices = re.fullmatch(r"`([^`]+)`(?: or `([^`]+)`)+", doc_type)
         if choices and default not in (REQUIRED, ""):
             assert rendered(default) in names(doc_type), f"{key}: default {default!r} is not among {doc_type!r}"
@@ -188,9 +196,13 @@ def test_every_stack_output_is_documented_and_nothing_else():
 
 def test_every_github_secret_and_variable_is_documented():
     documented = {name for row in table(CONFIGURATION.read_text(), GITHUB_HEADER) for name in names(row[0])}
-    written = {runner_contract.KUBECONFIG_SECRET, runner_contract.WORKLOAD_IDENTITY_PROVIDER_VARIABLE,
-               runner_contract.SERVICE_ACCOUNT_VARIABLE, runner_contract.OWNER_VARIABLE,
-               runner_contract.DEPLOY_SERVICE_ACCOUNT_VARIABLE}
+    written = {
+        runner_contract.KUBECONFIG_SECRET,
+        runner_contract.WORKLOAD_IDENTITY_PROVIDER_VARIABLE,
+        runner_contract.SERVICE_ACCOUNT_VARIABLE,
+        runner_contract.OWNER_VARIABLE,
+        runner_contract.DEPLOY_SERVICE_ACCOUNT_VARIABLE,
+    }
     assert written <= documented, f"not in docs/configuration.md: {sorted(written - documented)}"
 
 

@@ -174,8 +174,14 @@ class Harness:
     def run(self, timeout: float = 15, **changes: str | None) -> Result:
         """Runs startup.sh to its end."""
         started = time.monotonic()
-        done = subprocess.run(["bash", str(STARTUP)], env=self.environment(**changes), capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            ["bash", str(STARTUP)],
+            env=self.environment(**changes),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         result = Result(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
         self.check_no_leaks(result)
         return result
@@ -184,8 +190,13 @@ class Harness:
         """Starts startup.sh in the background; its output goes to files `output_so_far` reads."""
         self._output = (self.tmp / "stdout", self.tmp / "stderr")
         with self._output[0].open("w") as stdout, self._output[1].open("w") as stderr:
-            return subprocess.Popen(["bash", str(STARTUP)], env=self.environment(**changes), stdout=stdout,
-                                    stderr=stderr, stdin=subprocess.DEVNULL)
+            return subprocess.Popen(
+                ["bash", str(STARTUP)],
+                env=self.environment(**changes),
+                stdout=stdout,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+            )
 
     def output_so_far(self) -> str:
         assert self._output is not None
@@ -232,8 +243,10 @@ class Harness:
         return [(name, float(at)) for name, at in (line.split() for line in path.read_text().splitlines())]
 
     def shim_calls(self, name: str | None = None) -> list[Call]:
-        calls = [Call(argv.name.split("-", 1)[0], read_nul(argv), read_env(argv.with_suffix(".env")))
-                 for argv in sorted(self.shim_log.glob("*.argv"))]
+        calls = [
+            Call(argv.name.split("-", 1)[0], read_nul(argv), read_env(argv.with_suffix(".env")))
+            for argv in sorted(self.shim_log.glob("*.argv"))
+        ]
         return [c for c in calls if name is None or c.name == name]
 
     # --------------------------------------------------------------- checks --
@@ -303,8 +316,10 @@ def test_curl_reads_the_token_from_stdin_never_from_its_command_line(harness: Ha
 
 
 def test_token_file_is_read_again_for_each_request(harness: Harness, broker: FakeBroker):
-    broker.script(JITCONFIG, Reply(503, {"error": "GitHub unavailable"},
-                                   action=lambda: harness.token_file.write_text(ROTATED_TOKEN)))
+    broker.script(
+        JITCONFIG,
+        Reply(503, {"error": "GitHub unavailable"}, action=lambda: harness.token_file.write_text(ROTATED_TOKEN)),
+    )
 
     result = harness.run()
 
@@ -393,12 +408,15 @@ def test_hung_broker_times_out_and_gives_up_in_bounded_time(harness: Harness, br
 # ------------------------------------------------------------------- refusals --
 
 
-@pytest.mark.parametrize(("status", "message"), [
-    (401, "the token is not valid for this broker"),
-    (403, "pod default/debug is not a runner pod"),
-    (502, "GitHub refused the broker's credential: Bad credentials"),
-    (404, "no such route"),
-])
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (401, "the token is not valid for this broker"),
+        (403, "pod default/debug is not a runner pod"),
+        (502, "GitHub refused the broker's credential: Bad credentials"),
+        (404, "no such route"),
+    ],
+)
 def test_refusal_exits_3_at_once_with_the_brokers_message(harness: Harness, broker: FakeBroker, status, message):
     broker.script(JITCONFIG, Reply(status, {"error": message}))
 
@@ -422,9 +440,19 @@ def test_a_pod_that_already_had_its_runner_tells_the_broker_so_it_is_replaced(ha
     assert harness.run_call() is None
 
 
-@pytest.mark.parametrize("body", [{}, {"name": RUNNER_NAME, "labels": []}, {"encodedJitConfig": JIT_CONFIG},
-                                  {"name": RUNNER_NAME, "encodedJitConfig": ""}, [], "not json", None],
-                         ids=["empty", "no-config", "no-name", "empty-config", "array", "not-json", "no-body"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"name": RUNNER_NAME, "labels": []},
+        {"encodedJitConfig": JIT_CONFIG},
+        {"name": RUNNER_NAME, "encodedJitConfig": ""},
+        [],
+        "not json",
+        None,
+    ],
+    ids=["empty", "no-config", "no-name", "empty-config", "array", "not-json", "no-body"],
+)
 def test_answer_without_a_runner_exits_3(harness: Harness, broker: FakeBroker, body):
     broker.script(JITCONFIG, Reply(201, body))
 
@@ -439,22 +467,26 @@ def test_answer_without_a_runner_exits_3(harness: Harness, broker: FakeBroker, b
 # ---------------------------------------------------------- invalid variables --
 
 
-@pytest.mark.parametrize(("changes", "variable"), [
-    ({"RUNNER_BROKER_URL": None}, "RUNNER_BROKER_URL"),
-    ({"RUNNER_BROKER_URL": "ftp://broker.test"}, "RUNNER_BROKER_URL"),
-    ({"RUNNER_BROKER_URL": "runner-broker:8080"}, "RUNNER_BROKER_URL"),
-    ({"RUNNER_BROKER_TOKEN_FILE": None}, "RUNNER_BROKER_TOKEN_FILE"),
-    ({"RUNNER_BROKER_TOKEN_FILE": "/nonexistent/token"}, "RUNNER_BROKER_TOKEN_FILE"),
-    ({"RUNNER_BROKER_TOKEN_FILE": "/"}, "RUNNER_BROKER_TOKEN_FILE"),
-    ({"RUNNER_HOME": "/nonexistent"}, "RUNNER_HOME"),
-    ({"RUNNER_BROKER_RETRIES": "many"}, "RUNNER_BROKER_RETRIES"),
-    ({"RUNNER_BROKER_RETRIES": "-1"}, "RUNNER_BROKER_RETRIES"),
-    ({"RUNNER_BROKER_BACKOFF_SECONDS": "2s"}, "RUNNER_BROKER_BACKOFF_SECONDS"),
-    ({"RUNNER_BROKER_TIMEOUT_SECONDS": "0"}, "RUNNER_BROKER_TIMEOUT_SECONDS"),
-    ({"RUNNER_BROKER_TIMEOUT_SECONDS": "1.5"}, "RUNNER_BROKER_TIMEOUT_SECONDS"),
-    ({"GPU_RUNNER_RUN_ID": "42a"}, "GPU_RUNNER_RUN_ID"),
-    ({"GPU_RUNNER_RUN_ID": "0"}, "GPU_RUNNER_RUN_ID"),
-], ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={v}" for k, v in v.items()))
+@pytest.mark.parametrize(
+    ("changes", "variable"),
+    [
+        ({"RUNNER_BROKER_URL": None}, "RUNNER_BROKER_URL"),
+        ({"RUNNER_BROKER_URL": "ftp://broker.test"}, "RUNNER_BROKER_URL"),
+        ({"RUNNER_BROKER_URL": "runner-broker:8080"}, "RUNNER_BROKER_URL"),
+        ({"RUNNER_BROKER_TOKEN_FILE": None}, "RUNNER_BROKER_TOKEN_FILE"),
+        ({"RUNNER_BROKER_TOKEN_FILE": "/nonexistent/token"}, "RUNNER_BROKER_TOKEN_FILE"),
+        ({"RUNNER_BROKER_TOKEN_FILE": "/"}, "RUNNER_BROKER_TOKEN_FILE"),
+        ({"RUNNER_HOME": "/nonexistent"}, "RUNNER_HOME"),
+        ({"RUNNER_BROKER_RETRIES": "many"}, "RUNNER_BROKER_RETRIES"),
+        ({"RUNNER_BROKER_RETRIES": "-1"}, "RUNNER_BROKER_RETRIES"),
+        ({"RUNNER_BROKER_BACKOFF_SECONDS": "2s"}, "RUNNER_BROKER_BACKOFF_SECONDS"),
+        ({"RUNNER_BROKER_TIMEOUT_SECONDS": "0"}, "RUNNER_BROKER_TIMEOUT_SECONDS"),
+        ({"RUNNER_BROKER_TIMEOUT_SECONDS": "1.5"}, "RUNNER_BROKER_TIMEOUT_SECONDS"),
+        ({"GPU_RUNNER_RUN_ID": "42a"}, "GPU_RUNNER_RUN_ID"),
+        ({"GPU_RUNNER_RUN_ID": "0"}, "GPU_RUNNER_RUN_ID"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={v}" for k, v in v.items()),
+)
 def test_invalid_variable_exits_2_naming_it(harness: Harness, broker: FakeBroker, changes, variable):
     result = harness.run(**changes)
 
@@ -485,8 +517,11 @@ def test_run_sh_that_is_not_executable_exits_2(harness: Harness, broker: FakeBro
 
 
 def test_inherited_runner_inputs_do_not_reach_run_sh(harness: Harness):
-    result = harness.run(ACTIONS_RUNNER_INPUT_FOO=STALE_INPUT, ACTIONS_RUNNER_INPUT_JITCONFIG=STALE_INPUT,
-                         Actions_Runner_Input_Name=STALE_INPUT)  # the runner reads these names in any case
+    result = harness.run(
+        ACTIONS_RUNNER_INPUT_FOO=STALE_INPUT,
+        ACTIONS_RUNNER_INPUT_JITCONFIG=STALE_INPUT,
+        Actions_Runner_Input_Name=STALE_INPUT,
+    )  # the runner reads these names in any case
 
     assert result.returncode == 0, result.output
     inputs = {k: v for k, v in harness.run_call().env.items() if k.upper().startswith("ACTIONS_RUNNER_INPUT_")}
@@ -643,8 +678,9 @@ def test_a_job_of_the_runners_own_run_passes_the_hook(harness: Harness, broker: 
     assert paths(broker) == [JITCONFIG, FINISHED]
 
 
-def test_a_gpu_runner_that_refused_another_runs_job_ends_5_so_its_job_makes_a_fresh_one(harness: Harness,
-                                                                                       broker: FakeBroker):
+def test_a_gpu_runner_that_refused_another_runs_job_ends_5_so_its_job_makes_a_fresh_one(
+    harness: Harness, broker: FakeBroker
+):
     harness.run_mode("hook:999")
 
     result = harness.run(GPU_RUNNER_RUN_ID="4242")
@@ -659,8 +695,14 @@ def test_a_gpu_runner_that_refused_another_runs_job_ends_5_so_its_job_makes_a_fr
 def test_a_gpu_runner_without_its_hook_does_not_start(harness: Harness, broker: FakeBroker, tmp_path: Path):
     copy = tmp_path / "startup.sh"
     copy.write_text(STARTUP.read_text())
-    done = subprocess.run(["bash", str(copy)], env=harness.environment(GPU_RUNNER_RUN_ID="4242"),
-                          capture_output=True, text=True, timeout=15, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        ["bash", str(copy)],
+        env=harness.environment(GPU_RUNNER_RUN_ID="4242"),
+        capture_output=True,
+        text=True,
+        timeout=15,
+        stdin=subprocess.DEVNULL,
+    )
 
     assert done.returncode == EXIT_CONFIG
     assert "job-started hook" in done.stderr and "is missing" in done.stderr

@@ -44,7 +44,10 @@ def test_no_cluster_is_created_and_the_named_one_is_read_through_the_explicit_pr
     assert joined.of_type(CLUSTER) == []
     (call,) = [c for c in joined.calls if c[0] == GET_CLUSTER]
     assert {k: call[1][k] for k in ("name", "location", "project")} == {
-        "name": "mlops-kubernetes", "location": "us-central1-a", "project": "acme-ml"}
+        "name": "mlops-kubernetes",
+        "location": "us-central1-a",
+        "project": "acme-ml",
+    }
     assert call[2].startswith(joined.one("pulumi:providers:gcp").urn)
 
 
@@ -81,15 +84,17 @@ def test_the_clusters_own_workloads_stay_off_the_cpu_pool_which_the_runners_and_
     for deployment in joined.of_type("kubernetes:apps/v1:Deployment"):
         spec = deployment.inputs["spec"]["template"]["spec"]
         if spec["nodeSelector"] == {"gpu": "false"}:
-            assert {"key": "gke-gpu-runners/pool", "operator": "Equal", "value": "cpu",
-                    "effect": "NoSchedule"} in spec["tolerations"], deployment.name
+            assert {"key": "gke-gpu-runners/pool", "operator": "Equal", "value": "cpu", "effect": "NoSchedule"} in spec[
+                "tolerations"
+            ], deployment.name
 
 
 def test_the_pools_nodes_run_as_their_own_account_which_holds_its_roles_first(joined):
     account = joined.one("gcp:serviceaccount/account:Account", "gke-nodes")
     email = f"{account.inputs['accountId']}@acme-ml.iam.gserviceaccount.com"
-    roles = [r for r in joined.of_type("gcp:projects/iAMMember:IAMMember")
-             if r.inputs["member"] == f"serviceAccount:{email}"]
+    roles = [
+        r for r in joined.of_type("gcp:projects/iAMMember:IAMMember") if r.inputs["member"] == f"serviceAccount:{email}"
+    ]
     assert len(roles) == 5
     for pool in pools(joined).values():
         assert pool.inputs["nodeConfig"]["serviceAccount"] == email
@@ -98,8 +103,11 @@ def test_the_pools_nodes_run_as_their_own_account_which_holds_its_roles_first(jo
 
 
 def kubernetes_objects(program) -> set:
-    return {(r.typ, r.name, json.dumps(r.inputs, sort_keys=True)) for r in program.resources
-            if r.typ.startswith("kubernetes:") and not r.typ.startswith("kubernetes:index")}
+    return {
+        (r.typ, r.name, json.dumps(r.inputs, sort_keys=True))
+        for r in program.resources
+        if r.typ.startswith("kubernetes:") and not r.typ.startswith("kubernetes:index")
+    }
 
 
 def test_the_same_kubernetes_objects_are_deployed_as_in_a_cluster_the_program_creates(joined, program):
@@ -124,6 +132,7 @@ def test_outputs_name_the_existing_cluster(joined):
 
 def test_destroy_can_only_remove_what_the_program_added(joined, program):
     """The cluster is not in the stack; everything that is, a created-cluster stack has too."""
+
     def cloud(run) -> set:
         return {r.typ for r in run.resources if r.custom}
 
@@ -151,11 +160,14 @@ def test_a_first_preview_works():
 
 # --- a regional cluster --------------------------------------------------------------
 
+
 def test_a_regional_clusters_pools_go_in_the_zone_gcp_zone_names():
     compute = shared_fake_compute()
     compute.reset()
-    program = run_program({**EXISTING, f"{P}:location": "us-central1", "gcp:zone": "us-central1-b"},
-                          existing_cluster={"location": "us-central1"})
+    program = run_program(
+        {**EXISTING, f"{P}:location": "us-central1", "gcp:zone": "us-central1-b"},
+        existing_cluster={"location": "us-central1"},
+    )
     for pool in program.of_type(POOL):
         assert (pool.inputs["location"], pool.inputs["nodeLocations"]) == ("us-central1", ["us-central1-b"])
     assert "/compute/v1/projects/acme-ml/zones/us-central1-b/acceleratorTypes" in [p for p, _ in compute.requests]
@@ -164,8 +176,9 @@ def test_a_regional_clusters_pools_go_in_the_zone_gcp_zone_names():
     assert context == "gke_acme-ml_us-central1_mlops-kubernetes"
 
 
-@pytest.mark.parametrize("config", [{"gcp:zone": "us-central1"},
-                                    {f"{P}:location": "us-central1", "gcp:zone": "europe-west4-a"}])
+@pytest.mark.parametrize(
+    "config", [{"gcp:zone": "us-central1"}, {f"{P}:location": "us-central1", "gcp:zone": "europe-west4-a"}]
+)
 def test_a_regional_cluster_without_a_zone_of_it_for_the_pools_is_refused(config):
     message, resources = refused(config=config)
     line = next(line for line in message.splitlines() if "- gcp:zone:" in line)
@@ -175,6 +188,7 @@ def test_a_regional_cluster_without_a_zone_of_it_for_the_pools_is_refused(config
 
 
 # --- what the runners' safety needs ------------------------------------------------------
+
 
 def test_a_cluster_without_workload_identity_or_dataplane_v2_is_refused_before_anything_naming_each_fix():
     message, resources = refused({"workloadIdentityConfigs": [], "datapathProvider": "LEGACY_DATAPATH"})
@@ -191,14 +205,21 @@ def test_a_cluster_without_workload_identity_or_dataplane_v2_is_refused_before_a
 
 
 def test_network_policy_enforcement_without_dataplane_v2_is_enough():
-    program = run_program(EXISTING, existing_cluster={"datapathProvider": "LEGACY_DATAPATH",
-                                                      "networkPolicies": [{"enabled": True, "provider": "CALICO"}]})
+    program = run_program(
+        EXISTING,
+        existing_cluster={
+            "datapathProvider": "LEGACY_DATAPATH",
+            "networkPolicies": [{"enabled": True, "provider": "CALICO"}],
+        },
+    )
     assert len(program.of_type(POOL)) == 2
 
 
 def test_allow_no_network_policy_accepts_the_risk_but_never_a_missing_workload_identity():
-    no_policy = {"datapathProvider": "LEGACY_DATAPATH",
-                 "networkPolicies": [{"enabled": False, "provider": "PROVIDER_UNSPECIFIED"}]}
+    no_policy = {
+        "datapathProvider": "LEGACY_DATAPATH",
+        "networkPolicies": [{"enabled": False, "provider": "PROVIDER_UNSPECIFIED"}],
+    }
     accepted = run_program({**EXISTING, f"{P}:allowNoNetworkPolicy": "true"}, existing_cluster=no_policy)
     assert len(accepted.of_type(POOL)) == 2
 
@@ -208,10 +229,13 @@ def test_allow_no_network_policy_accepts_the_risk_but_never_a_missing_workload_i
 
 def test_a_gke_that_does_not_install_gpu_drivers_is_refused_with_the_upgrade():
     message, resources = refused({"masterVersion": "1.26.5-gke.1200"})
-    assert ("mlops-kubernetes runs GKE 1.26.5-gke.1200, and GKE installs the GPU driver of a node pool itself only "
-            "from 1.27.2-gke.1200 on") in message
-    assert ("gcloud container clusters upgrade mlops-kubernetes --location us-central1-a --project acme-ml "
-            "--master") in message
+    assert (
+        "mlops-kubernetes runs GKE 1.26.5-gke.1200, and GKE installs the GPU driver of a node pool itself only "
+        "from 1.27.2-gke.1200 on"
+    ) in message
+    assert (
+        "gcloud container clusters upgrade mlops-kubernetes --location us-central1-a --project acme-ml --master"
+    ) in message
     assert created(resources) == []
     assert run_program(EXISTING, existing_cluster={"masterVersion": "1.27.2-gke.1200"}).of_type(POOL)
 
@@ -222,18 +246,23 @@ def test_an_autopilot_cluster_is_refused():
 
 
 def test_a_cluster_gke_cannot_find_is_refused_naming_where_it_looked():
-    message, resources = refused({"error": "Cluster \"mlops-kubernetes\" not found"})
-    assert (f"- {P}:existingCluster: no cluster mlops-kubernetes in us-central1-a of project acme-ml could be read "
-            "(invoke of gcp:container/getCluster:getCluster failed: Cluster \"mlops-kubernetes\" not found") in message
+    message, resources = refused({"error": 'Cluster "mlops-kubernetes" not found'})
+    assert (
+        f"- {P}:existingCluster: no cluster mlops-kubernetes in us-central1-a of project acme-ml could be read "
+        '(invoke of gcp:container/getCluster:getCluster failed: Cluster "mlops-kubernetes" not found'
+    ) in message
     assert "gcloud container clusters list --project acme-ml" in message
     assert created(resources) == []
 
 
-@pytest.mark.parametrize("key, value, words", [
-    ("autoscalingProfile", "BALANCED", "--autoscaling-profile=optimize-utilization"),
-    ("controlPlaneAuthorizedNetworks", '["203.0.113.0/24"]', "--enable-master-authorized-networks"),
-    ("deletionProtection", "true", "pulumi destroy never deletes an existing cluster"),
-])
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("autoscalingProfile", "BALANCED", "--autoscaling-profile=optimize-utilization"),
+        ("controlPlaneAuthorizedNetworks", '["203.0.113.0/24"]', "--enable-master-authorized-networks"),
+        ("deletionProtection", "true", "pulumi destroy never deletes an existing cluster"),
+    ],
+)
 def test_settings_of_a_created_cluster_are_refused_with_an_existing_one(key, value, words):
     message, resources = refused(config={f"{P}:{key}": value})
     line = next(line for line in message.splitlines() if f"- {P}:{key}:" in line)
@@ -256,8 +285,9 @@ SCALE_SET_MODE = {f"{P}:runnerMode": "scale-set"}
 
 
 def test_scale_set_mode_in_a_cluster_without_managed_prometheus_is_refused_naming_the_fix():
-    message, resources = refused({"monitoringConfigs": [{"managedPrometheuses": [{"enabled": False}]}]},
-                                 config=SCALE_SET_MODE)
+    message, resources = refused(
+        {"monitoringConfigs": [{"managedPrometheuses": [{"enabled": False}]}]}, config=SCALE_SET_MODE
+    )
     (line,) = [line for line in message.splitlines() if "Managed Service for Prometheus" in line]
     assert f"{FIX} --enable-managed-prometheus" in line
     assert created(resources) == []

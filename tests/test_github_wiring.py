@@ -70,12 +70,14 @@ def test_no_long_lived_token_exists_for_ci_in_the_cluster(program):
 
 
 def test_the_workload_identity_provider_and_ci_account_land_as_variables(program):
-    variables = {v.inputs["variableName"]: v.inputs["value"]
-                 for v in program.of_type("github:index/actionsVariable:ActionsVariable")}
+    variables = {
+        v.inputs["variableName"]: v.inputs["value"]
+        for v in program.of_type("github:index/actionsVariable:ActionsVariable")
+    }
     assert variables == {
         "GKE_GPU_RUNNERS_STACK": "acme/gke-gpu-runners/test",
         "GCP_WORKLOAD_IDENTITY_PROVIDER": "projects/123456789012/locations/global/workloadIdentityPools/"
-                                          "gpu-runners-github/providers/github-actions",
+        "gpu-runners-github/providers/github-actions",
         "GCP_SERVICE_ACCOUNT": "gpu-runners-ci@acme-ml.iam.gserviceaccount.com",
     }
 
@@ -87,11 +89,18 @@ def ci_role(program) -> dict:
 def test_ci_role_only_reads_runners_their_pods_logs_and_events_in_the_namespace(program):
     role = ci_role(program)
     assert role["metadata"]["namespace"] == "github-runners"
-    granted = {(group, resource, verb) for r in role["rules"] for group in r["apiGroups"]
-               for resource in r["resources"] for verb in r["verbs"]}
-    assert granted == {(group, resource, verb) for group, resource in
-                       (("", "pods"), ("", "pods/log"), ("", "events"), ("batch", "jobs"))
-                       for verb in ("get", "list", "watch")}
+    granted = {
+        (group, resource, verb)
+        for r in role["rules"]
+        for group in r["apiGroups"]
+        for resource in r["resources"]
+        for verb in r["verbs"]
+    }
+    assert granted == {
+        (group, resource, verb)
+        for group, resource in (("", "pods"), ("", "pods/log"), ("", "events"), ("batch", "jobs"))
+        for verb in ("get", "list", "watch")
+    }
     assert not [r for r in role["rules"] if "resourceNames" in r]
     flat = [value for rule in role["rules"] for values in rule.values() for value in values]
     assert "*" not in flat
@@ -102,8 +111,13 @@ def test_ci_role_only_reads_runners_their_pods_logs_and_events_in_the_namespace(
 def test_ci_binding_ties_the_role_to_the_ci_account_only(program):
     binding = next(b.inputs for b in program.of_type(BINDING) if b.inputs["metadata"]["name"] == "ci-runner-launcher")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ci-runner-launcher"}
-    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                                    "name": "gpu-runners-ci@acme-ml.iam.gserviceaccount.com"}]
+    assert binding["subjects"] == [
+        {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "User",
+            "name": "gpu-runners-ci@acme-ml.iam.gserviceaccount.com",
+        }
+    ]
 
 
 def test_the_only_cluster_wide_right_is_the_brokers_token_review(program):
@@ -139,15 +153,22 @@ def test_github_secrets_are_deleted_before_the_cluster_they_describe(program):
 
 # --- never a silent takeover of the repository's secrets -------------------------------
 
+
 def tutorial_secrets(*names: str) -> list[dict]:
     return [{"name": name, "createdAt": "2025-01-01T00:00:00Z", "updatedAt": "2025-01-01T00:00:00Z"} for name in names]
 
 
 def test_a_variable_names_this_stack_as_owner_and_every_secret_waits_for_it(program):
-    (owner,) = [v for v in program.of_type("github:index/actionsVariable:ActionsVariable")
-                if v.inputs["variableName"] == "GKE_GPU_RUNNERS_STACK"]
-    assert owner.inputs == {"repository": "Models", "variableName": "GKE_GPU_RUNNERS_STACK",
-                            "value": "acme/gke-gpu-runners/test"}
+    (owner,) = [
+        v
+        for v in program.of_type("github:index/actionsVariable:ActionsVariable")
+        if v.inputs["variableName"] == "GKE_GPU_RUNNERS_STACK"
+    ]
+    assert owner.inputs == {
+        "repository": "Models",
+        "variableName": "GKE_GPU_RUNNERS_STACK",
+        "value": "acme/gke-gpu-runners/test",
+    }
     for written in program.of_type(SECRET) + program.of_type("github:index/actionsVariable:ActionsVariable"):
         if written is not owner:
             assert program.depends_on(written, owner), written.name
@@ -165,8 +186,10 @@ def test_secrets_someone_else_wrote_stop_pulumi_up_before_anything_is_created():
         run_program(repository={"secrets": tutorial, "variables": clashing_variables}, on_run=runs.append)
     message = str(refused.value)
     # Exactly what pulumi up would write, secrets and variables alike; never the deploy job's own.
-    assert ("- gke-gpu-runners:adoptExistingSecrets: Acme/Models already has the Actions secrets or variables "
-            "GCP_K8S_KUBECONFIG, GCP_SERVICE_ACCOUNT, written by something other than this stack") in message
+    assert (
+        "- gke-gpu-runners:adoptExistingSecrets: Acme/Models already has the Actions secrets or variables "
+        "GCP_K8S_KUBECONFIG, GCP_SERVICE_ACCOUNT, written by something other than this stack"
+    ) in message
     assert "pulumi destroy would delete them" in message and "adoptExistingSecrets true" in message
     for untouched in (*DEPLOY_JOBS_SECRETS, "GOOGLE_SERVICE_ACCOUNT_KEY"):
         assert untouched not in message
@@ -176,7 +199,9 @@ def test_secrets_someone_else_wrote_stop_pulumi_up_before_anything_is_created():
 def test_the_tutorials_deploy_job_secrets_alone_do_not_stop_pulumi_up():
     from program_harness import run_program
 
-    program = run_program(repository={"secrets": tutorial_secrets(*sorted(DEPLOY_JOBS_SECRETS), "GOOGLE_SERVICE_ACCOUNT_KEY")})
+    program = run_program(
+        repository={"secrets": tutorial_secrets(*sorted(DEPLOY_JOBS_SECRETS), "GOOGLE_SERVICE_ACCOUNT_KEY")}
+    )
     assert set(actions_secrets(program)) == EXPECTED
 
 
@@ -190,10 +215,13 @@ def test_secrets_of_another_stack_are_named_as_such():
         run_program(repository={"secrets": tutorial_secrets("GCP_K8S_KUBECONFIG"), "variables": other})
 
 
-@pytest.mark.parametrize("config, variables", [
-    ({"gke-gpu-runners:adoptExistingSecrets": "true"}, []),
-    ({}, [{"name": "GKE_GPU_RUNNERS_STACK", "value": "acme/gke-gpu-runners/test"}]),  # our own, from before
-])
+@pytest.mark.parametrize(
+    "config, variables",
+    [
+        ({"gke-gpu-runners:adoptExistingSecrets": "true"}, []),
+        ({}, [{"name": "GKE_GPU_RUNNERS_STACK", "value": "acme/gke-gpu-runners/test"}]),  # our own, from before
+    ],
+)
 def test_secrets_are_written_when_adopted_or_already_this_stacks(config, variables):
     from program_harness import run_program
 

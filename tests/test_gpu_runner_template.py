@@ -23,7 +23,11 @@ def envsubst(template: str, run_id: str, attempt: str) -> dict:
     environment = {**os.environ, "GITHUB_RUN_ID": run_id, "GITHUB_RUN_ATTEMPT": attempt}
     rendered = subprocess.run(
         [envsubst_binary, "${GITHUB_RUN_ID} ${GITHUB_RUN_ATTEMPT}"],
-        input=template, capture_output=True, text=True, env=environment, check=True,
+        input=template,
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=True,
     ).stdout
     assert "${" not in rendered
     return yaml.safe_load(rendered)
@@ -49,7 +53,7 @@ def test_each_run_attempt_gets_a_distinct_job_name(jobs):
 
 
 def test_each_job_carries_the_contract_labels_the_broker_names_and_labels_its_runner_from(jobs):
-    for (run_id, attempt), job in zip(RUNS, jobs):
+    for (run_id, attempt), job in zip(RUNS, jobs, strict=True):
         for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
             assert labels["app.kubernetes.io/name"] == "gpu-runner"
             assert labels["gke-gpu-runners/run-id"] == run_id
@@ -58,7 +62,7 @@ def test_each_job_carries_the_contract_labels_the_broker_names_and_labels_its_ru
 
 
 def test_the_pod_chooses_neither_its_runner_name_nor_its_labels_and_knows_only_its_run(jobs):
-    for (run_id, _attempt), job in zip(RUNS, jobs):
+    for (run_id, _attempt), job in zip(RUNS, jobs, strict=True):
         variables = runner_env(job)
         assert set(variables) == {"RUNNER_BROKER_URL", "RUNNER_BROKER_TOKEN_FILE", "GPU_RUNNER_RUN_ID"}
         assert variables["RUNNER_BROKER_URL"] == BROKER_URL
@@ -114,7 +118,9 @@ def test_runner_presents_a_short_lived_token_bound_to_the_brokers_audience(jobs)
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     (source,) = volume["projected"]["sources"]
     assert source["serviceAccountToken"] == {
-        "audience": "runner-broker.gke-gpu-runners", "expirationSeconds": 600, "path": "token",
+        "audience": "runner-broker.gke-gpu-runners",
+        "expirationSeconds": 600,
+        "path": "token",
     }
     assert mount["readOnly"] is True
     assert volume["projected"]["defaultMode"] & 0o007 == 0
@@ -133,6 +139,9 @@ def test_template_documents_are_valid_yaml_with_one_job_each(jobs):
 def test_runner_takes_what_gke_leaves_of_its_node_with_guaranteed_qos(jobs):
     resources = container(jobs[0])["resources"]
     assert resources["requests"] == resources["limits"]
-    assert resources["requests"]["cpu"] == f"{SHARE.cpu_millis}m" and resources["requests"]["memory"] == f"{SHARE.memory_mib}Mi"
+    assert (
+        resources["requests"]["cpu"] == f"{SHARE.cpu_millis}m"
+        and resources["requests"]["memory"] == f"{SHARE.memory_mib}Mi"
+    )
     dshm = next(v for v in jobs[0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "dshm")
     assert dshm["emptyDir"]["sizeLimit"] == f"{SHARE.memory_mib // 4}Mi"

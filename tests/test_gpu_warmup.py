@@ -34,9 +34,11 @@ def all_pod_specs(program) -> list[dict]:
 
 def test_the_preloader_runs_on_every_gpu_node_tolerating_its_taint(program):
     daemonset = preloader(program)
-    assert daemonset["metadata"] == {"name": "gpu-image-preloader", "namespace": SYSTEM_NS,
-                                     "labels": {"app.kubernetes.io/name": "gpu-image-preloader",
-                                                "app.kubernetes.io/part-of": "gke-gpu-runners"}}
+    assert daemonset["metadata"] == {
+        "name": "gpu-image-preloader",
+        "namespace": SYSTEM_NS,
+        "labels": {"app.kubernetes.io/name": "gpu-image-preloader", "app.kubernetes.io/part-of": "gke-gpu-runners"},
+    }
     pod = pod_of(daemonset)
     assert pod["nodeSelector"] == {"gpu": "true"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -77,7 +79,9 @@ def test_warm_runners_are_placeholders_a_gpu_runner_preempts():
     deployment = placeholder(program)
     assert deployment["spec"]["replicas"] == 2
     pod = pod_of(deployment)
-    assert pod["priorityClassName"] == priority.inputs["metadata"]["name"] == "github-runners-system-gpu-warm-placeholder"
+    assert (
+        pod["priorityClassName"] == priority.inputs["metadata"]["name"] == "github-runners-system-gpu-warm-placeholder"
+    )
     assert "priorityClassName" not in gpu_runner_pod(program)  # runners keep the default priority, 0
     assert pod["terminationGracePeriodSeconds"] <= 1
 
@@ -124,6 +128,9 @@ def test_nothing_on_a_gpu_node_keeps_it_alive_once_idle():
     annotations = runner_job["spec"]["template"].get("metadata", {}).get("annotations", {})
     assert annotations.get("cluster-autoscaler.kubernetes.io/safe-to-evict") != "false"
     # Without warm runners, the only other pod on a GPU node is the preloader, a DaemonSet.
-    on_gpu_nodes = [w for w in program.of_type(DEPLOYMENT) + program.of_type(DAEMONSET)
-                    if pod_of(w.inputs).get("nodeSelector") == {"gpu": "true"}]
+    on_gpu_nodes = [
+        w
+        for w in program.of_type(DEPLOYMENT) + program.of_type(DAEMONSET)
+        if pod_of(w.inputs).get("nodeSelector") == {"gpu": "true"}
+    ]
     assert [w.typ for w in on_gpu_nodes] == [DAEMONSET]

@@ -76,7 +76,8 @@ def test_hadolint_ignores_carry_a_reason():
     for number, line in enumerate(lines):
         if "hadolint ignore" in line:
             assert number > 0 and lines[number - 1].startswith("#") and "hadolint" not in lines[number - 1], (
-                f"line {number + 1}: a hadolint ignore needs a comment saying why just above it")
+                f"line {number + 1}: a hadolint ignore needs a comment saying why just above it"
+            )
 
 
 def test_base_image_is_pinned_by_tag_and_digest():
@@ -115,8 +116,19 @@ def installed(package: str) -> bool:
 
 def test_tools_jobs_need_are_installed():
     # lsb-release: actions/setup-python reads the OS version with lsb_release (actions/setup-python#688).
-    for package in ("ca-certificates", "curl", "gettext-base", "git", "jq", "lsb-release", "procps", "python3",
-                    "python3-pip", "python3-venv", "tini"):
+    for package in (
+        "ca-certificates",
+        "curl",
+        "gettext-base",
+        "git",
+        "jq",
+        "lsb-release",
+        "procps",
+        "python3",
+        "python3-pip",
+        "python3-venv",
+        "tini",
+    ):
         assert installed(package), f"{package} is not installed"
 
 
@@ -145,8 +157,9 @@ def test_the_runner_side_is_copied_as_laid_out_in_the_repository_owned_by_root()
     ]
     first = next(rest for keyword, rest in instructions() if keyword == "COPY")
     assert first.startswith("--chmod=0755 "), "the scripts and the launcher are executable"
-    assert not any("--chown" in rest for keyword, rest in instructions() if keyword == "COPY"), \
+    assert not any("--chown" in rest for keyword, rest in instructions() if keyword == "COPY"), (
         "a job must not be able to change the entrypoint, the hook or gpu-runner"
+    )
     [link] = [rest for keyword, rest in instructions() if keyword == "RUN" and "ln -s" in rest]
     assert f"ln -s {INSTALLED}/startup.sh /usr/local/bin/startup.sh" in link
     assert f"ln -s {INSTALLED}/gpu-runner /usr/local/bin/gpu-runner" in link
@@ -164,8 +177,11 @@ def admitted(path: str, rules: list[str]) -> bool:
         pattern = rule.lstrip("!").rstrip("/")
         parts = path.split("/")
         prefixes = ["/".join(parts[:length]) for length in range(1, len(parts) + 1)]
-        if pattern == "*" or any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes) or (
-                pattern.startswith("**/") and pattern[3:] in parts):
+        if (
+            pattern == "*"
+            or any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes)
+            or (pattern.startswith("**/") and pattern[3:] in parts)
+        ):
             verdict = negated
     return verdict
 
@@ -180,16 +196,31 @@ def test_build_context_admits_exactly_what_the_dockerfile_copies():
         files = [ROOT / source] if (ROOT / source).is_file() else sorted((ROOT / source).rglob("*.py"))
         for path in files:
             assert admitted(path.relative_to(ROOT).as_posix(), rules), f"{path} is kept out of the context"
-    for kept_out in ("Pulumi.dev.yaml", ".venv/bin/python", ".git/config", "runner_image/broker.py",
-                     "runner_image/gpu_runner/__pycache__/cli.cpython-312.pyc", "tests/conftest.py", "README.md"):
+    for kept_out in (
+        "Pulumi.dev.yaml",
+        ".venv/bin/python",
+        ".git/config",
+        "runner_image/broker.py",
+        "runner_image/gpu_runner/__pycache__/cli.cpython-312.pyc",
+        "tests/conftest.py",
+        "README.md",
+    ):
         assert not admitted(kept_out, rules), f"{kept_out} would enter the build context"
 
 
 def test_the_dockerfile_says_what_the_image_does_not_have_and_why():
     text = DOCKERFILE.read_text()
     header = text[: text.index("\nFROM ")]
-    for words in ("root", "sudo", "apt-get", "Docker", "`container:` jobs", "`services:`", "tensorflow[and-cuda]",
-                  "FROM this one"):
+    for words in (
+        "root",
+        "sudo",
+        "apt-get",
+        "Docker",
+        "`container:` jobs",
+        "`services:`",
+        "tensorflow[and-cuda]",
+        "FROM this one",
+    ):
         assert words in header, words
 
 
@@ -211,8 +242,11 @@ def test_runner_home_and_gpu_driver_paths():
     assert "LD_LIBRARY_PATH=/usr/local/nvidia/lib64" in text
 
 
-@pytest.mark.parametrize("script, strict", [(STARTUP, "set -Eeuo pipefail"), (HOOK, "set -euo pipefail")],
-                         ids=["startup.sh", "job-started.sh"])
+@pytest.mark.parametrize(
+    "script, strict",
+    [(STARTUP, "set -Eeuo pipefail"), (HOOK, "set -euo pipefail")],
+    ids=["startup.sh", "job-started.sh"],
+)
 def test_scripts_are_executable_bash_with_strict_mode_and_short(script, strict):
     assert os.access(script, os.X_OK)
     lines = script.read_text().splitlines()
@@ -229,6 +263,9 @@ def test_the_gpu_runner_launcher_runs_the_images_python_isolated():
 
 def test_the_runner_carries_node24_which_current_actions_need():
     """actions/checkout v5 and later run on node24, which the runner bundles from v2.327.1 on."""
-    (version,) = [rest.split("=", 1)[1] for keyword, rest in instructions()
-                  if keyword == "ARG" and rest.startswith("RUNNER_VERSION=")]
+    (version,) = [
+        rest.split("=", 1)[1]
+        for keyword, rest in instructions()
+        if keyword == "ARG" and rest.startswith("RUNNER_VERSION=")
+    ]
     assert tuple(int(part) for part in version.split(".")) >= (2, 327, 1)

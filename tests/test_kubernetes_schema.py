@@ -24,12 +24,27 @@ def manifests(program) -> list[dict]:
 
 def test_every_kind_the_program_renders_is_checked(every_object, every_scale_set_object):
     kinds = {document["kind"] for document in manifests(every_object)}
-    assert kinds >= {"Namespace", "Deployment", "Job", "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
-                     "ClusterRoleBinding", "NetworkPolicy", "ResourceQuota", "Service", "ConfigMap", "DaemonSet",
-                     "PriorityClass"}
+    assert kinds >= {
+        "Namespace",
+        "Deployment",
+        "Job",
+        "Secret",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "NetworkPolicy",
+        "ResourceQuota",
+        "Service",
+        "ConfigMap",
+        "DaemonSet",
+        "PriorityClass",
+    }
     # In scale-set mode the GPU runner is the scale set's pod template, checked as a Pod.
-    assert {"Pod", "Namespace", "Secret", "ServiceAccount", "NetworkPolicy", "ResourceQuota",
-            "DaemonSet"} <= {document["kind"] for document in manifests(every_scale_set_object)}
+    assert {"Pod", "Namespace", "Secret", "ServiceAccount", "NetworkPolicy", "ResourceQuota", "DaemonSet"} <= {
+        document["kind"] for document in manifests(every_scale_set_object)
+    }
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)

@@ -56,7 +56,7 @@ def test_an_unknown_zone_is_refused_before_any_resource(compute):
 def test_a_zone_without_the_gpu_type_is_refused_naming_what_it_offers(compute):
     message, resources = refused({"gcp:zone": "us-central1-b", f"{P}:gpuType": "nvidia-l4"})
 
-    line = next(l for l in message.splitlines() if f"{P}:gpuType" in l)
+    line = next(entry for entry in message.splitlines() if f"{P}:gpuType" in entry)
     assert "us-central1-b does not offer nvidia-l4 (it offers: nvidia-tesla-t4)" in line
     assert "gcloud compute accelerator-types list --filter=name=nvidia-l4" in line
     assert cloud_resources(resources) == []
@@ -74,7 +74,7 @@ def test_regional_gpu_quota_below_the_pool_is_refused_with_the_numbers_and_the_f
     compute.world.region_usage["NVIDIA_T4_GPUS"] = 3
     message, resources = refused()
 
-    line = next(l for l in message.splitlines() if "NVIDIA_T4_GPUS" in l)
+    line = next(entry for entry in message.splitlines() if "NVIDIA_T4_GPUS" in entry)
     assert line.strip().startswith(f"- {P}:gpuMaxNodes: the GPU pool may use 2 GPUs (gpuMaxNodes 2 x gpuCount 1)")
     assert "NVIDIA_T4_GPUS in region us-central1 allows 4 with 3 in use (1 free)" in line
     assert "accepted: gpuMaxNodes 1 or fewer, or request more quota" in line
@@ -95,10 +95,14 @@ def test_no_quota_at_all_is_said_plainly_with_the_request_to_make(compute):
     message, _ = refused()
 
     line = next(line for line in message.splitlines() if "GPUS_ALL_REGIONS" in line)
-    assert line.strip().startswith(f"- {P}:gpuMaxNodes: your project has no quota for GPUS_ALL_REGIONS in "
-                                   "project acme-ml, and the GPU pool may use 2 GPUs")
-    assert ("request it (at least 2): "
-            "https://console.cloud.google.com/iam-admin/quotas?project=acme-ml&metric=GPUS_ALL_REGIONS") in line
+    assert line.strip().startswith(
+        f"- {P}:gpuMaxNodes: your project has no quota for GPUS_ALL_REGIONS in "
+        "project acme-ml, and the GPU pool may use 2 GPUs"
+    )
+    assert (
+        "request it (at least 2): "
+        "https://console.cloud.google.com/iam-admin/quotas?project=acme-ml&metric=GPUS_ALL_REGIONS"
+    ) in line
     assert "at most 0" not in message and "gpuMaxNodes 0" not in message
 
 
@@ -123,19 +127,33 @@ def test_the_global_gpu_quota_is_checked_too_and_every_problem_reported_at_once(
 
 def test_a_project_whose_compute_api_is_not_enabled_yet_is_let_through(compute):
     """A project set up a minute ago: pulumi up enables the API with GKE's; the preflight steps aside."""
-    compute.world.fail_with = (403, {"error": {"code": 403, "message": "Compute Engine API has not been used in project",
-                                               "errors": [{"reason": "accessNotConfigured"}],
-                                               "details": [{"reason": "SERVICE_DISABLED"}]}})
+    compute.world.fail_with = (
+        403,
+        {
+            "error": {
+                "code": 403,
+                "message": "Compute Engine API has not been used in project",
+                "errors": [{"reason": "accessNotConfigured"}],
+                "details": [{"reason": "SERVICE_DISABLED"}],
+            }
+        },
+    )
     program = run_program()
 
     assert program.one("gcp:container/cluster:Cluster")
 
 
 def test_refused_credentials_stop_with_the_login_hint(compute):
-    compute.world.fail_with = (401, {"error": {"code": 401, "message": "Request had invalid authentication credentials."}})
+    compute.world.fail_with = (
+        401,
+        {"error": {"code": 401, "message": "Request had invalid authentication credentials."}},
+    )
     message, resources = refused()
 
-    assert f"- {P}:skipPreflight: the preflight could not ask Compute Engine (Request had invalid authentication" in message
+    assert (
+        f"- {P}:skipPreflight: the preflight could not ask Compute Engine (Request had invalid authentication"
+        in message
+    )
     assert "gcloud auth application-default login" in message and "skipPreflight true" in message
     assert cloud_resources(resources) == []
 

@@ -27,8 +27,9 @@ def env(program, deployment: str) -> dict:
 
 @pytest.fixture(scope="module")
 def template(program) -> Template:
-    (configmap,) = [c for c in program.of_type("kubernetes:core/v1:ConfigMap")
-                    if c.inputs["metadata"]["name"] == "gpu-runner-job"]
+    (configmap,) = [
+        c for c in program.of_type("kubernetes:core/v1:ConfigMap") if c.inputs["metadata"]["name"] == "gpu-runner-job"
+    ]
     document = json.loads(configmap.inputs["data"]["gpu-runner-job.json"])
     return Template(document, pod_template_images(document))
 
@@ -37,26 +38,40 @@ def template(program) -> Template:
 def rules(program, template) -> Rules:
     broker = env(program, "broker")
     assert broker["BROKER_AUDIENCE"] == BROKER_AUDIENCE
-    return Rules(runner_namespace=broker["BROKER_RUNNER_NAMESPACE"],
-                 runner_service_account=broker["BROKER_RUNNER_SERVICE_ACCOUNT"],
-                 base_runner_deployment=broker["BROKER_BASE_RUNNER_DEPLOYMENT"],
-                 template_images=template.images)
+    return Rules(
+        runner_namespace=broker["BROKER_RUNNER_NAMESPACE"],
+        runner_service_account=broker["BROKER_RUNNER_SERVICE_ACCOUNT"],
+        base_runner_deployment=broker["BROKER_BASE_RUNNER_DEPLOYMENT"],
+        template_images=template.images,
+    )
 
 
 def owned_pod(owner: dict, name: str, uid: str) -> dict:
     """A pod as its controller makes it: the template's spec, a controller reference to the owner."""
     template = owner["spec"]["template"]
     return {
-        "metadata": {"name": name, "namespace": NAMESPACE, "uid": uid, "labels": template["metadata"]["labels"],
-                     "ownerReferences": [{"kind": owner["kind"], "name": owner["metadata"]["name"],
-                                          "uid": owner["metadata"]["uid"], "controller": True}]},
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "uid": uid,
+            "labels": template["metadata"]["labels"],
+            "ownerReferences": [
+                {
+                    "kind": owner["kind"],
+                    "name": owner["metadata"]["name"],
+                    "uid": owner["metadata"]["uid"],
+                    "controller": True,
+                }
+            ],
+        },
         "spec": template["spec"],
         "status": {"phase": "Pending"},
     }
 
 
 def test_the_broker_accepts_the_programs_template_and_names_and_labels_each_gpu_runner_as_the_contract_says(
-        program, template, rules):
+    program, template, rules
+):
     broker = env(program, "broker")
     assert int(broker["BROKER_MAX_GPU_RUNNERS_PER_RUN"]) == 2
     assert Path(broker["BROKER_GPU_RUNNER_TEMPLATE_FILE"]).name == "gpu-runner-job.json"
@@ -75,10 +90,15 @@ def test_the_broker_accepts_the_programs_template_and_names_and_labels_each_gpu_
 
 def test_the_broker_accepts_the_programs_base_runners_as_base_runners(program, rules):
     deployment = dict(program.one("kubernetes:apps/v1:Deployment", "base-runner").inputs)
-    replicaset = {"kind": "ReplicaSet", "metadata": {
-        "name": "base-runner-5d8f7c9b4", "uid": "rs-uid",
-        "ownerReferences": [{"kind": "Deployment", "name": deployment["metadata"]["name"], "controller": True}]},
-        "spec": deployment["spec"]}
+    replicaset = {
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": "base-runner-5d8f7c9b4",
+            "uid": "rs-uid",
+            "ownerReferences": [{"kind": "Deployment", "name": deployment["metadata"]["name"], "controller": True}],
+        },
+        "spec": deployment["spec"],
+    }
     pod = owned_pod(replicaset, "base-runner-5d8f7c9b4-q2w9z", "pod-uid")
     identity = PodIdentity(NAMESPACE, rules.runner_service_account, pod["metadata"]["name"], "pod-uid")
     grant = decide_runner(identity, pod, replicaset, rules)

@@ -55,7 +55,13 @@ def registered(program):
 @pytest.mark.parametrize("key", sorted(k for k, d in DECLARED.items() if "default" in d and k != "runnerToken"))
 def test_declared_default_is_the_programs_default(key, program):
     default = DECLARED[key]["default"]
-    text = str(default).lower() if isinstance(default, bool) else json.dumps(default) if isinstance(default, list) else str(default)
+    text = (
+        str(default).lower()
+        if isinstance(default, bool)
+        else json.dumps(default)
+        if isinstance(default, list)
+        else str(default)
+    )
     assert registered(run_program({f"gke-gpu-runners:{key}": text})) == registered(program)
 
 

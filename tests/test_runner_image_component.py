@@ -35,12 +35,15 @@ def test_registry_login_is_the_owner_with_the_registry_token_kept_secret(program
 
 def test_registry_token_overrides_the_github_token_for_the_push():
     program = run_program({"gke-gpu-runners:registryToken": "packages-token"})
-    assert {program.one(IMAGE, name).raw_inputs["registry"]["password"]["value"] for name, _ in IMAGES} == {"packages-token"}
+    assert {program.one(IMAGE, name).raw_inputs["registry"]["password"]["value"] for name, _ in IMAGES} == {
+        "packages-token"
+    }
 
 
 @pytest.mark.parametrize("name, source", IMAGES)
 def test_the_same_image_is_pushed_to_the_clusters_repository_with_pulumi_ups_own_short_lived_google_token(
-        program, name, source):
+    program, name, source
+):
     built, push = program.one(IMAGE, name), program.one(PUSH, name)
     assert push.inputs["name"].startswith(f"{CLUSTER_REPOSITORY}/{source.name}:")
     assert push.inputs["name"].rsplit(":", 1)[1] == built.inputs["imageName"].rsplit(":", 1)[1]

@@ -78,8 +78,9 @@ def start_container(tmp: Path, broker: BrokerProcess, pod: RunnerPod, mode: str 
     }
     started = time.time()
     with (home / "output").open("w") as output:
-        process = subprocess.Popen(["bash", str(STARTUP)], env=env, stdout=output, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            ["bash", str(STARTUP)], env=env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     return RunnerContainer(home, process, started)
 
 
@@ -119,7 +120,8 @@ def test_a_gpu_runner_pod_is_named_and_labelled_by_its_job_and_deregistered_on_s
     (generate,) = setup.github.requests_to(f"/repos/{REPOSITORY}/actions/runners/generate-jitconfig")
     assert json.loads(generate.body)["labels"] == ["gpu-runner-987654321"]  # GitHub may add its defaults
     assert set(setup.runners.labels("gpu-runner-987654321-2")) - {"self-hosted", "Linux", "X64"} == {
-        "gpu-runner-987654321"}
+        "gpu-runner-987654321"
+    }
 
     container.process.send_signal(signal.SIGTERM)  # the stop job deleted the Job
     assert container.process.wait(timeout=20) == 143, container.output()

@@ -35,15 +35,20 @@ def env(container):
 
 
 def in_namespace(program, namespace):
-    return [r for r in program.resources
-            if r.typ.startswith("kubernetes:") and r.inputs.get("metadata", {}).get("namespace") == namespace]
+    return [
+        r
+        for r in program.resources
+        if r.typ.startswith("kubernetes:") and r.inputs.get("metadata", {}).get("namespace") == namespace
+    ]
 
 
 def test_every_in_cluster_resource_uses_the_explicit_provider_built_from_the_cluster(program):
     provider = program.one(PROVIDER)
     assert is_secret(provider.raw_inputs["kubeconfig"])
     assert provider.inputs["deleteUnreachable"] == "true"  # destroy still finishes if the cluster is gone
-    assert yaml.safe_load(provider.inputs["kubeconfig"])["users"][0]["user"]["exec"]["command"] == "gke-gcloud-auth-plugin"
+    assert (
+        yaml.safe_load(provider.inputs["kubeconfig"])["users"][0]["user"]["exec"]["command"] == "gke-gcloud-auth-plugin"
+    )
     assert program.depends_on(provider, program.one("gcp:container/cluster:Cluster"))
     kubernetes = [r for r in program.resources if r.typ.startswith("kubernetes:")]
     assert len(kubernetes) >= 18
@@ -52,8 +57,11 @@ def test_every_in_cluster_resource_uses_the_explicit_provider_built_from_the_clu
 
 
 def test_everything_namespaced_is_in_the_runner_or_the_broker_namespace(program):
-    cluster_scoped = (NS, "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole",
-                      "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding")
+    cluster_scoped = (
+        NS,
+        "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole",
+        "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding",
+    )
     for resource in program.resources:
         if resource.typ.startswith("kubernetes:") and resource.typ not in cluster_scoped:
             assert resource.inputs["metadata"]["namespace"] in (RUNNER_NS, SYSTEM_NS), resource.name
@@ -77,12 +85,14 @@ def test_both_namespaces_enforce_the_restricted_pod_security_standard(program):
 
 def test_no_secret_in_the_runner_namespace_holds_any_configured_token():
     tokens = {"github": "gh-token", "runner": "runner-pat", "registry": "push-token", "pull": "pull-token"}
-    program = run_program({
-        "github:token": tokens["github"],
-        "gke-gpu-runners:runnerToken": tokens["runner"],
-        "gke-gpu-runners:registryToken": tokens["registry"],
-        "gke-gpu-runners:registryPullToken": tokens["pull"],  # no longer used: it must land nowhere
-    })
+    program = run_program(
+        {
+            "github:token": tokens["github"],
+            "gke-gpu-runners:runnerToken": tokens["runner"],
+            "gke-gpu-runners:registryToken": tokens["registry"],
+            "gke-gpu-runners:registryPullToken": tokens["pull"],  # no longer used: it must land nowhere
+        }
+    )
     runner_namespace = json.dumps([r.inputs for r in in_namespace(program, RUNNER_NS)])
     for token in tokens.values():
         assert token not in runner_namespace
@@ -103,10 +113,19 @@ def test_runner_pods_mount_no_credential_and_carry_the_projected_broker_token(pr
         assert not [v for v in pod["volumes"] if "secret" in v]
         assert not [e for e in container["env"] if "valueFrom" in e]
         assert {k: v for k, v in env(container).items() if k != "GPU_RUNNER_RUN_ID"} == {
-            "RUNNER_BROKER_URL": BROKER_URL, "RUNNER_BROKER_TOKEN_FILE": "/run/secrets/runner-broker/token"}
+            "RUNNER_BROKER_URL": BROKER_URL,
+            "RUNNER_BROKER_TOKEN_FILE": "/run/secrets/runner-broker/token",
+        }
         (token,) = [v for v in pod["volumes"] if "projected" in v]
-        assert token["projected"]["sources"] == [{"serviceAccountToken": {
-            "audience": "runner-broker.gke-gpu-runners", "expirationSeconds": 600, "path": "token"}}]
+        assert token["projected"]["sources"] == [
+            {
+                "serviceAccountToken": {
+                    "audience": "runner-broker.gke-gpu-runners",
+                    "expirationSeconds": 600,
+                    "path": "token",
+                }
+            }
+        ]
 
 
 def test_base_runner_is_a_deployment_of_the_configured_size_on_the_cpu_pool(program):
@@ -116,8 +135,9 @@ def test_base_runner_is_a_deployment_of_the_configured_size_on_the_cpu_pool(prog
     pod = base_pod(program)
     assert pod["nodeSelector"] == {"gpu": "false"}
     # Only the CPU pool's own taint (it has one in an existing cluster); never the GPU pool's.
-    assert pod["tolerations"] == [{"key": "gke-gpu-runners/pool", "operator": "Equal", "value": "cpu",
-                                   "effect": "NoSchedule"}]
+    assert pod["tolerations"] == [
+        {"key": "gke-gpu-runners/pool", "operator": "Equal", "value": "cpu", "effect": "NoSchedule"}
+    ]
     assert base_runner(run_program({"gke-gpu-runners:baseRunnerReplicas": "3"})).inputs["spec"]["replicas"] == 3
 
 
@@ -190,14 +210,18 @@ def test_the_runner_namespace_may_request_no_more_gpus_than_the_pool_holds(progr
     (quota,) = program.of_type("kubernetes:core/v1:ResourceQuota")
     assert quota.inputs["metadata"]["namespace"] == RUNNER_NS
     assert quota.inputs["spec"] == {"hard": {"requests.nvidia.com/gpu": "2"}}  # gpuMaxNodes 2 x gpuCount 1
-    bigger = run_program({"gke-gpu-runners:gpuMaxNodes": "3", "gke-gpu-runners:gpuType": "nvidia-l4",
-                          "gke-gpu-runners:gpuCount": "4"})
+    bigger = run_program(
+        {"gke-gpu-runners:gpuMaxNodes": "3", "gke-gpu-runners:gpuType": "nvidia-l4", "gke-gpu-runners:gpuCount": "4"}
+    )
     assert bigger.one("kubernetes:core/v1:ResourceQuota").inputs["spec"]["hard"]["requests.nvidia.com/gpu"] == "12"
 
 
 def test_runner_pods_accept_no_ingress(program):
-    policy = next(p.inputs for p in program.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
-                  if p.inputs["metadata"]["namespace"] == RUNNER_NS)
+    policy = next(
+        p.inputs
+        for p in program.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+        if p.inputs["metadata"]["namespace"] == RUNNER_NS
+    )
     assert policy["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
 
 
@@ -205,7 +229,9 @@ def test_runner_service_account_mounts_no_token_and_has_no_rights(program):
     accounts = {a.inputs["metadata"]["name"]: a.inputs for a in program.of_type("kubernetes:core/v1:ServiceAccount")}
     assert accounts["github-runner"]["automountServiceAccountToken"] is False
     assert base_pod(program)["serviceAccountName"] == "github-runner"
-    for binding in program.of_type(BINDING) + program.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"):
+    for binding in program.of_type(BINDING) + program.of_type(
+        "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"
+    ):
         assert "github-runner" not in [s["name"] for s in binding.inputs["subjects"]], binding.name
 
 

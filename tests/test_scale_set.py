@@ -24,22 +24,46 @@ NAMESPACE = "kubernetes:core/v1:Namespace"
 POD_MONITORING = "kubernetes:monitoring.googleapis.com/v1:PodMonitoring"
 DASHBOARD = "gcp:monitoring/dashboard:Dashboard"
 APP_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAK\n-----END RSA PRIVATE KEY-----\n"
-ORGANIZATION = {**SCALE_SET, f"{P}:githubOrganization": "Acme", f"{P}:runnerGroup": "gpu-runners",
-                f"{P}:githubAppId": "12345", f"{P}:githubAppInstallationId": "67890",
-                f"{P}:githubAppPrivateKey": APP_KEY, f"{P}:runnerToken": None}
+ORGANIZATION = {
+    **SCALE_SET,
+    f"{P}:githubOrganization": "Acme",
+    f"{P}:runnerGroup": "gpu-runners",
+    f"{P}:githubAppId": "12345",
+    f"{P}:githubAppInstallationId": "67890",
+    f"{P}:githubAppPrivateKey": APP_KEY,
+    f"{P}:runnerToken": None,
+}
 
 # Every key path of the values we set, as the 0.14.2 values.yaml documents it (commented-out
 # keys included: the file documents them so). Below a path ending in "*" the value is a
 # Kubernetes object the chart passes through whole (a PodSpec, a SecurityContext, ...).
 CONTROLLER_KEYS = {
-    "serviceAccount.create", "serviceAccount.name",
-    "flags.watchSingleNamespace", "flags.updateStrategy", "flags.logLevel", "flags.logFormat",
-    "metrics.controllerManagerAddr", "metrics.listenerAddr", "metrics.listenerEndpoint",
-    "podSecurityContext.*", "securityContext.*", "resources.*", "nodeSelector.*", "tolerations",
+    "serviceAccount.create",
+    "serviceAccount.name",
+    "flags.watchSingleNamespace",
+    "flags.updateStrategy",
+    "flags.logLevel",
+    "flags.logFormat",
+    "metrics.controllerManagerAddr",
+    "metrics.listenerAddr",
+    "metrics.listenerEndpoint",
+    "podSecurityContext.*",
+    "securityContext.*",
+    "resources.*",
+    "nodeSelector.*",
+    "tolerations",
 }
 SCALE_SET_KEYS = {
-    "githubConfigUrl", "githubConfigSecret", "runnerScaleSetName", "runnerGroup", "minRunners", "maxRunners",
-    "controllerServiceAccount.name", "controllerServiceAccount.namespace", "listenerTemplate.*", "template.*",
+    "githubConfigUrl",
+    "githubConfigSecret",
+    "runnerScaleSetName",
+    "runnerGroup",
+    "minRunners",
+    "maxRunners",
+    "controllerServiceAccount.name",
+    "controllerServiceAccount.namespace",
+    "listenerTemplate.*",
+    "template.*",
 }
 
 
@@ -105,15 +129,23 @@ def test_the_controller_values_are_the_documented_keys_with_our_values(scale_set
     values = controller(scale_set).inputs["values"]
     assert key_paths(values, CONTROLLER_KEYS) == CONTROLLER_KEYS
     assert values["serviceAccount"] == {"create": True, "name": "arc-controller"}
-    assert values["flags"] == {"watchSingleNamespace": RUNNER_NS, "updateStrategy": "eventual",
-                               "logLevel": "info", "logFormat": "json"}
+    assert values["flags"] == {
+        "watchSingleNamespace": RUNNER_NS,
+        "updateStrategy": "eventual",
+        "logLevel": "info",
+        "logFormat": "json",
+    }
     # The chart's own example, which enables metrics on the controller and every listener.
-    assert values["metrics"] == {"controllerManagerAddr": ":8080", "listenerAddr": ":8080",
-                                 "listenerEndpoint": "/metrics"}
+    assert values["metrics"] == {
+        "controllerManagerAddr": ":8080",
+        "listenerAddr": ":8080",
+        "listenerEndpoint": "/metrics",
+    }
     assert values["nodeSelector"] == {"gpu": "false"}
     # The program's CPU pool is tainted in a user's existing cluster; ARC's pods tolerate it.
-    assert values["tolerations"] == [{"key": "gke-gpu-runners/pool", "operator": "Equal", "value": "cpu",
-                                      "effect": "NoSchedule"}]
+    assert values["tolerations"] == [
+        {"key": "gke-gpu-runners/pool", "operator": "Equal", "value": "cpu", "effect": "NoSchedule"}
+    ]
 
 
 def test_the_scale_set_values_are_the_documented_keys_with_our_values(scale_set, organization):
@@ -136,8 +168,9 @@ def test_the_scale_set_values_are_the_documented_keys_with_our_values(scale_set,
 
 
 def test_runners_and_idle_runners_follow_the_gpu_pool():
-    values = gpu_scale_set(run_program({**SCALE_SET, f"{P}:gpuMaxNodes": "4", f"{P}:gpuWarmRunners": "1",
-                                        f"{P}:scaleSetName": "a100"})).inputs
+    values = gpu_scale_set(
+        run_program({**SCALE_SET, f"{P}:gpuMaxNodes": "4", f"{P}:gpuWarmRunners": "1", f"{P}:scaleSetName": "a100"})
+    ).inputs
     assert (values["values"]["minRunners"], values["values"]["maxRunners"]) == (1, 4)
     assert values["name"] == values["values"]["runnerScaleSetName"] == "a100"
 
@@ -197,8 +230,10 @@ def test_the_preloader_stays_and_idle_runners_replace_the_placeholders():
 
 def registrations(program) -> list:
     names = {r.urn: r.name for r in program.resources}
-    return sorted((r.typ, r.name, json.dumps(r.raw_inputs, sort_keys=True),
-                   sorted(names.get(d, d) for d in r.dependencies)) for r in program.resources)
+    return sorted(
+        (r.typ, r.name, json.dumps(r.raw_inputs, sort_keys=True), sorted(names.get(d, d) for d in r.dependencies))
+        for r in program.resources
+    )
 
 
 def test_per_run_mode_is_unchanged_when_runner_mode_is_unset(program):
@@ -223,16 +258,19 @@ def test_scale_set_keys_are_refused_in_per_run_mode_with_the_fix(key, value):
     assert runs[0].resources == []
 
 
-@pytest.mark.parametrize("config, key, words", [
-    ({f"{P}:runnerMode": "arc"}, "runnerMode", "per-run, scale-set"),
-    ({**SCALE_SET, f"{P}:scaleSetName": "GPU"}, "scaleSetName", "lowercase"),
-    ({**SCALE_SET, f"{P}:scaleSetName": "4gpus"}, "scaleSetName", "starting with a letter"),
-    ({**SCALE_SET, f"{P}:scaleSetName": "g" * 46}, "scaleSetName", "1-45"),
-    ({**SCALE_SET, f"{P}:githubOrganization": "other-org"}, "githubOrganization", "accepted: Acme"),
-    ({**SCALE_SET, f"{P}:githubOrganization": "-acme"}, "githubOrganization", "organization's login"),
-    ({**SCALE_SET, f"{P}:runnerGroup": "gpu-runners"}, "runnerGroup", "needs githubOrganization"),
-    ({**SCALE_SET, f"{P}:githubOrganization": "Acme", f"{P}:runnerGroup": "a: b"}, "runnerGroup", "runner groups"),
-])
+@pytest.mark.parametrize(
+    "config, key, words",
+    [
+        ({f"{P}:runnerMode": "arc"}, "runnerMode", "per-run, scale-set"),
+        ({**SCALE_SET, f"{P}:scaleSetName": "GPU"}, "scaleSetName", "lowercase"),
+        ({**SCALE_SET, f"{P}:scaleSetName": "4gpus"}, "scaleSetName", "starting with a letter"),
+        ({**SCALE_SET, f"{P}:scaleSetName": "g" * 46}, "scaleSetName", "1-45"),
+        ({**SCALE_SET, f"{P}:githubOrganization": "other-org"}, "githubOrganization", "accepted: Acme"),
+        ({**SCALE_SET, f"{P}:githubOrganization": "-acme"}, "githubOrganization", "organization's login"),
+        ({**SCALE_SET, f"{P}:runnerGroup": "gpu-runners"}, "runnerGroup", "needs githubOrganization"),
+        ({**SCALE_SET, f"{P}:githubOrganization": "Acme", f"{P}:runnerGroup": "a: b"}, "runnerGroup", "runner groups"),
+    ],
+)
 def test_bad_scale_set_settings_are_refused_before_any_resource(config, key, words):
     runs = []
     with pytest.raises(RunError) as refused:
@@ -292,8 +330,11 @@ def test_the_pat_reaches_arc_as_a_pulumi_secret_in_the_charts_key_and_nowhere_el
 
 def test_a_github_app_reaches_arc_as_its_ids_and_its_key(organization):
     (credential,) = organization.of_type(SECRET)
-    assert credential.inputs["stringData"] == {"github_app_id": "12345", "github_app_installation_id": "67890",
-                                               "github_app_private_key": APP_KEY}
+    assert credential.inputs["stringData"] == {
+        "github_app_id": "12345",
+        "github_app_installation_id": "67890",
+        "github_app_private_key": APP_KEY,
+    }
     assert is_secret(credential.raw_inputs["stringData"])
     assert [r.name for r in organization.resources if "MIIBOgIBAAJBAK" in json.dumps(r.inputs)] == [credential.name]
 
@@ -306,8 +347,11 @@ def test_runner_pods_mount_no_secret_and_reach_no_kubernetes_api(scale_set):
     assert not [v for v in pod["volumes"] if "secret" in v or "projected" in v]
     assert "env" not in container and "envFrom" not in container  # ARC adds only the runner's own JIT config
     account = scale_set.one("kubernetes:core/v1:ServiceAccount", "runner-account").inputs
-    assert account["metadata"] == {"name": "github-runner", "namespace": RUNNER_NS,
-                                   "labels": account["metadata"]["labels"]}
+    assert account["metadata"] == {
+        "name": "github-runner",
+        "namespace": RUNNER_NS,
+        "labels": account["metadata"]["labels"],
+    }
     assert account["automountServiceAccountToken"] is False
     policy = scale_set.one("kubernetes:networking.k8s.io/v1:NetworkPolicy").inputs
     assert policy["metadata"]["namespace"] == RUNNER_NS
@@ -343,8 +387,9 @@ def test_the_runner_pod_takes_a_whole_gpu_node_on_the_tainted_pool(scale_set):
 
 
 def test_the_runner_pod_follows_gpu_count_machine_and_deadline():
-    program = run_program({**SCALE_SET, f"{P}:gpuType": "nvidia-l4", f"{P}:gpuCount": "2",
-                           f"{P}:gpuRunnerDeadlineMinutes": "90"})
+    program = run_program(
+        {**SCALE_SET, f"{P}:gpuType": "nvidia-l4", f"{P}:gpuCount": "2", f"{P}:gpuRunnerDeadlineMinutes": "90"}
+    )
     pod = runner_pod(program)
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert pod["activeDeadlineSeconds"] == 90 * 60
@@ -370,8 +415,10 @@ def test_arcs_controller_and_listener_meet_restricted_in_the_enforcing_system_na
     listener = gpu_scale_set(scale_set).inputs["values"]["listenerTemplate"]["spec"]
     (listener_container,) = listener["containers"]
     assert listener_container["name"] == "listener"  # ARC merges the container of this name into its own
-    for pod, container in ((arc["podSecurityContext"], arc["securityContext"]),
-                           (listener["securityContext"], listener_container["securityContext"])):
+    for pod, container in (
+        (arc["podSecurityContext"], arc["securityContext"]),
+        (listener["securityContext"], listener_container["securityContext"]),
+    ):
         assert pod["runAsNonRoot"] is True and pod["runAsUser"] == 65532
         assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
         assert container["allowPrivilegeEscalation"] is False
@@ -387,17 +434,26 @@ def test_arcs_controller_and_listener_meet_restricted_in_the_enforcing_system_na
 
 def test_managed_prometheus_scrapes_the_controller_and_the_listener_on_arcs_metrics_port(scale_set):
     cluster = scale_set.one("gcp:container/cluster:Cluster").inputs
-    assert cluster["monitoringConfig"] == {"enableComponents": ["SYSTEM_COMPONENTS"],
-                                           "managedPrometheus": {"enabled": True}}
+    assert cluster["monitoringConfig"] == {
+        "enableComponents": ["SYSTEM_COMPONENTS"],
+        "managedPrometheus": {"enabled": True},
+    }
     monitorings = {m.inputs["metadata"]["name"]: m.inputs for m in scale_set.of_type(POD_MONITORING)}
     assert set(monitorings) == {"arc-controller", "arc-listener"}
     # The labels ARC 0.14.2 puts on its pods: the controller chart's deployment.yaml, and
     # resourcebuilder.go for the listener; ARC names both metrics ports "metrics".
-    assert monitorings["arc-controller"]["spec"]["selector"] == {"matchLabels": {
-        "app.kubernetes.io/part-of": "gha-rs-controller", "app.kubernetes.io/component": "controller-manager"}}
-    assert monitorings["arc-listener"]["spec"]["selector"] == {"matchLabels": {
-        "app.kubernetes.io/part-of": "gha-runner-scale-set",
-        "app.kubernetes.io/component": "runner-scale-set-listener"}}
+    assert monitorings["arc-controller"]["spec"]["selector"] == {
+        "matchLabels": {
+            "app.kubernetes.io/part-of": "gha-rs-controller",
+            "app.kubernetes.io/component": "controller-manager",
+        }
+    }
+    assert monitorings["arc-listener"]["spec"]["selector"] == {
+        "matchLabels": {
+            "app.kubernetes.io/part-of": "gha-runner-scale-set",
+            "app.kubernetes.io/component": "runner-scale-set-listener",
+        }
+    }
     for monitoring in monitorings.values():
         assert monitoring["apiVersion"] == "monitoring.googleapis.com/v1" and monitoring["kind"] == "PodMonitoring"
         assert monitoring["metadata"]["namespace"] == SYSTEM_NS
@@ -413,8 +469,13 @@ def test_the_dashboard_shows_start_latency_queue_runners_and_gpu_nodes_of_this_s
     tiles = document["mosaicLayout"]["tiles"]
     queries = [d["timeSeriesQuery"] for t in tiles for d in t["widget"]["xyChart"]["dataSets"]]
     promql = " ".join(q["prometheusQuery"] for q in queries if "prometheusQuery" in q)
-    for metric in ("gha_job_startup_duration_seconds_bucket", "gha_assigned_jobs", "gha_running_jobs",
-                   "gha_busy_runners", "gha_idle_runners"):
+    for metric in (
+        "gha_job_startup_duration_seconds_bucket",
+        "gha_assigned_jobs",
+        "gha_running_jobs",
+        "gha_busy_runners",
+        "gha_idle_runners",
+    ):
         assert metric in promql
     for query in (q["prometheusQuery"] for q in queries if "prometheusQuery" in q):
         assert f'cluster="gpu-runners",namespace="{SYSTEM_NS}"' in query

@@ -16,10 +16,30 @@ BAD = [
     ({f"{P}:gpuType": "nvidia-gtx-1080"}, (), f"{P}:gpuType", "nvidia-tesla-t4"),
     ({f"{P}:gpuMachineType": "e2-standard-4"}, (), f"{P}:gpuMachineType", "N1"),
     ({f"{P}:gpuType": "nvidia-l4", f"{P}:gpuMachineType": "n1-standard-4"}, (), f"{P}:gpuMachineType", "g2-standard-4"),
-    ({f"{P}:gpuType": "nvidia-tesla-a100", f"{P}:gpuMachineType": "g2-standard-4"}, (), f"{P}:gpuMachineType", "a2-highgpu-1g"),
-    ({f"{P}:gpuType": "nvidia-h100-80gb", f"{P}:gpuMachineType": "a2-highgpu-1g"}, (), f"{P}:gpuMachineType", "a3-highgpu-1g"),
-    ({f"{P}:gpuType": "nvidia-l4", f"{P}:gpuCount": "2", f"{P}:gpuMachineType": "g2-standard-4"}, (), f"{P}:gpuMachineType", "carries 1"),
-    ({f"{P}:gpuType": "nvidia-tesla-v100", f"{P}:gpuMachineType": "n1-standard-16"}, (), f"{P}:gpuMachineType", "at most 12 vCPUs"),
+    (
+        {f"{P}:gpuType": "nvidia-tesla-a100", f"{P}:gpuMachineType": "g2-standard-4"},
+        (),
+        f"{P}:gpuMachineType",
+        "a2-highgpu-1g",
+    ),
+    (
+        {f"{P}:gpuType": "nvidia-h100-80gb", f"{P}:gpuMachineType": "a2-highgpu-1g"},
+        (),
+        f"{P}:gpuMachineType",
+        "a3-highgpu-1g",
+    ),
+    (
+        {f"{P}:gpuType": "nvidia-l4", f"{P}:gpuCount": "2", f"{P}:gpuMachineType": "g2-standard-4"},
+        (),
+        f"{P}:gpuMachineType",
+        "carries 1",
+    ),
+    (
+        {f"{P}:gpuType": "nvidia-tesla-v100", f"{P}:gpuMachineType": "n1-standard-16"},
+        (),
+        f"{P}:gpuMachineType",
+        "at most 12 vCPUs",
+    ),
     ({f"{P}:gpuCount": "0"}, (), f"{P}:gpuCount", ">= 1"),
     ({f"{P}:gpuCount": "3"}, (), f"{P}:gpuCount", "1, 2, 4"),
     ({f"{P}:gpuCount": "two"}, (), f"{P}:gpuCount", "whole number"),
@@ -65,18 +85,21 @@ def refusal(config: dict, drop: tuple = (), plain_text: bool = False) -> tuple[s
     return str(refused.value), runs[0]
 
 
-@pytest.mark.parametrize("config, drop, key, accepted", BAD, ids=[f"{b[2]}={list(b[0].values()) or 'unset'}" for b in BAD])
+@pytest.mark.parametrize(
+    "config, drop, key, accepted", BAD, ids=[f"{b[2]}={list(b[0].values()) or 'unset'}" for b in BAD]
+)
 def test_bad_config_is_refused_naming_the_key_and_what_is_accepted_before_any_resource(config, drop, key, accepted):
     message, program = refusal(config, drop)
-    line = next((l for l in message.splitlines() if l.strip().startswith(f"- {key}:")), None)
+    line = next((entry for entry in message.splitlines() if entry.strip().startswith(f"- {key}:")), None)
     assert line is not None, message
     assert accepted in line, line
     assert program.resources == [], [r.typ for r in program.resources]
 
 
 def test_every_problem_is_reported_at_once():
-    message, _ = refusal({f"{P}:githubRepository": "nope", f"{P}:gpuCount": "0", f"{P}:gpuDriverVersion": "OLD"},
-                         drop=("gcp:zone",))
+    message, _ = refusal(
+        {f"{P}:githubRepository": "nope", f"{P}:gpuCount": "0", f"{P}:gpuDriverVersion": "OLD"}, drop=("gcp:zone",)
+    )
     for key in (f"{P}:githubRepository", f"{P}:gpuCount", f"{P}:gpuDriverVersion", "gcp:zone"):
         assert f"- {key}:" in message
     assert message.startswith("4 configuration problem(s)")
@@ -84,8 +107,10 @@ def test_every_problem_is_reported_at_once():
 
 def test_a_token_stored_in_plain_text_is_refused():
     message, _ = refusal({f"{P}:runnerToken": "pat", f"{P}:registryToken": "pat"}, plain_text=True)
-    assert (f"- {P}:runnerToken: is stored in plain text in Pulumi.test.yaml (rotate the token if that file was "
-            f"committed or shared); accepted: pulumi config set --secret {P}:runnerToken ...") in message
+    assert (
+        f"- {P}:runnerToken: is stored in plain text in Pulumi.test.yaml (rotate the token if that file was "
+        f"committed or shared); accepted: pulumi config set --secret {P}:runnerToken ..."
+    ) in message
     assert f"- {P}:registryToken: is stored in plain text" in message
 
 
@@ -121,16 +146,19 @@ def test_defaults_follow_the_contract(program):
     assert job["spec"]["activeDeadlineSeconds"] == 240 * 60
 
 
-@pytest.mark.parametrize("gpu_type, count, expected", [
-    ("nvidia-tesla-t4", 1, "n1-standard-4"),
-    ("nvidia-tesla-t4", 4, "n1-standard-16"),
-    ("nvidia-tesla-v100", 8, "n1-standard-32"),
-    ("nvidia-l4", 1, "g2-standard-4"),
-    ("nvidia-l4", 8, "g2-standard-96"),
-    ("nvidia-tesla-a100", 2, "a2-highgpu-2g"),
-    ("nvidia-a100-80gb", 1, "a2-ultragpu-1g"),
-    ("nvidia-h100-80gb", 8, "a3-highgpu-8g"),
-])
+@pytest.mark.parametrize(
+    "gpu_type, count, expected",
+    [
+        ("nvidia-tesla-t4", 1, "n1-standard-4"),
+        ("nvidia-tesla-t4", 4, "n1-standard-16"),
+        ("nvidia-tesla-v100", 8, "n1-standard-32"),
+        ("nvidia-l4", 1, "g2-standard-4"),
+        ("nvidia-l4", 8, "g2-standard-96"),
+        ("nvidia-tesla-a100", 2, "a2-highgpu-2g"),
+        ("nvidia-a100-80gb", 1, "a2-ultragpu-1g"),
+        ("nvidia-h100-80gb", 8, "a3-highgpu-8g"),
+    ],
+)
 def test_default_gpu_machine_is_the_smallest_that_carries_the_gpus(gpu_type, count, expected):
     assert smallest_machine(gpu_type, count) == expected
     assert machine_problem(gpu_type, count, expected) is None
@@ -153,8 +181,13 @@ def test_gke_allocatable_matches_its_published_figures_for_n1_standard_4():
 
 @pytest.mark.parametrize("gpu_type", sorted(ACCELERATORS))
 def test_gpu_runner_share_leaves_gke_room_on_every_default_machine(gpu_type):
-    from program.catalog.gpus import (MIN_RUNNER_CPU_MILLIS, MIN_RUNNER_MEMORY_MIB, allocatable, machine_shape,
-                                        runner_share)
+    from program.catalog.gpus import (
+        MIN_RUNNER_CPU_MILLIS,
+        MIN_RUNNER_MEMORY_MIB,
+        allocatable,
+        machine_shape,
+        runner_share,
+    )
 
     for count in ACCELERATORS[gpu_type].counts:
         machine = smallest_machine(gpu_type, count)
@@ -166,7 +199,7 @@ def test_gpu_runner_share_leaves_gke_room_on_every_default_machine(gpu_type):
 
 def test_a_machine_too_small_for_a_runner_is_refused():
     message, _ = refusal({f"{P}:gpuMachineType": "n1-standard-1"})
-    line = next(l for l in message.splitlines() if f"{P}:gpuMachineType" in l)
+    line = next(entry for entry in message.splitlines() if f"{P}:gpuMachineType" in entry)
     assert "less than 500m CPU" in line
     assert "accepted: n1-standard-2 or larger, up to 48 vCPUs" in line  # what the check really accepts
     assert machine_problem("nvidia-tesla-t4", 1, "n1-standard-2") is None
@@ -179,12 +212,18 @@ def test_base_runners_default_to_one_per_gpu_node_and_size_the_cpu_machine():
     assert program.one("kubernetes:apps/v1:Deployment", "base-runner").inputs["spec"]["replicas"] == 6
     cpu = next(p.inputs for p in program.of_type("gcp:container/nodePool:NodePool") if p.inputs["name"] == "cpu-pool")
     assert cpu["nodeConfig"]["machineType"] == default_cpu_machine(6) == "e2-standard-4"
-    assert run_program({f"{P}:baseRunnerReplicas": "1", f"{P}:gpuMaxNodes": "6"}).one(
-        "kubernetes:apps/v1:Deployment", "base-runner").inputs["spec"]["replicas"] == 1
+    assert (
+        run_program({f"{P}:baseRunnerReplicas": "1", f"{P}:gpuMaxNodes": "6"})
+        .one("kubernetes:apps/v1:Deployment", "base-runner")
+        .inputs["spec"]["replicas"]
+        == 1
+    )
 
 
-@pytest.mark.parametrize("replicas, machine", [(1, "e2-standard-2"), (2, "e2-standard-2"), (3, "e2-standard-4"),
-                                               (8, "e2-standard-4"), (12, "e2-standard-8")])
+@pytest.mark.parametrize(
+    "replicas, machine",
+    [(1, "e2-standard-2"), (2, "e2-standard-2"), (3, "e2-standard-4"), (8, "e2-standard-4"), (12, "e2-standard-8")],
+)
 def test_default_cpu_machine_is_the_smallest_that_holds_its_pods_with_room(replicas, machine):
     from program.catalog.cpu_machines import HEADROOM, SYSTEM_PODS_CPU_MILLIS, E2_STANDARD
     from program.catalog.gpus import allocatable
@@ -196,8 +235,9 @@ def test_default_cpu_machine_is_the_smallest_that_holds_its_pods_with_room(repli
 
 
 def test_the_autoscaling_profile_and_cpu_spot_follow_config():
-    program = run_program({f"{P}:autoscalingProfile": "BALANCED", f"{P}:cpuSpot": "true",
-                           f"{P}:cpuMachineType": "n2-standard-4"})
+    program = run_program(
+        {f"{P}:autoscalingProfile": "BALANCED", f"{P}:cpuSpot": "true", f"{P}:cpuMachineType": "n2-standard-4"}
+    )
     assert cluster_autoscaling_profile(program) == "BALANCED"
     cpu = next(p.inputs for p in program.of_type("gcp:container/nodePool:NodePool") if p.inputs["name"] == "cpu-pool")
     assert cpu["nodeConfig"]["spot"] is True
@@ -214,7 +254,7 @@ def test_no_token_at_all_is_one_problem_not_two():
 def test_a_gpu_type_of_a_model_gke_does_not_serve_gets_no_guess(gpu_type):
     """nvidia-a10g (AWS's) is not a spelling of nvidia-a100-80gb, a far pricier GPU: no guess across models."""
     message, _ = refusal({f"{P}:gpuType": gpu_type})
-    line = next(l for l in message.splitlines() if f"{P}:gpuType" in l)
+    line = next(entry for entry in message.splitlines() if f"{P}:gpuType" in entry)
     assert "did you mean" not in line and "nvidia-tesla-t4" in line
 
 
@@ -230,17 +270,23 @@ def test_a_cpu_machine_too_small_for_the_base_runners_names_the_smallest_that_fi
     assert run_program({f"{P}:cpuMachineType": "c4-standard-4"})
 
 
-@pytest.mark.parametrize("config, words", [
-    ({"github:token": "github_pat_11AAAA"},
-     "unset, so the runner image would be pushed to GHCR with github:token, a fine-grained token"),
-    ({f"{P}:registryToken": "github_pat_22BBBB"}, "is a fine-grained token"),
-])
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        (
+            {"github:token": "github_pat_11AAAA"},
+            "unset, so the runner image would be pushed to GHCR with github:token, a fine-grained token",
+        ),
+        ({f"{P}:registryToken": "github_pat_22BBBB"}, "is a fine-grained token"),
+    ],
+)
 def test_a_fine_grained_token_for_ghcr_is_refused_up_front_with_the_classic_token_fix(config, words):
     message, program = refusal(config)
     line = next(line for line in message.splitlines() if f"{P}:registryToken" in line)
     assert words in line
-    assert ("accepted: a personal access token (classic) with write:packages: "
-            f"pulumi config set --secret {P}:registryToken") in line
+    assert (
+        f"accepted: a personal access token (classic) with write:packages: pulumi config set --secret {P}:registryToken"
+    ) in line
     assert program.resources == []
 
 

@@ -75,8 +75,12 @@ def test_every_action_is_pinned_to_a_commit_with_its_version():
 
 
 def test_the_checkout_keeps_no_credentials_and_comes_before_any_code_runs():
-    checkouts = [(name, index, step) for name, body in jobs().items() for index, step in enumerate(body["steps"])
-                 if step.get("uses", "").startswith("actions/checkout@")]
+    checkouts = [
+        (name, index, step)
+        for name, body in jobs().items()
+        for index, step in enumerate(body["steps"])
+        if step.get("uses", "").startswith("actions/checkout@")
+    ]
 
     assert [(name, index) for name, index, _ in checkouts] == [(TRAIN, 0)]
     ((_, _, checkout),) = checkouts
@@ -168,8 +172,9 @@ def test_start_guard_and_stop_are_gpu_training_ymls():
 
 
 def test_training_runs_on_this_runs_own_runner_and_stop_always_runs():
-    start, guard, train, stop = (jobs()[name] for name in ("start-gpu-runner", "guard-gpu-runner", TRAIN,
-                                                          "stop-gpu-runner"))
+    start, guard, train, stop = (
+        jobs()[name] for name in ("start-gpu-runner", "guard-gpu-runner", TRAIN, "stop-gpu-runner")
+    )
 
     assert start["runs-on"] == guard["runs-on"] == stop["runs-on"] == "base-runner"
     assert train["runs-on"] == "gpu-runner-${{ github.run_id }}"
@@ -178,7 +183,10 @@ def test_training_runs_on_this_runs_own_runner_and_stop_always_runs():
     assert stop["if"] == "always() && needs.start-gpu-runner.result != 'skipped'"
     assert "head.repo.full_name == github.repository" in start["if"]
     assert [step["run"] for step in (start["steps"][0], guard["steps"][0], stop["steps"][0])] == [
-        "gpu-runner start", 'gpu-runner guard --job "Train on the GPU and report"', "gpu-runner stop"]
+        "gpu-runner start",
+        'gpu-runner guard --job "Train on the GPU and report"',
+        "gpu-runner stop",
+    ]
     assert train["name"] == "Train on the GPU and report"
 
 
@@ -205,8 +213,9 @@ def test_training_steps_come_in_the_tutorials_order():
 def test_dvc_lock_is_committed_only_to_a_pull_request_from_this_repository():
     commit = step_named("Commit dvc.lock")
 
-    assert commit["if"] == ("github.event_name == 'pull_request' && "
-                            "github.event.pull_request.head.repo.full_name == github.repository")
+    assert commit["if"] == (
+        "github.event_name == 'pull_request' && github.event.pull_request.head.repo.full_name == github.repository"
+    )
     assert commit["env"] == {"GITHUB_TOKEN": "${{ github.token }}", "HEAD_REF": "${{ github.head_ref }}"}
     assert step_named("Report to the pull request")["env"] == {"REPO_TOKEN": "${{ github.token }}"}
     for name in ("Set up Node.js", "Install CML", "Report to the pull request"):
@@ -218,8 +227,14 @@ def test_dvc_lock_is_committed_only_to_a_pull_request_from_this_repository():
 
 @pytest.mark.parametrize("job, script", run_steps(), ids=lambda value: value.splitlines()[0][:40])
 def test_each_script_passes_shellcheck(job, script):
-    result = subprocess.run([tool("shellcheck"), "-S", "style", "--shell=bash", "-"], input=script,
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [tool("shellcheck"), "-S", "style", "--shell=bash", "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -228,7 +243,7 @@ def test_each_script_passes_shellcheck(job, script):
 
 # One program stands in for dvc, cml, git, pip and npm: it records its argv and environment,
 # and answers what the scripts read back.
-STUB = r'''#!{python}
+STUB = r"""#!{python}
 import json, os, sys
 from pathlib import Path
 
@@ -255,7 +270,7 @@ elif name == "dvc" and words[:2] == ["plots", "diff"]:
     for image in ("main_evaluation_plots_confusion.png", "workspace_evaluation_plots_confusion.png",
                   "workspace_evaluation_plots_new.png"):
         (static / image).write_bytes(b"png")
-'''
+"""
 
 STUBBED = ("dvc", "cml", "git", "pip", "npm", "python")
 
@@ -264,13 +279,14 @@ EXPRESSIONS = {
     "${{ github.head_ref }}": HEAD_REF,
 }
 
-PR_FROM_THIS_REPOSITORY = "github.event_name == 'pull_request' && " \
-                          "github.event.pull_request.head.repo.full_name == github.repository"
+PR_FROM_THIS_REPOSITORY = (
+    "github.event_name == 'pull_request' && github.event.pull_request.head.repo.full_name == github.repository"
+)
 ON_THE_DEFAULT_BRANCH = "github.ref == format('refs/heads/{0}', github.event.repository.default_branch)"
 DEFAULT_BRANCH = "main"
 # Each condition of the job, as GitHub would evaluate it for a run's (event, ref).
 CONDITIONS = {
-    None: lambda run: True,
+    None: lambda _run: True,
     PR_FROM_THIS_REPOSITORY: lambda run: run[0] == "pull_request",
     "github.event_name == 'pull_request'": lambda run: run[0] == "pull_request",
     ON_THE_DEFAULT_BRANCH: lambda run: run[1] == f"refs/heads/{DEFAULT_BRANCH}",
@@ -284,8 +300,9 @@ def evaluate(value: str) -> str:
     return value
 
 
-def run_training_job(tmp_path: Path, event: str, ref: str | None = None,
-                     **stub_env: str) -> tuple[list[dict], Path, list]:
+def run_training_job(
+    tmp_path: Path, event: str, ref: str | None = None, **stub_env: str
+) -> tuple[list[dict], Path, list]:
     """Runs the training job's `run:` steps as GitHub does (bash -eo pipefail, the job's and the
     step's env), skipping the `uses:` steps; returns the stubs' records, the workspace and
     the failed step (name, output), if any. `ref` defaults to a pull request's merge ref, or main."""
@@ -319,8 +336,15 @@ def run_training_job(tmp_path: Path, event: str, ref: str | None = None,
         script = tmp_path / f"step-{index}.sh"
         script.write_text(step["run"])
         env = {**base, **job_env, **{name: evaluate(value) for name, value in step.get("env", {}).items()}}
-        result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=workspace,
-                                env=env, capture_output=True, text=True, timeout=60, check=False)
+        result = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+            cwd=workspace,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         if result.returncode != 0:
             failed = [step["name"], result.stdout + result.stderr]
             break
@@ -382,7 +406,10 @@ def test_the_token_reaches_only_the_push_and_cml_never_the_training(tmp_path):
     push = by_command[COMMIT[-1]]
     basic = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
     assert (push["GIT_CONFIG_COUNT"], push["GIT_CONFIG_KEY_0"], push["GIT_CONFIG_VALUE_0"]) == (
-        "1", f"http.{SERVER_URL}/.extraheader", f"AUTHORIZATION: basic {basic}")
+        "1",
+        f"http.{SERVER_URL}/.extraheader",
+        f"AUTHORIZATION: basic {basic}",
+    )
     for command in COMMIT[:-1]:  # the header only for the push itself
         assert "GIT_CONFIG_VALUE_0" not in by_command[command], command
     assert by_command[REPORT[-1]]["REPO_TOKEN"] == TOKEN
@@ -395,8 +422,9 @@ def test_the_report_compares_params_metrics_and_plots_with_main(tmp_path):
     report = (workspace / "report.md").read_text()
 
     assert failed == []
-    assert report.startswith("# Experiment report (0123abc)\n## Params: this pull request vs. main\n"
-                             "| Path | Param | main | workspace |")
+    assert report.startswith(
+        "# Experiment report (0123abc)\n## Params: this pull request vs. main\n| Path | Param | main | workspace |"
+    )
     assert "## Metrics: this pull request vs. main\n| Path | Metric |" in report
     assert report.endswith(
         "## Plots\n"
@@ -407,7 +435,8 @@ def test_the_report_compares_params_metrics_and_plots_with_main(tmp_path):
         "![this pull request](./dvc_plots/static/workspace_evaluation_plots_confusion.png)\n"
         "### evaluation_plots_new\n"
         "#### this pull request\n"
-        "![this pull request](./dvc_plots/static/workspace_evaluation_plots_new.png)\n")
+        "![this pull request](./dvc_plots/static/workspace_evaluation_plots_new.png)\n"
+    )
 
 
 def test_an_unchanged_dvc_lock_is_not_committed(tmp_path):
@@ -486,11 +515,27 @@ def test_the_gpu_check_fails_the_job_when_tensorflow_sees_no_gpu(tmp_path, gpus)
     (tmp_path / "tensorflow" / "__init__.py").write_text(FAKE_TENSORFLOW)
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "python").symlink_to(sys.executable)
-    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(tmp_path),
-           "GPUS": str(gpus)}
-    done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c",
-                           step_named("Check that TensorFlow sees the GPU")["run"]],
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    env = {
+        "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(tmp_path),
+        "GPUS": str(gpus),
+    }
+    done = subprocess.run(
+        [
+            "bash",
+            "--noprofile",
+            "--norc",
+            "-eo",
+            "pipefail",
+            "-c",
+            step_named("Check that TensorFlow sees the GPU")["run"],
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
     if gpus:
         assert done.returncode == 0, done.stderr

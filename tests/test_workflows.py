@@ -167,8 +167,9 @@ def test_starting_guarding_and_stopping_need_no_cluster_credential(path):
 @pytest.mark.parametrize("path", EXAMPLES, ids=ids)
 def test_jobs_chain_start_guard_train_stop(path):
     training = TRAINING_JOB[path]
-    start, guard, train, stop = (jobs(path)[name] for name in ("start-gpu-runner", "guard-gpu-runner", training,
-                                                              "stop-gpu-runner"))
+    start, guard, train, stop = (
+        jobs(path)[name] for name in ("start-gpu-runner", "guard-gpu-runner", training, "stop-gpu-runner")
+    )
 
     # The one label the broker gives each kind of runner, nothing GitHub may or may not add.
     assert start["runs-on"] == guard["runs-on"] == stop["runs-on"] == "base-runner"
@@ -231,10 +232,18 @@ GITHUB_TOKEN = "ghs_fake_token_of_the_guard_job"
 def run_step(path: Path, job: str, base: dict[str, str]) -> subprocess.CompletedProcess:
     """The job's one step as GitHub runs it: bash -eo pipefail, with the step's env (expressions evaluated)."""
     [step] = jobs(path)[job]["steps"]
-    env = {**base, **{name: value.replace("${{ github.token }}", GITHUB_TOKEN)
-                      for name, value in step.get("env", {}).items()}}
-    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    env = {
+        **base,
+        **{name: value.replace("${{ github.token }}", GITHUB_TOKEN) for name, value in step.get("env", {}).items()},
+    }
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=ids)
@@ -249,21 +258,40 @@ def test_the_start_guard_and_stop_steps_work_on_a_base_runner(tmp_path, path):
     (bin_dir / "gpu-runner").symlink_to(ROOT / "runner_image" / "gpu-runner")
     (tmp_path / "token").write_text("fake-projected-token.of-a-base-runner-pod")
     training = jobs(path)[TRAINING_JOB[path]]
-    names = [f"{training['name']} ({value})" for value in training.get("strategy", {}).get("matrix", {}).get(
-        "learning-rate", [])] or [training["name"]]
+    names = [
+        f"{training['name']} ({value})"
+        for value in training.get("strategy", {}).get("matrix", {}).get("learning-rate", [])
+    ] or [training["name"]]
     with FakeBroker(fleet=GpuFleet(gpus=2)) as broker, FakeGitHub() as github:
-        base = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path),
-                "RUNNER_BROKER_URL": broker.url, "RUNNER_BROKER_TOKEN_FILE": str(tmp_path / "token"),
-                "GITHUB_RUN_ID": RUN_ID, "GITHUB_RUN_ATTEMPT": RUN_ATTEMPT, "GITHUB_REPOSITORY": REPOSITORY,
-                "GITHUB_API_URL": github.url, "GITHUB_OUTPUT": str(tmp_path / "output"),
-                "GPU_RUNNER_POLL_SECONDS": "0.01"}
+        base = {
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "HOME": str(tmp_path),
+            "RUNNER_BROKER_URL": broker.url,
+            "RUNNER_BROKER_TOKEN_FILE": str(tmp_path / "token"),
+            "GITHUB_RUN_ID": RUN_ID,
+            "GITHUB_RUN_ATTEMPT": RUN_ATTEMPT,
+            "GITHUB_REPOSITORY": REPOSITORY,
+            "GITHUB_API_URL": github.url,
+            "GITHUB_OUTPUT": str(tmp_path / "output"),
+            "GPU_RUNNER_POLL_SECONDS": "0.01",
+        }
         started = run_step(path, "start-gpu-runner", base)
         runners = broker.fleet.jobs_of(RUN_ID, RUN_ATTEMPT)
         for runner in runners:  # each training job takes a runner
             broker.fleet.take(runner)
-        github.default(f"/repos/{REPOSITORY}/actions/runs/{RUN_ID}/attempts/{RUN_ATTEMPT}/jobs", Reply(200, {
-            "total_count": count, "jobs": [{"name": name, "run_id": int(RUN_ID), "runner_name": runner}
-                                           for name, runner in zip(names, runners, strict=True)]}))
+        github.default(
+            f"/repos/{REPOSITORY}/actions/runs/{RUN_ID}/attempts/{RUN_ATTEMPT}/jobs",
+            Reply(
+                200,
+                {
+                    "total_count": count,
+                    "jobs": [
+                        {"name": name, "run_id": int(RUN_ID), "runner_name": runner}
+                        for name, runner in zip(names, runners, strict=True)
+                    ],
+                },
+            ),
+        )
         guarded = run_step(path, "guard-gpu-runner", base)
         stopped = run_step(path, "stop-gpu-runner", base)
         left = broker.fleet.jobs_of(RUN_ID, RUN_ATTEMPT)

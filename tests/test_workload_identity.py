@@ -33,14 +33,24 @@ def claims(event_name: str = "push", ref: str = "refs/heads/main", **changes) ->
         "iss": "https://token.actions.githubusercontent.com",
         "aud": "https://github.com/Acme",
         "sub": "repo:Acme/Models:pull_request" if pull_request else f"repo:Acme/Models:ref:{ref}",
-        "repository": "Acme/Models", "repository_id": "424242",
-        "repository_owner": "Acme", "repository_owner_id": "9919",
+        "repository": "Acme/Models",
+        "repository_id": "424242",
+        "repository_owner": "Acme",
+        "repository_owner_id": "9919",
         "repository_visibility": "private",
-        "actor": "octocat", "actor_id": "12",
-        "event_name": event_name, "ref": ref, "ref_type": "tag" if ref.startswith("refs/tags/") else "branch",
-        "head_ref": "feature" if pull_request else "", "base_ref": "main" if pull_request else "",
-        "workflow": "Train and report", "workflow_ref": f"{WORKFLOW}@{ref}",
-        "run_id": "4242", "run_number": "7", "run_attempt": "1", "runner_environment": "self-hosted",
+        "actor": "octocat",
+        "actor_id": "12",
+        "event_name": event_name,
+        "ref": ref,
+        "ref_type": "tag" if ref.startswith("refs/tags/") else "branch",
+        "head_ref": "feature" if pull_request else "",
+        "base_ref": "main" if pull_request else "",
+        "workflow": "Train and report",
+        "workflow_ref": f"{WORKFLOW}@{ref}",
+        "run_id": "4242",
+        "run_number": "7",
+        "run_attempt": "1",
+        "runner_environment": "self-hosted",
     }
     return {**base, **changes}
 
@@ -85,11 +95,22 @@ REFUSED = {
     # A workflow run in the fork itself (its own pull request there, or a push): its IDs. A fork's
     # pull request that runs here carries this repository's claims, and no claim names its head
     # repository: what refuses it is GitHub, which gives a fork's pull_request no id-token.
-    "a fork's pull request": claims("pull_request", "refs/pull/3/merge", repository="forker/Models",
-                                    repository_id="818181", repository_owner="forker", repository_owner_id="31337",
-                                    sub="repo:forker/Models:pull_request"),
-    "a fork's push": claims(repository="forker/Models", repository_id="818181", repository_owner="forker",
-                            repository_owner_id="31337", sub="repo:forker/Models:ref:refs/heads/main"),
+    "a fork's pull request": claims(
+        "pull_request",
+        "refs/pull/3/merge",
+        repository="forker/Models",
+        repository_id="818181",
+        repository_owner="forker",
+        repository_owner_id="31337",
+        sub="repo:forker/Models:pull_request",
+    ),
+    "a fork's push": claims(
+        repository="forker/Models",
+        repository_id="818181",
+        repository_owner="forker",
+        repository_owner_id="31337",
+        sub="repo:forker/Models:ref:refs/heads/main",
+    ),
     # Runs here, with this repository's claims, on a stranger's pull request, comment or run.
     "pull_request_target": claims("pull_request_target", "refs/heads/main"),
     "issue_comment": claims("issue_comment", "refs/heads/main"),
@@ -98,8 +119,9 @@ REFUSED = {
     "pull_request_review": claims("pull_request_review", "refs/pull/7/merge"),
     "merge_group": claims("merge_group", "refs/heads/gh-readonly-queue/main/pr-7-0123abc"),
     "no event_name claim": {k: v for k, v in claims().items() if k != "event_name"},
-    "another repository of the owner": claims(repository="Acme/Other", repository_id="515151",
-                                              sub="repo:Acme/Other:ref:refs/heads/main"),
+    "another repository of the owner": claims(
+        repository="Acme/Other", repository_id="515151", sub="repo:Acme/Other:ref:refs/heads/main"
+    ),
     "same name, another ID": claims(repository_id="777777"),  # deleted and re-created under the same name
     "another owner ID": claims(repository_owner_id="31337"),  # the owner account was replaced
     "other spelling": claims(repository="acme/models"),  # the name is compared as GitHub spells it
@@ -113,6 +135,7 @@ def with_data():
 
 
 # ------------------------------------------------------------------- the condition --
+
 
 @pytest.fixture(scope="module")
 def condition(program) -> str:
@@ -130,9 +153,11 @@ def test_the_condition_refuses_other_events_and_every_other_repository(condition
 
 
 def test_the_condition_uses_the_ids_and_name_github_reports_and_the_example_events(condition):
-    assert condition == ("assertion.repository_id == '424242' && assertion.repository_owner_id == '9919' && "
-                         "assertion.repository == 'Acme/Models' && "
-                         "assertion.event_name in ['push', 'pull_request', 'workflow_dispatch', 'schedule']")
+    assert condition == (
+        "assertion.repository_id == '424242' && assertion.repository_owner_id == '9919' && "
+        "assertion.repository == 'Acme/Models' && "
+        "assertion.event_name in ['push', 'pull_request', 'workflow_dispatch', 'schedule']"
+    )
 
 
 def test_a_quote_in_a_value_cannot_change_the_condition():
@@ -144,6 +169,7 @@ def test_a_quote_in_a_value_cannot_change_the_condition():
 
 
 # ---------------------------------------------------------------- the mapping --
+
 
 @pytest.fixture(scope="module")
 def mapping(program) -> dict[str, str]:
@@ -168,8 +194,7 @@ def test_the_provider_trusts_githubs_issuer_and_maps_the_claims_iam_names(progra
 
 
 @pytest.mark.parametrize("token, on_main", list(ADMITTED.values()), ids=list(ADMITTED))
-def test_the_mapping_gives_every_admitted_run_its_claims_and_says_which_run_on_the_data_branch(
-        mapping, token, on_main):
+def test_the_mapping_gives_every_admitted_run_its_claims_and_says_which_run_on_the_data_branch(mapping, token, on_main):
     mapped = attributes(mapping, token)
     assert mapped == {
         "google.subject": token["sub"],
@@ -188,15 +213,21 @@ def test_the_mapping_gives_every_admitted_run_its_claims_and_says_which_run_on_t
 
 def test_the_data_branch_is_the_repositorys_default_branch_as_github_reports_it():
     mapping = provider(run_program(repository={"defaultBranch": "trunk"}))["attributeMapping"]
-    writers = [ref for ref in ("refs/heads/trunk", "refs/heads/main", "refs/heads/trunk2", "refs/tags/trunk")
-               if attributes(mapping, claims("push", ref))["attribute.data_writer"] == "true"]
+    writers = [
+        ref
+        for ref in ("refs/heads/trunk", "refs/heads/main", "refs/heads/trunk2", "refs/tags/trunk")
+        if attributes(mapping, claims("push", ref))["attribute.data_writer"] == "true"
+    ]
     assert writers == ["refs/heads/trunk"]
 
 
-@pytest.mark.parametrize("configured, branch", [
-    ("release/v2", "release/v2"),
-    ("refs/heads/release/v2", "release/v2"),  # the full ref is accepted too
-])
+@pytest.mark.parametrize(
+    "configured, branch",
+    [
+        ("release/v2", "release/v2"),
+        ("refs/heads/release/v2", "release/v2"),  # the full ref is accepted too
+    ],
+)
 def test_data_write_branch_overrides_the_default_branch(configured, branch):
     program = run_program({f"{P}:dataBucket": BUCKET, f"{P}:dataWriteBranch": configured})
     mapping = provider(program)["attributeMapping"]
@@ -216,30 +247,45 @@ def test_a_branch_name_with_a_quote_is_matched_literally():
 
 # ----------------------------------------------------------------- IAM bindings --
 
+
 def iam_bindings(program) -> list[tuple[str, str, str]]:
     """(resource type, role, member) of every IAM binding the program makes."""
-    kinds = ("gcp:projects/iAMMember:IAMMember", "gcp:serviceaccount/iAMMember:IAMMember",
-             "gcp:storage/bucketIAMMember:BucketIAMMember",
-             "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
-    return sorted((r.typ.split(":")[1], r.inputs["role"], r.inputs["member"]) for kind in kinds for r in program.of_type(kind))
+    kinds = (
+        "gcp:projects/iAMMember:IAMMember",
+        "gcp:serviceaccount/iAMMember:IAMMember",
+        "gcp:storage/bucketIAMMember:BucketIAMMember",
+        "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember",
+    )
+    return sorted(
+        (r.typ.split(":")[1], r.inputs["role"], r.inputs["member"]) for kind in kinds for r in program.of_type(kind)
+    )
 
 
 def test_every_iam_binding_and_its_member(program, with_data):
     nodes = "serviceAccount:gpu-runners-nodes@acme-ml.iam.gserviceaccount.com"
     without_data = [
-        *[("projects/iAMMember", role, nodes) for role in (
-            "roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/monitoring.viewer",
-            "roles/stackdriver.resourceMetadata.writer", "roles/autoscaling.metricsWriter")],
+        *[
+            ("projects/iAMMember", role, nodes)
+            for role in (
+                "roles/logging.logWriter",
+                "roles/monitoring.metricWriter",
+                "roles/monitoring.viewer",
+                "roles/stackdriver.resourceMetadata.writer",
+                "roles/autoscaling.metricsWriter",
+            )
+        ],
         ("artifactregistry/repositoryIamMember", "roles/artifactregistry.reader", nodes),
         ("projects/iAMMember", "roles/container.clusterViewer", f"serviceAccount:{CI_ACCOUNT}"),
         ("serviceaccount/iAMMember", "roles/iam.workloadIdentityUser", REPOSITORY_SET),
     ]
     assert iam_bindings(program) == sorted(without_data)
-    assert iam_bindings(with_data) == sorted([
-        *without_data,
-        ("storage/bucketIAMMember", "roles/storage.objectViewer", REPOSITORY_SET),
-        ("storage/bucketIAMMember", "roles/storage.objectCreator", WRITER_SET),
-    ])
+    assert iam_bindings(with_data) == sorted(
+        [
+            *without_data,
+            ("storage/bucketIAMMember", "roles/storage.objectViewer", REPOSITORY_SET),
+            ("storage/bucketIAMMember", "roles/storage.objectCreator", WRITER_SET),
+        ]
+    )
 
 
 def test_only_this_repositorys_admitted_runs_may_act_as_ci_and_nothing_else_may(program):
@@ -249,13 +295,17 @@ def test_only_this_repositorys_admitted_runs_may_act_as_ci_and_nothing_else_may(
 
 
 def test_cis_kubernetes_rights_are_bound_to_its_google_account(program):
-    binding = next(b.inputs for b in program.of_type("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
-                   if b.inputs["metadata"]["name"] == "ci-runner-launcher")
+    binding = next(
+        b.inputs
+        for b in program.of_type("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
+        if b.inputs["metadata"]["name"] == "ci-runner-launcher"
+    )
     assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": CI_ACCOUNT}]
     assert binding["metadata"]["namespace"] == "github-runners"
 
 
 # ------------------------------------------------------------------------- data --
+
 
 def test_without_a_data_bucket_there_is_no_data_access(program):
     assert program.of_type("gcp:storage/bucketIAMMember:BucketIAMMember") == []
@@ -271,30 +321,35 @@ def test_every_admitted_run_reads_the_bucket_and_only_the_data_branchs_runs_add_
     project_roles = {r.inputs["role"] for r in with_data.of_type("gcp:projects/iAMMember:IAMMember")}
     assert not [role for role in project_roles if role.startswith("roles/storage")]
     assert not {"roles/storage.objectUser", "roles/storage.objectAdmin", "roles/storage.admin"} & {
-        inputs["role"] for _, inputs in bindings}
+        inputs["role"] for _, inputs in bindings
+    }
 
 
-@pytest.mark.parametrize("key, value, accepted", [
-    ("dataBucket", "My_Bucket", "Cloud Storage bucket name"),
-    ("dataWriteBranch", "feature..x", "a branch name"),
-    ("dataWriteBranch", "my branch", "a branch name"),
-    ("dataWriteBranch", "refs/heads/", "a branch name"),
-    ("dataBucket", "googlebucket", "Cloud Storage bucket name"),
-    ("dataBucket", "ab", "3-63"),
-    ("controlPlaneAuthorizedNetworks", '["203.0.113.7/24"]', "CIDR form"),
-    ("controlPlaneAuthorizedNetworks", '["not-a-network"]', "CIDR form"),
-    ("controlPlaneAuthorizedNetworks", '["2001:db8::/32"]', "IPv4"),
-])
+@pytest.mark.parametrize(
+    "key, value, accepted",
+    [
+        ("dataBucket", "My_Bucket", "Cloud Storage bucket name"),
+        ("dataWriteBranch", "feature..x", "a branch name"),
+        ("dataWriteBranch", "my branch", "a branch name"),
+        ("dataWriteBranch", "refs/heads/", "a branch name"),
+        ("dataBucket", "googlebucket", "Cloud Storage bucket name"),
+        ("dataBucket", "ab", "3-63"),
+        ("controlPlaneAuthorizedNetworks", '["203.0.113.7/24"]', "CIDR form"),
+        ("controlPlaneAuthorizedNetworks", '["not-a-network"]', "CIDR form"),
+        ("controlPlaneAuthorizedNetworks", '["2001:db8::/32"]', "IPv4"),
+    ],
+)
 def test_bad_data_and_network_settings_are_refused_naming_the_key(key, value, accepted):
     runs = []
     with pytest.raises(RunError) as refused:
         run_program({f"{P}:{key}": value}, on_run=runs.append)
-    line = next(l for l in str(refused.value).splitlines() if f"{P}:{key}:" in l)
+    line = next(entry for entry in str(refused.value).splitlines() if f"{P}:{key}:" in entry)
     assert accepted in line
     assert runs[0].resources == []
 
 
 # --------------------------------------------------------------- control plane --
+
 
 def test_the_control_plane_is_open_by_default_and_restricted_when_asked(program):
     cluster = program.one("gcp:container/cluster:Cluster").inputs

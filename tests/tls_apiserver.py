@@ -24,7 +24,8 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple
+from collections.abc import Callable, Iterator
 
 import yaml
 
@@ -157,8 +158,9 @@ class _Handler(QuietHandler):
             return
         match = PODS_PATH.match(path)
         if match:
-            send_json(self, 200,
-                      {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []})
+            send_json(
+                self, 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []}
+            )
             return
         send_json(self, 404, _status(404, "NotFound", f"the server could not find the requested resource ({path})"))
 
@@ -220,8 +222,9 @@ def kubectl_binary() -> str:
     return kubectl
 
 
-def kubectl_against(kubeconfig_text: str, server: ApiServer, *args: str,
-                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def kubectl_against(
+    kubeconfig_text: str, server: ApiServer, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run `kubectl get pods` (or `args`) with only `kubeconfig_text`, against `server`.
 
     The kubeconfig goes to a private temporary file; HOME is a fresh folder, so no

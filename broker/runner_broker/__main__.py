@@ -32,8 +32,11 @@ def main() -> int:
     try:
         service = Service(config)
     except OSError as error:
-        log("cannot listen", address=f"{config.listen} or {config.health_listen}",
-            reason=error.strerror or type(error).__name__)
+        log(
+            "cannot listen",
+            address=f"{config.listen} or {config.health_listen}",
+            reason=error.strerror or type(error).__name__,
+        )
         return EXIT_LISTEN
     service.start()
     received = signal.sigwait(STOP_SIGNALS)

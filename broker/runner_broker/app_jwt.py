@@ -18,8 +18,9 @@ def load_rsa_private_key(pem: bytes) -> Any:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import rsa
     except ImportError:
-        raise CredentialUnreadable("a GitHub App needs the Python package cryptography, which is not installed") \
-            from None
+        raise CredentialUnreadable(
+            "a GitHub App needs the Python package cryptography, which is not installed"
+        ) from None
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError):
@@ -36,8 +37,11 @@ def app_jwt(app_id: str, private_key_pem: bytes, now: int) -> Secret:
 
     key = load_rsa_private_key(private_key_pem)
     header = _b64url(json.dumps({"alg": "RS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    claims = _b64url(json.dumps({"iat": now - CLOCK_SKEW_SECONDS, "exp": now + JWT_LIFETIME_SECONDS, "iss": app_id},
-                                separators=(",", ":")).encode())
+    claims = _b64url(
+        json.dumps(
+            {"iat": now - CLOCK_SKEW_SECONDS, "exp": now + JWT_LIFETIME_SECONDS, "iss": app_id}, separators=(",", ":")
+        ).encode()
+    )
     signing_input = f"{header}.{claims}".encode("ascii")
     signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
     return Secret(f"{header}.{claims}.{_b64url(signature)}")

@@ -11,8 +11,10 @@ import threading
 import time
 
 BUSY = json.dumps({"error": "the broker is busy: too many connections at once; ask again"}).encode()
-BUSY_ANSWER = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(BUSY)}"
-               f"\r\nConnection: close\r\nRetry-After: 1\r\n\r\n").encode() + BUSY
+BUSY_ANSWER = (
+    f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(BUSY)}"
+    f"\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+).encode() + BUSY
 BOUNCE_SECONDS = 1.0
 MAX_BOUNCING = 256
 READ_BYTES = 8 << 10

@@ -44,8 +44,10 @@ class Callers:
         identity = identity_from_review(self._kubernetes.review_token(token, config.audience), config.audience)
         seen.update(pod=identity.pod_name, namespace=identity.namespace)
         # Only runner pods' own ServiceAccount in our own namespace gets its pod read; any other is refused unread.
-        ours = (identity.namespace, identity.service_account) == (config.runner_namespace,
-                                                                  config.runner_service_account)
+        ours = (identity.namespace, identity.service_account) == (
+            config.runner_namespace,
+            config.runner_service_account,
+        )
         pod = self._kubernetes.get("pods", identity.pod_name) if ours else None
         reference = controller_reference(pod) or {}
         resource = OWNER_RESOURCES.get(str(reference.get("kind")))

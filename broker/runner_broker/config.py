@@ -139,8 +139,9 @@ class _Environment:
             self.problems.append(f"{name} must be {accepted}, got {value!r}")
         return value
 
-    def number(self, name: str, default: float, *, whole: bool = False, positive: bool = False,
-               most: float = DAY_SECONDS) -> float:
+    def number(
+        self, name: str, default: float, *, whole: bool = False, positive: bool = False, most: float = DAY_SECONDS
+    ) -> float:
         raw = self.get(name)
         if raw is None:
             return default
@@ -165,8 +166,9 @@ class _Environment:
             self.problems.append(f"{name} must be an http(s) URL without query, got {value!r}")
         elif parts.scheme == "http" and not is_loopback(parts.hostname or ""):
             # Plain HTTP would carry the credential in clear: only to a test double on this machine.
-            self.problems.append(f"{name} may be http:// only for a loopback host (127.0.0.0/8, ::1, localhost), "
-                                 f"got {value!r}")
+            self.problems.append(
+                f"{name} may be http:// only for a loopback host (127.0.0.0/8, ::1, localhost), got {value!r}"
+            )
         return value
 
     def path(self, name: str, default: Path) -> Path:
@@ -205,13 +207,15 @@ def load_config(environ: dict[str, str]) -> Config:
     config = Config(
         repository=env.text("BROKER_REPOSITORY", REPOSITORY, "owner/name of the GitHub repository"),
         runner_namespace=env.text("BROKER_RUNNER_NAMESPACE", DNS_LABEL, "a Kubernetes namespace name"),
-        runner_service_account=env.text("BROKER_RUNNER_SERVICE_ACCOUNT", DNS_SUBDOMAIN, "a ServiceAccount name",
-                                        default=RUNNER_ACCOUNT),
+        runner_service_account=env.text(
+            "BROKER_RUNNER_SERVICE_ACCOUNT", DNS_SUBDOMAIN, "a ServiceAccount name", default=RUNNER_ACCOUNT
+        ),
         audience=env.text("BROKER_AUDIENCE", AUDIENCE, "the audience of runner pods' tokens"),
         listen=env.address("BROKER_LISTEN", BROKER_PORT),
         health_listen=env.address("BROKER_HEALTH_LISTEN", BROKER_HEALTH_PORT),
-        base_runner_deployment=env.text("BROKER_BASE_RUNNER_DEPLOYMENT", DNS_SUBDOMAIN, "a Deployment name",
-                                        default=BASE_RUNNER),
+        base_runner_deployment=env.text(
+            "BROKER_BASE_RUNNER_DEPLOYMENT", DNS_SUBDOMAIN, "a Deployment name", default=BASE_RUNNER
+        ),
         gpu_runner_template_file=Path(template) if template else None,
         max_gpu_runners_per_run=env.whole("BROKER_MAX_GPU_RUNNERS_PER_RUN", 2, most=100),
         sweep_seconds=env.number("BROKER_SWEEP_SECONDS", 30.0, positive=True),
@@ -226,7 +230,8 @@ def load_config(environ: dict[str, str]) -> Config:
             retries=env.whole("BROKER_GITHUB_RETRIES", 4, positive=False, most=100),
             timeout_seconds=env.number("BROKER_GITHUB_TIMEOUT_SECONDS", 10.0, positive=True),
             backoff_seconds=env.number("BROKER_GITHUB_BACKOFF_SECONDS", 1.0),
-            backoff_max_seconds=env.number("BROKER_GITHUB_BACKOFF_MAX_SECONDS", 10.0)),
+            backoff_max_seconds=env.number("BROKER_GITHUB_BACKOFF_MAX_SECONDS", 10.0),
+        ),
         kubernetes_api_url=env.url("KUBERNETES_API_URL", _in_cluster_api_url(env)),
         kubernetes_token_file=env.path("KUBERNETES_TOKEN_FILE", SERVICE_ACCOUNT_DIR / "token"),
         kubernetes_ca_file=env.path("KUBERNETES_CA_FILE", SERVICE_ACCOUNT_DIR / "ca.crt"),
@@ -235,8 +240,10 @@ def load_config(environ: dict[str, str]) -> Config:
         kubernetes_retry=RetryPolicy(2, env.number("BROKER_KUBERNETES_TIMEOUT_SECONDS", 5.0, positive=True), 0.2, 1),
     )
     if config.max_connections_per_client > config.max_connections:
-        env.problems.append(f"BROKER_MAX_CONNECTIONS_PER_CLIENT ({config.max_connections_per_client}) must not "
-                            f"exceed BROKER_MAX_CONNECTIONS ({config.max_connections})")
+        env.problems.append(
+            f"BROKER_MAX_CONNECTIONS_PER_CLIENT ({config.max_connections_per_client}) must not "
+            f"exceed BROKER_MAX_CONNECTIONS ({config.max_connections})"
+        )
     if config.listen == config.health_listen and config.listen.port != 0:
         env.problems.append(f"BROKER_HEALTH_LISTEN must differ from BROKER_LISTEN, both are {config.listen}")
     problems = env.problems + _unreadable_files(config, credential)
@@ -258,19 +265,24 @@ def _credential(env: _Environment) -> PatCredential | AppCredential | None:
     app_set = [name for name in APP_VARIABLES if env.get(name)]
     missing = [name for name in APP_VARIABLES if name not in app_set]
     if token_file and app_set:
-        env.problems.append(f"GITHUB_TOKEN_FILE and {', '.join(app_set)} are both set: "
-                            "give either a PAT or a GitHub App, not both")
+        env.problems.append(
+            f"GITHUB_TOKEN_FILE and {', '.join(app_set)} are both set: give either a PAT or a GitHub App, not both"
+        )
     elif not token_file and missing:
         given = f"{', '.join(app_set)} without {', '.join(missing)}" if app_set else "nothing"
-        env.problems.append(f"no runner credential: set GITHUB_TOKEN_FILE (a PAT with Administration: read and "
-                            f"write and Actions: read), or all of {', '.join(APP_VARIABLES)} (a GitHub App with "
-                            f"the same permissions); got {given}")
+        env.problems.append(
+            f"no runner credential: set GITHUB_TOKEN_FILE (a PAT with Administration: read and "
+            f"write and Actions: read), or all of {', '.join(APP_VARIABLES)} (a GitHub App with "
+            f"the same permissions); got {given}"
+        )
     elif token_file:
         return PatCredential(Path(token_file))
     else:
-        return AppCredential(env.text("GITHUB_APP_ID", DIGITS, "the App's numeric ID"),
-                             env.text("GITHUB_APP_INSTALLATION_ID", DIGITS, "the installation's numeric ID"),
-                             env.path("GITHUB_APP_PRIVATE_KEY_FILE", Path()))
+        return AppCredential(
+            env.text("GITHUB_APP_ID", DIGITS, "the App's numeric ID"),
+            env.text("GITHUB_APP_INSTALLATION_ID", DIGITS, "the installation's numeric ID"),
+            env.path("GITHUB_APP_PRIVATE_KEY_FILE", Path()),
+        )
     return None
 
 
@@ -284,9 +296,12 @@ def _unreadable_files(config: Config, credential: PatCredential | AppCredential 
     if isinstance(credential, PatCredential):
         checks.append(("GITHUB_TOKEN_FILE", lambda: read_token(credential.token_file, "GITHUB_TOKEN_FILE")))
     if isinstance(credential, AppCredential) and credential.private_key_file != Path():
+
         def app_key() -> object:
             from runner_broker.app_jwt import load_rsa_private_key
+
             return load_rsa_private_key(read_file(credential.private_key_file, "GITHUB_APP_PRIVATE_KEY_FILE"))
+
         checks.append(("GITHUB_APP_PRIVATE_KEY_FILE", app_key))
     if config.gpu_runner_template_file is not None:
         template_file = config.gpu_runner_template_file

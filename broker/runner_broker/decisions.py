@@ -38,6 +38,7 @@ ENDED_PHASES = ("Succeeded", "Failed")
 
 # ------------------------------------------------------------------- who asks --
 
+
 def identity_from_review(status: dict, audience: str) -> PodIdentity:
     """The pod a TokenReview status vouches for; Refusal(401) when the token proves nothing."""
     if status.get("authenticated") is not True:
@@ -68,6 +69,7 @@ def controller_reference(obj: dict | None) -> dict | None:
 
 # ------------------------------------------------------- which runner a pod may have --
 
+
 @dataclass(frozen=True)
 class Rules:
     """What the decision needs from the configuration and the template."""
@@ -79,8 +81,9 @@ class Rules:
     """The GPU runner template's images; empty when the broker has no template: no GPU pod is then eligible."""
 
 
-def decide_runner(identity: PodIdentity, pod: dict | None, owner: dict | None, rules: Rules, *,
-                  allow_terminating: bool = False) -> Grant:
+def decide_runner(
+    identity: PodIdentity, pod: dict | None, owner: dict | None, rules: Rules, *, allow_terminating: bool = False
+) -> Grant:
     """Which runner the pod `identity` names may have, from the pod and its controller alone; Refusal(403) if none.
 
     `pod` is the pod as read from the runner namespace (None when absent); `owner` its
@@ -90,14 +93,18 @@ def decide_runner(identity: PodIdentity, pod: dict | None, owner: dict | None, r
     if identity.namespace != rules.runner_namespace:
         raise Refusal(403, f"{where} is not in the runner namespace {rules.runner_namespace}")
     if identity.service_account != rules.runner_service_account:
-        raise Refusal(403, f"{where} runs as ServiceAccount {identity.service_account}, "
-                           f"not {rules.runner_service_account}")
+        raise Refusal(
+            403, f"{where} runs as ServiceAccount {identity.service_account}, not {rules.runner_service_account}"
+        )
     if pod is None:
         raise Refusal(403, f"{where} does not exist")
     metadata = pod.get("metadata") or {}
     if metadata.get("uid") != identity.pod_uid:
-        raise Refusal(403, f"{where} has UID {metadata.get('uid')}, not the token's {identity.pod_uid}: "
-                           "the token belongs to an earlier pod of that name")
+        raise Refusal(
+            403,
+            f"{where} has UID {metadata.get('uid')}, not the token's {identity.pod_uid}: "
+            "the token belongs to an earlier pod of that name",
+        )
     phase = (pod.get("status") or {}).get("phase")
     if phase in ENDED_PHASES:
         raise Refusal(403, f"{where} has ended (phase {phase})")
@@ -113,8 +120,11 @@ def decide_runner(identity: PodIdentity, pod: dict | None, owner: dict | None, r
         return _base_runner(where, identity.pod_name, name, owner, rules.base_runner_deployment)
     if kind == "Job":
         return _gpu_runner(where, name, owner, rules.template_images)
-    raise Refusal(403, f"{where} is controlled by {kind} {name}, neither a ReplicaSet of Deployment "
-                       f"{rules.base_runner_deployment} nor a {GPU_RUNNER} Job")
+    raise Refusal(
+        403,
+        f"{where} is controlled by {kind} {name}, neither a ReplicaSet of Deployment "
+        f"{rules.base_runner_deployment} nor a {GPU_RUNNER} Job",
+    )
 
 
 def _base_runner(where: str, pod_name: str, replicaset: str, owner: dict | None, deployment: str) -> Grant:
@@ -143,17 +153,24 @@ def _gpu_runner(where: str, job_name: str, owner: dict | None, template_images: 
         raise Refusal(403, f"{where}'s Job {job_name} has no numeric {RUN_ATTEMPT_LABEL} label (got {attempt!r})")
     match = GPU_RUNNER_NAME.fullmatch(job_name)
     index = labels.get(RUN_INDEX_LABEL)
-    if (match is None or match.groups()[:2] != (run_id, attempt)
-            or (index is not None and index != (match.group(3) or "0"))):
+    if (
+        match is None
+        or match.groups()[:2] != (run_id, attempt)
+        or (index is not None and index != (match.group(3) or "0"))
+    ):
         # The sweep recognises GPU runners by this name; a runner it could not see would never be removed.
-        raise Refusal(403, f"{where}'s Job is named {job_name}, not {GPU_RUNNER}-{run_id}-{attempt}[-<index>] "
-                           "as its labels say")
+        raise Refusal(
+            403, f"{where}'s Job is named {job_name}, not {GPU_RUNNER}-{run_id}-{attempt}[-<index>] as its labels say"
+        )
     if not template_images:
         raise Refusal(403, f"{where}'s Job {job_name} cannot be checked: the broker has no GPU runner template")
     images = pod_template_images(owner)
     if images != template_images:
-        raise Refusal(403, f"{where}'s Job {job_name} runs {_shown(images)}, not the template's "
-                           f"{_shown(template_images)}: the broker did not make it")
+        raise Refusal(
+            403,
+            f"{where}'s Job {job_name} runs {_shown(images)}, not the template's "
+            f"{_shown(template_images)}: the broker did not make it",
+        )
     return Grant(job_name, (gpu_runner_label(run_id),), "gpu")
 
 
@@ -162,6 +179,7 @@ def _shown(images: tuple[str, ...]) -> str:
 
 
 # ------------------------------------------------------------------ grants --
+
 
 def granted_runner(pod: dict | None) -> str | None:
     """The runner recorded on the pod when the broker handed it one, or None."""
@@ -187,17 +205,25 @@ def container_restarts(pod: dict) -> int:
     """How often the pod's containers have restarted. startup.sh asks once per container start, so a
     restarted container belongs to a pod that has already asked for its runner."""
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    return sum(s["restartCount"] for s in statuses if isinstance(s, dict) and isinstance(s.get("restartCount"), int)
-               and not isinstance(s.get("restartCount"), bool))
+    return sum(
+        s["restartCount"]
+        for s in statuses
+        if isinstance(s, dict)
+        and isinstance(s.get("restartCount"), int)
+        and not isinstance(s.get("restartCount"), bool)
+    )
 
 
 def is_live(pod: dict) -> bool:
     """Neither ended nor on its way out."""
-    return not (pod.get("metadata") or {}).get("deletionTimestamp") and \
-        (pod.get("status") or {}).get("phase") not in ENDED_PHASES
+    return (
+        not (pod.get("metadata") or {}).get("deletionTimestamp")
+        and (pod.get("status") or {}).get("phase") not in ENDED_PHASES
+    )
 
 
 # ------------------------------------------------------------- GPU runners --
+
 
 @dataclass(frozen=True)
 class GpuRequest:
@@ -209,13 +235,17 @@ class GpuRequest:
 def parse_gpu_request(body: object, max_count: int) -> GpuRequest:
     """The run attempt and count a job asks GPU runners for; Refusal(422) for anything else."""
     if not isinstance(body, dict):
-        raise Refusal(422, 'the body must be a JSON object: {"runId": "<digits>", "runAttempt": "<digits>", '
-                           '"count": N}')
+        raise Refusal(
+            422, 'the body must be a JSON object: {"runId": "<digits>", "runAttempt": "<digits>", "count": N}'
+        )
     run_id, attempt = run_number(body.get("runId"), "runId"), run_number(body.get("runAttempt"), "runAttempt")
     count = body.get("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= max_count:
-        raise Refusal(422, f"count must be a whole number from 1 to {max_count} (BROKER_MAX_GPU_RUNNERS_PER_RUN), "
-                           f"got {json.dumps(count)[:40]}")
+        raise Refusal(
+            422,
+            f"count must be a whole number from 1 to {max_count} (BROKER_MAX_GPU_RUNNERS_PER_RUN), "
+            f"got {json.dumps(count)[:40]}",
+        )
     return GpuRequest(run_id, attempt, count)
 
 
@@ -230,14 +260,22 @@ def run_number(value: object, name: str) -> str:
 def check_run(jobs: list[WorkflowJob], runner_name: str, run_id: str, attempt: str) -> WorkflowJob:
     """The caller's job in the run attempt: in progress, on the caller's runner; Refusal(403) otherwise."""
     for job in jobs:
-        if (job.status == "in_progress" and job.runner_name == runner_name
-                and job.run_id in (None, int(run_id)) and job.run_attempt in (None, int(attempt))):
+        if (
+            job.status == "in_progress"
+            and job.runner_name == runner_name
+            and job.run_id in (None, int(run_id))
+            and job.run_attempt in (None, int(attempt))
+        ):
             return job
-    raise Refusal(403, f"runner {runner_name} is not running a job of run {run_id} attempt {attempt} "
-                       f"(GitHub lists {len(jobs)} jobs of it, none in progress on this runner)")
+    raise Refusal(
+        403,
+        f"runner {runner_name} is not running a job of run {run_id} attempt {attempt} "
+        f"(GitHub lists {len(jobs)} jobs of it, none in progress on this runner)",
+    )
 
 
 # --------------------------------------------------------------------- sweep --
+
 
 def is_ours(runner: Runner, base_runner_deployment: str) -> bool:
     """Whether the broker registered this runner: its name and label say so together."""

@@ -53,8 +53,11 @@ class GitHubClient:
     def list_runners(self) -> Runners:
         runners: list[Runner] = []
         for page in range(1, MAX_PAGES + 1):
-            body = self._get_json(f"{self._runners_path}?per_page={PER_PAGE}&page={page}",
-                                  "listing the repository's runners", ADMINISTRATION)
+            body = self._get_json(
+                f"{self._runners_path}?per_page={PER_PAGE}&page={page}",
+                "listing the repository's runners",
+                ADMINISTRATION,
+            )
             items = _items(body, "runners")
             total = body.get("total_count")
             runners.extend(runner for runner in map(_runner, items) if runner is not None)
@@ -63,31 +66,43 @@ class GitHubClient:
         return Runners(runners, complete=False)
 
     def find_runner(self, name: str) -> Runner | None:
-        body = self._get_json(f"{self._runners_path}?name={quote(name, safe='')}", f"looking up runner {name}",
-                              ADMINISTRATION)
+        body = self._get_json(
+            f"{self._runners_path}?name={quote(name, safe='')}", f"looking up runner {name}", ADMINISTRATION
+        )
         return next((r for r in map(_runner, _items(body, "runners")) if r is not None and r.name == name), None)
 
     def generate_jit_config(self, name: str, labels: tuple[str, ...]) -> JitConfig | None:
         """A new runner's JIT config; None when GitHub already has a runner of that name."""
         request = {"name": name, "runner_group_id": 1, "labels": list(labels), "work_folder": "_work"}
-        answer = self._call("POST", f"{self._runners_path}/generate-jitconfig", request,
-                            operation=f"generating a JIT config for runner {name}", permission=ADMINISTRATION,
-                            tolerated=(409,))
+        answer = self._call(
+            "POST",
+            f"{self._runners_path}/generate-jitconfig",
+            request,
+            operation=f"generating a JIT config for runner {name}",
+            permission=ADMINISTRATION,
+            tolerated=(409,),
+        )
         if answer.status == 409:
             return None
         body = answer.json()
         encoded = body.get("encoded_jit_config") if isinstance(body, dict) else None
         runner = body.get("runner") if isinstance(body, dict) else None
         if not isinstance(encoded, str) or not encoded or not isinstance(runner, dict):
-            raise GitHubUnavailable(f"GitHub answered generate-jitconfig for {name} without a runner and its "
-                                    "encoded_jit_config")
+            raise GitHubUnavailable(
+                f"GitHub answered generate-jitconfig for {name} without a runner and its encoded_jit_config"
+            )
         runner_id = runner.get("id")
         return JitConfig(runner_id if isinstance(runner_id, int) else 0, Secret(encoded))
 
     def delete_runner(self, runner_id: int) -> str:
         """Remove a runner: "removed", "gone" (GitHub no longer had it) or "busy" (refused while it runs a job)."""
-        answer = self._call("DELETE", f"{self._runners_path}/{runner_id}", operation=f"removing runner {runner_id}",
-                            permission=ADMINISTRATION, tolerated=(404, 422))
+        answer = self._call(
+            "DELETE",
+            f"{self._runners_path}/{runner_id}",
+            operation=f"removing runner {runner_id}",
+            permission=ADMINISTRATION,
+            tolerated=(404, 422),
+        )
         return {404: "gone", 422: "busy"}.get(answer.status, "removed")
 
     # --------------------------------------------------------------------- runs --
@@ -97,8 +112,12 @@ class GitHubClient:
         jobs: list[WorkflowJob] = []
         path = f"{self._repo_path}/actions/runs/{run_id}/attempts/{attempt}/jobs"
         for page in range(1, MAX_PAGES + 1):
-            body = self._get_json(f"{path}?per_page={PER_PAGE}&page={page}",
-                                  f"listing the jobs of run {run_id} attempt {attempt}", ACTIONS, tolerated=(404,))
+            body = self._get_json(
+                f"{path}?per_page={PER_PAGE}&page={page}",
+                f"listing the jobs of run {run_id} attempt {attempt}",
+                ACTIONS,
+                tolerated=(404,),
+            )
             items = _items(body, "jobs")
             jobs.extend(job for job in map(_workflow_job, items) if job is not None)
             total = body.get("total_count")
@@ -108,14 +127,21 @@ class GitHubClient:
 
     def run(self, run_id: str) -> WorkflowRun | None:
         """A workflow run's status and latest attempt; None when GitHub has no such run."""
-        answer = self._call("GET", f"{self._repo_path}/actions/runs/{run_id}", operation=f"reading run {run_id}",
-                            permission=ACTIONS, tolerated=(404,))
+        answer = self._call(
+            "GET",
+            f"{self._repo_path}/actions/runs/{run_id}",
+            operation=f"reading run {run_id}",
+            permission=ACTIONS,
+            tolerated=(404,),
+        )
         if answer.status == 404:
             return None
         body = answer.json() if isinstance(answer.json(), dict) else {}
         status, attempt = body.get("status"), body.get("run_attempt")
-        return WorkflowRun(status if isinstance(status, str) else "",
-                           attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None)
+        return WorkflowRun(
+            status if isinstance(status, str) else "",
+            attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+        )
 
     # -------------------------------------------------------------- credential --
 
@@ -147,8 +173,14 @@ class GitHubClient:
         # This repository alone, and only what the broker does with it.
         request = json.dumps({"repositories": [self._repository_name], "permissions": APP_PERMISSIONS}).encode()
         try:
-            answer = exchange("POST", f"{self._api}/app/installations/{app.installation_id}/access_tokens",
-                              headers=_headers(jwt, request), body=request, policy=self._retry, tls=self._tls)
+            answer = exchange(
+                "POST",
+                f"{self._api}/app/installations/{app.installation_id}/access_tokens",
+                headers=_headers(jwt, request),
+                body=request,
+                policy=self._retry,
+                tls=self._tls,
+            )
         except Unanswered as error:
             raise GitHubUnavailable(f"GitHub did not answer a request for {what}: {error}") from None
         body = answer.json()
@@ -158,19 +190,27 @@ class GitHubClient:
         if answer.status == 201:
             raise GitHubUnavailable(f"GitHub answered the request for {what} without a token")
         if answer.status == 401:
-            raise GitHubRefused(f"GitHub refused the JWT of GitHub App {app.app_id} (HTTP 401): GITHUB_APP_ID or "
-                                "the key in GITHUB_APP_PRIVATE_KEY_FILE is wrong, or the key was revoked")
+            raise GitHubRefused(
+                f"GitHub refused the JWT of GitHub App {app.app_id} (HTTP 401): GITHUB_APP_ID or "
+                "the key in GITHUB_APP_PRIVATE_KEY_FILE is wrong, or the key was revoked"
+            )
         if answer.status == 404:
-            raise GitHubRefused(f"installation {app.installation_id} of GitHub App {app.app_id} does not exist "
-                                f"(HTTP 404): check GITHUB_APP_INSTALLATION_ID and that the App is installed on "
-                                f"{self._repository}")
+            raise GitHubRefused(
+                f"installation {app.installation_id} of GitHub App {app.app_id} does not exist "
+                f"(HTTP 404): check GITHUB_APP_INSTALLATION_ID and that the App is installed on "
+                f"{self._repository}"
+            )
         if answer.status == 422:
-            raise GitHubRefused(f"GitHub App {app.app_id} may not get a token for {self._repository} with "
-                                f"{APP_PERMISSIONS} (HTTP 422): the installation must include the repository and "
-                                "grant Administration: read and write and Actions: read")
+            raise GitHubRefused(
+                f"GitHub App {app.app_id} may not get a token for {self._repository} with "
+                f"{APP_PERMISSIONS} (HTTP 422): the installation must include the repository and "
+                "grant Administration: read and write and Actions: read"
+            )
         if answer.status == 403:
-            raise GitHubRefused(f"GitHub App {app.app_id} may not get a token for installation "
-                                f"{app.installation_id} (HTTP 403): the installation may be suspended")
+            raise GitHubRefused(
+                f"GitHub App {app.app_id} may not get a token for installation "
+                f"{app.installation_id} (HTTP 403): the installation may be suspended"
+            )
         raise GitHubRefused(f"GitHub refused {what} (HTTP {answer.status})")
 
     # ------------------------------------------------------------------ plumbing --
@@ -179,14 +219,28 @@ class GitHubClient:
         body = self._call("GET", path, operation=operation, permission=permission, tolerated=tolerated).json()
         return body if isinstance(body, dict) else {}
 
-    def _call(self, method: str, path: str, body: dict | None = None, *, operation: str, permission: str,
-              tolerated: tuple[int, ...] = ()) -> HttpAnswer:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        *,
+        operation: str,
+        permission: str,
+        tolerated: tuple[int, ...] = (),
+    ) -> HttpAnswer:
         payload = json.dumps(body).encode() if body is not None else None
         for fresh_token in (False, True):
             bearer = self._bearer()
             try:
-                answer = exchange(method, self._api + path, headers=_headers(bearer, payload), body=payload,
-                                  policy=self._retry, tls=self._tls)
+                answer = exchange(
+                    method,
+                    self._api + path,
+                    headers=_headers(bearer, payload),
+                    body=payload,
+                    policy=self._retry,
+                    tls=self._tls,
+                )
             except Unanswered as error:
                 raise GitHubUnavailable(f"GitHub did not answer {operation}: {error}") from None
             if answer.status != 401 or fresh_token or not isinstance(self._credential, AppCredential):
@@ -212,8 +266,12 @@ class GitHubClient:
 
 
 def _headers(bearer: Secret, payload: bytes | None) -> dict[str, str]:
-    headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28",
-               "User-Agent": USER_AGENT, "Authorization": f"Bearer {bearer.reveal()}"}
+    headers = {
+        "Accept": "application/vnd.github+json",
+        "X-GitHub-Api-Version": "2022-11-28",
+        "User-Agent": USER_AGENT,
+        "Authorization": f"Bearer {bearer.reveal()}",
+    }
     if payload is not None:
         headers["Content-Type"] = "application/json"
     return headers
@@ -226,8 +284,11 @@ def _items(body: dict, key: str) -> list[dict]:
 def _runner(item: dict) -> Runner | None:
     if not isinstance(item.get("id"), int) or not isinstance(item.get("name"), str):
         return None
-    labels = frozenset(label.get("name") for label in item.get("labels") or []
-                       if isinstance(label, dict) and isinstance(label.get("name"), str))
+    labels = frozenset(
+        label.get("name")
+        for label in item.get("labels") or []
+        if isinstance(label, dict) and isinstance(label.get("name"), str)
+    )
     return Runner(item["id"], item["name"], labels, item.get("status") == "online", item.get("busy") is True)
 
 
@@ -240,8 +301,13 @@ def _workflow_job(item: dict) -> WorkflowJob | None:
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     runner_name = item.get("runner_name")
-    return WorkflowJob(str(item.get("name") or ""), item["status"],
-                       runner_name if isinstance(runner_name, str) else None, number("run_id"), number("run_attempt"))
+    return WorkflowJob(
+        str(item.get("name") or ""),
+        item["status"],
+        runner_name if isinstance(runner_name, str) else None,
+        number("run_id"),
+        number("run_attempt"),
+    )
 
 
 def _expiry(expires_at: object, now: float) -> float:

@@ -17,8 +17,7 @@ from collections.abc import Callable
 
 from runner_broker.callers import Caller, Callers
 from runner_broker.config import Config
-from runner_broker.decisions import (GPU_RUNNER_NAME, check_run, controller_reference, granted_runner,
-                                     parse_gpu_request)
+from runner_broker.decisions import GPU_RUNNER_NAME, check_run, controller_reference, granted_runner, parse_gpu_request
 from runner_broker.errors import Failure, Refusal
 from runner_broker.github import GitHubClient
 from runner_broker.gpu_state import gpu_runners_answer, runner_state
@@ -35,8 +34,16 @@ MAX_REMEMBERED_CHECKS = 1000
 
 
 class GpuRunners:
-    def __init__(self, config: Config, kubernetes: KubernetesClient, github: GitHubClient, callers: Callers,
-                 templates: TemplateSource, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: Config,
+        kubernetes: KubernetesClient,
+        github: GitHubClient,
+        callers: Callers,
+        templates: TemplateSource,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._config = config
         self._kubernetes = kubernetes
         self._github = github
@@ -62,8 +69,15 @@ class GpuRunners:
                 if self._create(job, request.run_id, request.attempt, index):
                     created.append(job["metadata"]["name"])
                 names.append(job["metadata"]["name"])
-        log("gpu-runners", decision="created" if created else "exist", status=201, **seen, jobs=names,
-            created=created or None, reason="a job of the run on this base runner asked")
+        log(
+            "gpu-runners",
+            decision="created" if created else "exist",
+            status=201,
+            **seen,
+            jobs=names,
+            created=created or None,
+            reason="a job of the run on this base runner asked",
+        )
         return {"label": gpu_runner_label(request.run_id), "jobs": names, "created": created}
 
     def status(self, token: Secret | None, run_id: str, attempt: str) -> dict:
@@ -87,10 +101,19 @@ class GpuRunners:
         with logged("gpu-runners-delete") as seen:
             seen.update(run=run_id, attempt=attempt)
             self._check_run(self._callers.authorize(token, seen, allow_terminating=True), run_id, attempt)
-            deleted = [_name(job) for job in self._jobs(run_id, attempt)
-                       if self._kubernetes.delete_job(_name(job), (job.get("metadata") or {}).get("uid"))]
-        log("gpu-runners-delete", decision="deleted", status=200, **seen, jobs=deleted or None,
-            reason="a job of the run on this base runner asked")
+            deleted = [
+                _name(job)
+                for job in self._jobs(run_id, attempt)
+                if self._kubernetes.delete_job(_name(job), (job.get("metadata") or {}).get("uid"))
+            ]
+        log(
+            "gpu-runners-delete",
+            decision="deleted",
+            status=200,
+            **seen,
+            jobs=deleted or None,
+            reason="a job of the run on this base runner asked",
+        )
         return {"deleted": deleted}
 
     # ------------------------------------------------------------------ helpers --
@@ -126,8 +149,12 @@ class GpuRunners:
 
     def _jobs(self, run_id: str, attempt: str) -> list[dict]:
         """The run attempt's GPU runner Jobs, by index."""
-        jobs = self._kubernetes.list("jobs", labels={APP_NAME_LABEL: GPU_RUNNER, RUN_ID_LABEL: run_id,
-                                                     RUN_ATTEMPT_LABEL: attempt}) or []
+        jobs = (
+            self._kubernetes.list(
+                "jobs", labels={APP_NAME_LABEL: GPU_RUNNER, RUN_ID_LABEL: run_id, RUN_ATTEMPT_LABEL: attempt}
+            )
+            or []
+        )
         ours = []
         for job in jobs:
             match = GPU_RUNNER_NAME.fullmatch(_name(job))
@@ -140,8 +167,10 @@ class GpuRunners:
         events = []
         for kind, obj in [("Job", job), *(("Pod", pod) for pod in pods)]:
             uid = (obj.get("metadata") or {}).get("uid")
-            listed = self._kubernetes.list("events", fields={"involvedObject.kind": kind,
-                                                             "involvedObject.name": _name(obj)}) or []
+            listed = (
+                self._kubernetes.list("events", fields={"involvedObject.kind": kind, "involvedObject.name": _name(obj)})
+                or []
+            )
             events += [e for e in listed if (e.get("involvedObject") or {}).get("uid") in (None, uid)]
         return events
 

@@ -23,8 +23,12 @@ from runner_broker.model import Runner
 from runner_contract import gpu_runner_label
 
 MAX_EVENTS = 10
-SCHEDULING_REASONS = {"FailedScheduling": "Unschedulable", "TriggeredScaleUp": "TriggeredScaleUp",
-                      "NotTriggerScaleUp": "NotTriggerScaleUp", "FailedScaleUp": "FailedScaleUp"}
+SCHEDULING_REASONS = {
+    "FailedScheduling": "Unschedulable",
+    "TriggeredScaleUp": "TriggeredScaleUp",
+    "NotTriggerScaleUp": "NotTriggerScaleUp",
+    "FailedScaleUp": "FailedScaleUp",
+}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -44,8 +48,9 @@ def runner_state(job: dict, pods: list[dict], events: list[dict], runner: Runner
     }
 
 
-def _progress(job: dict, pod: dict | None, events: list[dict],
-              runner: Runner | None) -> tuple[str, str | None, str | None]:
+def _progress(
+    job: dict, pod: dict | None, events: list[dict], runner: Runner | None
+) -> tuple[str, str | None, str | None]:
     for condition in (job.get("status") or {}).get("conditions") or []:
         if isinstance(condition, dict) and condition.get("status") == "True":
             if condition.get("type") == "Failed":
@@ -113,8 +118,10 @@ def _condition(status: dict, kind: str) -> dict | None:
 
 def latest_events(events: list[dict]) -> list[dict]:
     """The latest events, oldest first, as {type, reason, message, count}."""
-    return [{"type": e.get("type"), "reason": e.get("reason"), "message": e.get("message"),
-             "count": _count(e)} for e in _ordered(events)[-MAX_EVENTS:]]
+    return [
+        {"type": e.get("type"), "reason": e.get("reason"), "message": e.get("message"), "count": _count(e)}
+        for e in _ordered(events)[-MAX_EVENTS:]
+    ]
 
 
 def _count(event: dict) -> int:
@@ -127,9 +134,13 @@ def _ordered(events: list[dict]) -> list[dict]:
 
 
 def _event_time(event: dict) -> datetime:
-    for moment in (event.get("lastTimestamp"), (event.get("series") or {}).get("lastObservedTime"),
-                   event.get("eventTime"), event.get("firstTimestamp"),
-                   (event.get("metadata") or {}).get("creationTimestamp")):
+    for moment in (
+        event.get("lastTimestamp"),
+        (event.get("series") or {}).get("lastObservedTime"),
+        event.get("eventTime"),
+        event.get("firstTimestamp"),
+        (event.get("metadata") or {}).get("creationTimestamp"),
+    ):
         if moment:
             return _time(moment)
     return EPOCH

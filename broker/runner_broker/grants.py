@@ -83,8 +83,14 @@ def logged(event: str) -> Iterator[dict[str, object]]:
 
 
 class Grants:
-    def __init__(self, kubernetes: KubernetesClient, github: GitHubClient, callers: Callers, *,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        kubernetes: KubernetesClient,
+        github: GitHubClient,
+        callers: Callers,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._kubernetes = kubernetes
         self._github = github
         self._callers = callers
@@ -103,10 +109,20 @@ class Grants:
                 if waited:  # another request of this runner name went first: see what it recorded
                     caller = Caller(caller.identity, self._fresh_pod(caller), caller.grant)
                 jit = self._issue(caller)
-        log("jitconfig", decision="granted", status=201, **seen, labels=caller.grant.labels, runner_id=jit.runner_id,
-            reason=f"{caller.grant.kind} runner pod; recorded on the pod")
-        return {"name": caller.grant.name, "labels": list(caller.grant.labels),
-                "encodedJitConfig": jit.encoded.reveal()}
+        log(
+            "jitconfig",
+            decision="granted",
+            status=201,
+            **seen,
+            labels=caller.grant.labels,
+            runner_id=jit.runner_id,
+            reason=f"{caller.grant.kind} runner pod; recorded on the pod",
+        )
+        return {
+            "name": caller.grant.name,
+            "labels": list(caller.grant.labels),
+            "encodedJitConfig": jit.encoded.reveal(),
+        }
 
     def _issue(self, caller: Caller) -> JitConfig:
         grant, identity = caller.grant, caller.identity
@@ -115,20 +131,23 @@ class Grants:
             raise Refusal(409, f"this pod already had its runner, {had} (recorded on the pod){self._spent(caller)}")
         restarts = container_restarts(caller.pod)
         if restarts:
-            raise Refusal(409, f"the pod's container has restarted ({restarts} times): a pod that has already asked "
-                               f"for its runner is spent{self._spent(caller)}")
+            raise Refusal(
+                409,
+                f"the pod's container has restarted ({restarts} times): a pod that has already asked "
+                f"for its runner is spent{self._spent(caller)}",
+            )
         if grant.kind == "gpu":
             self._refuse_second_pod_of_job(caller)
         jit = self._github.generate_jit_config(grant.name, grant.labels)
         if jit is None:
             jit = self._replace_unconnected(grant.name, grant.labels)
         try:
-            recorded = self._kubernetes.annotate_pod(identity.pod_name, identity.pod_uid,
-                                                     grant_annotations(grant.name, self._now()))
+            recorded = self._kubernetes.annotate_pod(
+                identity.pod_name, identity.pod_uid, grant_annotations(grant.name, self._now())
+            )
         except Failure as error:
             self._withdraw(grant.name, jit)
-            raise Failure(f"the grant could not be recorded on the pod, so no runner was handed out: {error}") \
-                from None
+            raise Failure(f"the grant could not be recorded on the pod, so no runner was handed out: {error}") from None
         if not recorded:
             self._withdraw(grant.name, jit)
             raise Refusal(403, f"pod {identity.pod_name} is gone or replaced: no runner handed out")
@@ -144,8 +163,13 @@ class Grants:
         if runner is not None:
             if self._github.delete_runner(runner.id) == "busy":
                 raise Refusal(409, f"GitHub already has a runner named {name}, busy")
-            log("jitconfig", decision="replaced", runner=name, runner_id=runner.id,
-                reason="registered but never connected and never handed out")
+            log(
+                "jitconfig",
+                decision="replaced",
+                runner=name,
+                runner_id=runner.id,
+                reason="registered but never connected and never handed out",
+            )
         jit = self._github.generate_jit_config(name, labels)
         if jit is None:
             raise Refusal(409, f"GitHub already has a runner named {name} again")
@@ -156,8 +180,9 @@ class Grants:
         for pod in self._kubernetes.list("pods", labels={JOB_NAME_LABEL: caller.grant.name}) or []:
             metadata = pod.get("metadata") or {}
             if metadata.get("uid") != caller.identity.pod_uid and granted_runner(pod):
-                raise Refusal(409, f"runner {caller.grant.name} was given to pod {metadata.get('name')} of the "
-                                   "same Job")
+                raise Refusal(
+                    409, f"runner {caller.grant.name} was given to pod {metadata.get('name')} of the same Job"
+                )
 
     def _withdraw(self, name: str, jit: JitConfig) -> None:
         """Remove a runner whose JIT config will not be handed out; the pod may ask again."""
@@ -187,8 +212,15 @@ class Grants:
             caller = self._callers.authorize(token, seen, allow_terminating=True)
             with self._locks.hold(caller.grant.name):
                 removed, deleted = self._wind_up(caller)
-        log("finished", decision="done", status=200, **seen, runner_removed=removed, pod_deleted=deleted,
-            reason="the pod says its runner has ended")
+        log(
+            "finished",
+            decision="done",
+            status=200,
+            **seen,
+            runner_removed=removed,
+            pod_deleted=deleted,
+            reason="the pod says its runner has ended",
+        )
         return {"name": caller.grant.name, "runnerRemoved": removed, "podDeleted": deleted}
 
     def _wind_up(self, caller: Caller) -> tuple[bool, bool]:
@@ -200,16 +232,24 @@ class Grants:
         try:
             runner = self._github.find_runner(grant.name)
             if runner is not None and runner.busy:
-                log("finished", decision="left", runner=grant.name, runner_id=runner.id,
-                    reason="GitHub says the runner is busy: the sweep removes it once its pod is gone")
+                log(
+                    "finished",
+                    decision="left",
+                    runner=grant.name,
+                    runner_id=runner.id,
+                    reason="GitHub says the runner is busy: the sweep removes it once its pod is gone",
+                )
             elif runner is not None:
                 removed = self._github.delete_runner(runner.id) == "removed"
         except Failure as error:
             github_error = error
         # The pod goes even when GitHub failed: a fresh one should not wait on it, and once
         # this one is gone the sweep removes its runner.
-        deleted = grant.kind == "base" and not caller.terminating and self._kubernetes.delete_pod(
-            identity.pod_name, identity.pod_uid)
+        deleted = (
+            grant.kind == "base"
+            and not caller.terminating
+            and self._kubernetes.delete_pod(identity.pod_name, identity.pod_uid)
+        )
         if github_error is not None:
             aftermath = "; the pod was deleted, the sweep removes its runner" if deleted else ""
             raise type(github_error)(f"{github_error}{aftermath}") from None

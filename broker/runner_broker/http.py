@@ -35,7 +35,7 @@ class RetryPolicy:
     """...up to this. A server's Retry-After is waited in full, within the deadline."""
 
     def backoff(self, retry: int) -> float:
-        return min(self.backoff_seconds * 2 ** retry, self.backoff_max_seconds)
+        return min(self.backoff_seconds * 2**retry, self.backoff_max_seconds)
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,15 @@ def seconds_left() -> float:
     return _deadline.get() - time.monotonic()
 
 
-def exchange(method: str, url: str, *, headers: dict[str, str], body: bytes | None, policy: RetryPolicy,
-             tls: ssl.SSLContext | None) -> HttpAnswer:
+def exchange(
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str],
+    body: bytes | None,
+    policy: RetryPolicy,
+    tls: ssl.SSLContext | None,
+) -> HttpAnswer:
     """One HTTP request, repeated while it fails in a way worth waiting out (no answer, 5xx, 429, a spent
     rate limit), within the policy's retries and the current deadline."""
     problem = ""
@@ -101,12 +108,14 @@ def exchange(method: str, url: str, *, headers: dict[str, str], body: bytes | No
     raise Unanswered(f"{problem} (after {policy.retries + 1} attempts)")
 
 
-def _send(method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float,
-          tls: ssl.SSLContext | None) -> HttpAnswer:
+def _send(
+    method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float, tls: ssl.SSLContext | None
+) -> HttpAnswer:
     parts = urlsplit(url)
     if parts.scheme == "https":
         connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=timeout, context=tls)
+            parts.hostname, parts.port, timeout=timeout, context=tls
+        )
     else:
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -128,7 +137,8 @@ def _send(method: str, url: str, headers: dict[str, str], body: bytes | None, ti
 
 def rate_limited(answer: HttpAnswer) -> bool:
     return answer.status in (403, 429) and (
-        answer.headers.get("x-ratelimit-remaining") == "0" or "retry-after" in answer.headers)
+        answer.headers.get("x-ratelimit-remaining") == "0" or "retry-after" in answer.headers
+    )
 
 
 def asked_wait(answer: HttpAnswer, now: float | None = None) -> float | None:

@@ -1,11 +1,11 @@
 """What the broker answers, path by path: the API on BROKER_LISTEN, /healthz alone on BROKER_HEALTH_LISTEN.
 
-    POST   /v1/jitconfig                        201 {"name", "labels", "encodedJitConfig"}
-    POST   /v1/finished                         200 {"name", "runnerRemoved", "podDeleted"}
-    POST   /v1/gpu-runners                      201 {"label", "jobs", "created"}
-    GET    /v1/gpu-runners/<run id>/<attempt>   200 {"label", "runners": [...]}  (see gpu_state)
-    DELETE /v1/gpu-runners/<run id>/<attempt>   200 {"deleted"}
-    GET    /healthz  (health listener only)     200 {"status": "ok"}
+POST   /v1/jitconfig                        201 {"name", "labels", "encodedJitConfig"}
+POST   /v1/finished                         200 {"name", "runnerRemoved", "podDeleted"}
+POST   /v1/gpu-runners                      201 {"label", "jobs", "created"}
+GET    /v1/gpu-runners/<run id>/<attempt>   200 {"label", "runners": [...]}  (see gpu_state)
+DELETE /v1/gpu-runners/<run id>/<attempt>   200 {"deleted"}
+GET    /healthz  (health listener only)     200 {"status": "ok"}
 """
 
 from __future__ import annotations

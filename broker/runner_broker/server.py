@@ -81,6 +81,7 @@ def answer(route: Callable[[Request], Answer], request: Request) -> Answer:
 
 # ---------------------------------------------------------------- one exchange --
 
+
 class _DeadlineReader(io.RawIOBase):
     """A connection's bytes until its deadline, however slowly they trickle in."""
 
@@ -120,8 +121,10 @@ def read_request(stream: io.BufferedReader, client: str) -> Request:
         if not line:
             raise Hangup("the headers did not end")
         if len(line) > limit or not line.endswith(b"\n"):
-            raise HttpError(431, f"the request's headers are longer than {MAX_HEADER_BYTES} bytes, or one of them "
-                                 f"than {MAX_LINE_BYTES}")
+            raise HttpError(
+                431,
+                f"the request's headers are longer than {MAX_HEADER_BYTES} bytes, or one of them than {MAX_LINE_BYTES}",
+            )
         budget -= len(line)
         if line in (b"\r\n", b"\n"):
             break
@@ -153,8 +156,13 @@ def reply(connection: socket.socket, status: int, body: dict, headers: dict[str,
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Unknown"
-    head = [f"HTTP/1.1 {status} {phrase}", "Content-Type: application/json", f"Content-Length: {len(payload)}",
-            "Cache-Control: no-store", "Connection: close"]  # no-store: a 201 carries a JIT config
+    head = [
+        f"HTTP/1.1 {status} {phrase}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        "Cache-Control: no-store",
+        "Connection: close",
+    ]  # no-store: a 201 carries a JIT config
     head += [f"{name}: {value}" for name, value in (headers or {}).items()]
     try:
         connection.settimeout(REPLY_TIMEOUT_SECONDS)
@@ -163,8 +171,9 @@ def reply(connection: socket.socket, status: int, body: dict, headers: dict[str,
         pass  # the caller gave up waiting; it will ask again
 
 
-def exchange(connection: socket.socket, client: str, route: Callable[[Request], Answer],
-             deadline_seconds: float) -> None:
+def exchange(
+    connection: socket.socket, client: str, route: Callable[[Request], Answer], deadline_seconds: float
+) -> None:
     """Read one request, answer it, all by the deadline."""
     deadline = time.monotonic() + deadline_seconds
     stream = io.BufferedReader(_DeadlineReader(connection, deadline), buffer_size=4096)
@@ -183,14 +192,23 @@ def exchange(connection: socket.socket, client: str, route: Callable[[Request], 
 
 # -------------------------------------------------------------------- listener --
 
+
 class Listener(socketserver.TCPServer):
     """Serves `route` on `address`, a thread a connection, within the connection caps."""
 
     allow_reuse_address = True
     request_queue_size = 128  # every base runner may ask at once (a rollout, a node pool coming up)
 
-    def __init__(self, address: Address, route: Callable[[Request], Answer], *, name: str, max_connections: int,
-                 per_client: int, deadline_seconds: float) -> None:
+    def __init__(
+        self,
+        address: Address,
+        route: Callable[[Request], Answer],
+        *,
+        name: str,
+        max_connections: int,
+        per_client: int,
+        deadline_seconds: float,
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
         self.name = name
         self.route = route
@@ -221,8 +239,7 @@ class Listener(socketserver.TCPServer):
         if not admitted:
             self._turn_away(request, client)
             return
-        thread = threading.Thread(target=self._serve, args=(request, client), name=f"{self.name}-{client}",
-                                  daemon=True)
+        thread = threading.Thread(target=self._serve, args=(request, client), name=f"{self.name}-{client}", daemon=True)
         try:
             thread.start()
         except RuntimeError:  # no thread to be had: as if over the cap
@@ -257,8 +274,15 @@ class Listener(socketserver.TCPServer):
             if now - self._turned_away_logged < TURNED_AWAY_LOG_SECONDS:
                 return
             count, self._turned_away, self._turned_away_logged = self._turned_away, 0, now
-        log("busy", decision="refused", status=503, listener=self.name, client=client, connections=count,
-            reason=f"over {self.per_client} connections from one address or {self.max_connections} in all")
+        log(
+            "busy",
+            decision="refused",
+            status=503,
+            listener=self.name,
+            client=client,
+            connections=count,
+            reason=f"over {self.per_client} connections from one address or {self.max_connections} in all",
+        )
 
     def server_close(self) -> None:
         super().server_close()

@@ -37,12 +37,23 @@ class Service:
         self.grants = Grants(self.kubernetes, self.github, callers)
         self.gpu_runners = GpuRunners(config, self.kubernetes, self.github, callers, templates)
         self.sweeper = Sweeper(config, self.kubernetes, self.github)
-        self.api = Listener(config.listen, Api(self.grants, self.gpu_runners), name="api",
-                            max_connections=config.max_connections, per_client=config.max_connections_per_client,
-                            deadline_seconds=config.request_deadline_seconds)
+        self.api = Listener(
+            config.listen,
+            Api(self.grants, self.gpu_runners),
+            name="api",
+            max_connections=config.max_connections,
+            per_client=config.max_connections_per_client,
+            deadline_seconds=config.request_deadline_seconds,
+        )
         try:
-            self.health = Listener(config.health_listen, health, name="health", max_connections=HEALTH_MAX_CONNECTIONS,
-                                   per_client=HEALTH_PER_CLIENT, deadline_seconds=HEALTH_DEADLINE_SECONDS)
+            self.health = Listener(
+                config.health_listen,
+                health,
+                name="health",
+                max_connections=HEALTH_MAX_CONNECTIONS,
+                per_client=HEALTH_PER_CLIENT,
+                deadline_seconds=HEALTH_DEADLINE_SECONDS,
+            )
         except OSError:
             self.api.server_close()
             raise
@@ -54,9 +65,15 @@ class Service:
             self._run(listener.name, listener.serve_forever, poll_interval=self.poll_seconds)
         self._run("sweep", self._sweep_until_stopped)
         config = self.config
-        log(f"listening on {self.api.address}", health=str(self.health.address), repository=config.repository,
-            namespace=config.runner_namespace, credential=config.credential.describe(),
-            gpu_runner_template=str(config.gpu_runner_template_file or "none"), sweep_seconds=config.sweep_seconds)
+        log(
+            f"listening on {self.api.address}",
+            health=str(self.health.address),
+            repository=config.repository,
+            namespace=config.runner_namespace,
+            credential=config.credential.describe(),
+            gpu_runner_template=str(config.gpu_runner_template_file or "none"),
+            sweep_seconds=config.sweep_seconds,
+        )
         return self
 
     def stop(self) -> list[str]:

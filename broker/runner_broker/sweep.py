@@ -36,9 +36,16 @@ FINAL_RETRY_MAX_SECONDS = 5.0
 
 
 class Sweeper:
-    def __init__(self, config: Config, kubernetes: KubernetesClient, github: GitHubClient, *,
-                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        config: Config,
+        kubernetes: KubernetesClient,
+        github: GitHubClient,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._config = config
         self._kubernetes = kubernetes
         self._github = github
@@ -55,8 +62,12 @@ class Sweeper:
                 with deadline_at(self._monotonic() + ROUND_DEADLINE_SECONDS):
                     part()
             except Failure as error:
-                log("sweep", decision="failed", part=part.__name__.strip("_"),
-                    reason=f"{error}; trying again next round")
+                log(
+                    "sweep",
+                    decision="failed",
+                    part=part.__name__.strip("_"),
+                    reason=f"{error}; trying again next round",
+                )
 
     def _runners_and_pods(self) -> None:
         # GitHub is read before the pods: a runner registered in between then belongs to a
@@ -65,8 +76,10 @@ class Sweeper:
         runners = self._github.list_runners()
         pods = self._runner_pods()
         if pods is None:
-            raise KubernetesError("the Kubernetes API refused the list of runner pods: the broker's Role in "
-                                  f"{self._config.runner_namespace} is missing, or the namespace is gone")
+            raise KubernetesError(
+                "the Kubernetes API refused the list of runner pods: the broker's Role in "
+                f"{self._config.runner_namespace} is missing, or the namespace is gone"
+            )
         for runner in runners_to_remove(runners.runners, pods, self._config.base_runner_deployment):
             self._remove(runner, "no live pod holds this runner")
         if not runners.complete:
@@ -80,8 +93,14 @@ class Sweeper:
                 done = self._kubernetes.delete_pod(spent.pod, spent.pod_uid)
                 what = "the pod; its ReplicaSet starts a fresh one"
             if done:
-                log("sweep", decision="deleted", pod=spent.pod, runner=spent.runner, job=spent.job,
-                    reason=f"GitHub no longer lists the pod's runner: its one job is done; deleted {what}")
+                log(
+                    "sweep",
+                    decision="deleted",
+                    pod=spent.pod,
+                    runner=spent.runner,
+                    job=spent.job,
+                    reason=f"GitHub no longer lists the pod's runner: its one job is done; deleted {what}",
+                )
 
     def _jobs_of_finished_runs(self) -> None:
         jobs = self._kubernetes.list("jobs", labels={APP_NAME_LABEL: GPU_RUNNER}) or []
@@ -107,8 +126,13 @@ class Sweeper:
             log("sweep", decision="failed", runner=runner.name, runner_id=runner.id, reason=str(error))
             return "failed"
         if result == "busy":
-            log("sweep", decision="left", runner=runner.name, runner_id=runner.id,
-                reason=f"{why}, but GitHub says it is still running a job")
+            log(
+                "sweep",
+                decision="left",
+                runner=runner.name,
+                runner_id=runner.id,
+                reason=f"{why}, but GitHub says it is still running a job",
+            )
         else:
             log("sweep", decision="removed", runner=runner.name, runner_id=runner.id, reason=why)
         return result
@@ -128,8 +152,12 @@ class Sweeper:
         if pods is None:
             # `pulumi destroy` deletes the runner namespace, and the broker's Role in it,
             # before the broker: a namespace it may no longer see holds no pod of ours.
-            log("sweep", decision="namespace-gone", namespace=self._config.runner_namespace,
-                reason="the runner namespace is gone or closed to the broker: no runner of ours has a pod")
+            log(
+                "sweep",
+                decision="namespace-gone",
+                namespace=self._config.runner_namespace,
+                reason="the runner namespace is gone or closed to the broker: no runner of ours has a pod",
+            )
             pods = []
         why = "no live pod holds this runner"
         remaining = []
@@ -139,15 +167,19 @@ class Sweeper:
                     remaining.append(runner)
         retry = 0
         while remaining and self._monotonic() < until:
-            self._sleep(min(0.5 * 2 ** retry, FINAL_RETRY_MAX_SECONDS, max(0.0, until - self._monotonic())))
+            self._sleep(min(0.5 * 2**retry, FINAL_RETRY_MAX_SECONDS, max(0.0, until - self._monotonic())))
             retry += 1
             for runner in list(remaining):
                 with deadline_at(min(until, self._monotonic() + ROUND_DEADLINE_SECONDS)):
                     if self._remove(runner, f"{why} (try {retry + 1})") not in ("busy", "failed"):
                         remaining.remove(runner)
         if remaining:
-            log("sweep", decision="remain", runners=[r.name for r in remaining],
+            log(
+                "sweep",
+                decision="remain",
+                runners=[r.name for r in remaining],
                 reason=f"GitHub would not remove them within BROKER_FINAL_SWEEP_SECONDS "
-                       f"({self._config.final_sweep_seconds:g}s): remove them under the repository's Settings, "
-                       "Actions, Runners once their jobs end")
+                f"({self._config.final_sweep_seconds:g}s): remove them under the repository's Settings, "
+                "Actions, Runners once their jobs end",
+            )
         return [runner.name for runner in remaining]

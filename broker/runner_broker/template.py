@@ -73,8 +73,13 @@ def pod_template_images(job: dict | None) -> tuple[str, ...]:
 
 def job_labels(run_id: str, attempt: str, index: int) -> dict[str, str]:
     """The labels that make a Job one of this run attempt's GPU runners."""
-    return {APP_NAME_LABEL: GPU_RUNNER, PART_OF_LABEL: PART_OF, RUN_ID_LABEL: run_id, RUN_ATTEMPT_LABEL: attempt,
-            RUN_INDEX_LABEL: str(index)}
+    return {
+        APP_NAME_LABEL: GPU_RUNNER,
+        PART_OF_LABEL: PART_OF,
+        RUN_ID_LABEL: run_id,
+        RUN_ATTEMPT_LABEL: attempt,
+        RUN_INDEX_LABEL: str(index),
+    }
 
 
 def render(template: Template, run_id: str, attempt: str, index: int, namespace: str) -> dict:
@@ -124,8 +129,9 @@ class TemplateSource:
         try:
             stat = os.stat(self.path)
         except OSError as error:
-            raise CredentialUnreadable(f"{VARIABLE} ({shown_path(self.path)}) cannot be read: "
-                                       f"{error.strerror or type(error).__name__}") from None
+            raise CredentialUnreadable(
+                f"{VARIABLE} ({shown_path(self.path)}) cannot be read: {error.strerror or type(error).__name__}"
+            ) from None
         version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         with self._lock:
             if self._cached is not None and self._cached[0] == version:

@@ -50,10 +50,14 @@ class Broker:
         if answer.status not in (200, 201):
             raise self._refusal(answer, f"POST {GPU_RUNNERS_PATH}")
         created = answer.body
-        if not (isinstance(created, dict) and isinstance(created.get("label"), str)
-                and isinstance(created.get("jobs"), list)):
-            raise BrokerError(f"the broker's answer to POST {GPU_RUNNERS_PATH} has no label and jobs: "
-                              f"{answer.text[:200]!r}")
+        if not (
+            isinstance(created, dict)
+            and isinstance(created.get("label"), str)
+            and isinstance(created.get("jobs"), list)
+        ):
+            raise BrokerError(
+                f"the broker's answer to POST {GPU_RUNNERS_PATH} has no label and jobs: {answer.text[:200]!r}"
+            )
         return created
 
     def status(self) -> dict[str, Any]:
@@ -64,10 +68,14 @@ class Broker:
         if answer.status != 200:
             raise self._refusal(answer, f"GET {self.run_path}")
         status = answer.body
-        if not (isinstance(status, dict) and isinstance(status.get("runners"), list)
-                and all(isinstance(runner, dict) for runner in status["runners"])):
-            raise BrokerError(f"the broker's answer to GET {self.run_path} has no runners: {answer.text[:200]!r}",
-                              retryable=True)
+        if not (
+            isinstance(status, dict)
+            and isinstance(status.get("runners"), list)
+            and all(isinstance(runner, dict) for runner in status["runners"])
+        ):
+            raise BrokerError(
+                f"the broker's answer to GET {self.run_path} has no runners: {answer.text[:200]!r}", retryable=True
+            )
         return status
 
     def delete(self) -> list[str]:
@@ -86,8 +94,14 @@ class Broker:
         token = read_token(self.token_file)
         try:
             # The broker is in the cluster: a job's *_proxy variables must not see its token.
-            return self.request(method, f"{self.url}{path}", authorization=f"Bearer {token}", body=body,
-                                timeout=self.timeout_seconds, proxies=False)
+            return self.request(
+                method,
+                f"{self.url}{path}",
+                authorization=f"Bearer {token}",
+                body=body,
+                timeout=self.timeout_seconds,
+                proxies=False,
+            )
         except transport.Unreachable as error:
             raise BrokerError(f"the broker did not answer: {error}", retryable=True) from None
 
@@ -98,9 +112,11 @@ class Broker:
         if status == 401:
             message = f"the broker refused this pod's token ({what}: HTTP 401: {reason})"
         elif status == 403:
-            message = (f"the broker refused ({what}: HTTP 403: {reason}); gpu-runner asks for the runners of "
-                       "the run whose job it runs in: run it in a job of this run on a base runner "
-                       "(runs-on: base-runner)")
+            message = (
+                f"the broker refused ({what}: HTTP 403: {reason}); gpu-runner asks for the runners of "
+                "the run whose job it runs in: run it in a job of this run on a base runner "
+                "(runs-on: base-runner)"
+            )
         elif status == 422:
             message = f"the broker refused the request ({what}: HTTP 422: {reason})"
         elif status == 502:

@@ -51,7 +51,9 @@ environment:
   GPU_RUNNER_POLL_SECONDS    pause between looks (default {DEFAULT_POLL_SECONDS})"""
 
 HELP = {
-    "start": ("ask for this run attempt's GPU runners and wait until they are online", f"""\
+    "start": (
+        "ask for this run attempt's GPU runners and wait until they are online",
+        f"""\
 Asks the runner broker for N single-job GPU runners for this run attempt (again: the
 same ones), then waits until all are online, saying what it waits for: a GPU node the
 autoscaler is adding, GPUs held by other runs (the quota), the image being pulled.
@@ -61,8 +63,11 @@ pool that can never hold the runner, a failed Job, a refusal from the broker.
 
 {BROKER_ENVIRONMENT}
   GPU_RUNNER_TIMEOUT_SECONDS longest wait (default {DEFAULT_TIMEOUT_SECONDS})
-  GITHUB_OUTPUT              (set by GitHub Actions) gets `label=gpu-runner-<run id>`"""),
-    "guard": ("wait until the GPU runners have taken this run's job(s); cancel the run if not", f"""\
+  GITHUB_OUTPUT              (set by GitHub Actions) gets `label=gpu-runner-<run id>`""",
+    ),
+    "guard": (
+        "wait until the GPU runners have taken this run's job(s); cancel the run if not",
+        f"""\
 Waits until each of this run attempt's GPU runners has taken a job of this run named
 --job (or a matrix instance of it, "NAME (...)"), as GitHub's list of the run's jobs
 shows. If a runner goes, fails, or takes another job first, or none is taken within
@@ -74,14 +79,20 @@ for a runner that never comes, and fails saying why.
   GITHUB_TOKEN               the job's token (`env: GITHUB_TOKEN: ${{{{ github.token }}}}`), with
                              `permissions: actions: write`: to read the run's jobs and cancel it
   GITHUB_REPOSITORY, GITHUB_API_URL
-                             (set by GitHub Actions; GITHUB_API_URL default https://api.github.com)"""),
-    "stop": ("delete this run attempt's GPU runners", f"""\
+                             (set by GitHub Actions; GITHUB_API_URL default https://api.github.com)""",
+    ),
+    "stop": (
+        "delete this run attempt's GPU runners",
+        f"""\
 Deletes this run attempt's GPU runners through the broker: their pods stop and the
 broker removes them from GitHub. Run it with `if: always()`. Runners already gone are
 no failure.
 
-{BROKER_ENVIRONMENT}"""),
-    "credential": ("print a short-lived cluster credential for kubectl (its exec plugin)", """\
+{BROKER_ENVIRONMENT}""",
+    ),
+    "credential": (
+        "print a short-lived cluster credential for kubectl (its exec plugin)",
+        """\
 What the CI kubeconfig (GCP_K8S_KUBECONFIG) runs for its credential: trades this job's
 GitHub OIDC token at Google's STS and then IAM Credentials for a 10-minute token of
 GCP_SERVICE_ACCOUNT, printed on stdout as an ExecCredential. Nothing is written to disk.
@@ -92,7 +103,8 @@ environment:
   GCP_WORKLOAD_IDENTITY_PROVIDER  the provider's full name (vars.GCP_WORKLOAD_IDENTITY_PROVIDER)
   GCP_SERVICE_ACCOUNT        the service account to act as (vars.GCP_SERVICE_ACCOUNT)
   GCP_STS_URL                default https://sts.googleapis.com/v1/token
-  GCP_IAM_CREDENTIALS_URL    default https://iamcredentials.googleapis.com"""),
+  GCP_IAM_CREDENTIALS_URL    default https://iamcredentials.googleapis.com""",
+    ),
 }
 
 
@@ -100,9 +112,14 @@ class UsageError(Exception):
     """Exit 2, saying what to set or how to call."""
 
 
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, out: TextIO | None = None,
-         err: TextIO | None = None, clock: Clock | None = None,
-         request: Callable[..., transport.Answer] = transport.request) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    clock: Clock | None = None,
+    request: Callable[..., transport.Answer] = transport.request,
+) -> int:
     env = os.environ if env is None else env
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
@@ -119,11 +136,25 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         timeout, poll = _seconds(env, "GPU_RUNNER_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS), _poll(env)
         if arguments.command == "start":
             output = env.get("GITHUB_OUTPUT")
-            return start(broker, arguments.count, log, clock, timeout=timeout, poll=poll,
-                         github_output=Path(output) if output else None)
+            return start(
+                broker,
+                arguments.count,
+                log,
+                clock,
+                timeout=timeout,
+                poll=poll,
+                github_output=Path(output) if output else None,
+            )
         if arguments.command == "guard":
-            return guard(broker, _github(env, broker, request), arguments.job or [DEFAULT_JOB], log, clock,
-                         timeout=timeout, poll=poll)
+            return guard(
+                broker,
+                _github(env, broker, request),
+                arguments.job or [DEFAULT_JOB],
+                log,
+                clock,
+                timeout=timeout,
+                poll=poll,
+            )
         return stop(broker, log, clock, poll=poll)
     except UsageError as error:
         log.error(str(error))
@@ -135,17 +166,22 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 # ------------------------------------------------------------------ environment --
 
+
 def _broker(env: Mapping[str, str], request: Callable[..., transport.Answer]) -> Broker:
     url = env.get(RUNNER_BROKER_URL, "")
     if not url:
-        raise UsageError(f"{RUNNER_BROKER_URL} is not set: gpu-runner runs in a job on a base runner "
-                         "(runs-on: base-runner), whose pod sets it")
+        raise UsageError(
+            f"{RUNNER_BROKER_URL} is not set: gpu-runner runs in a job on a base runner "
+            "(runs-on: base-runner), whose pod sets it"
+        )
     if not re.fullmatch(r"https?://[^\s/\"\\?#]+(/[^\s\"\\?#]*)?", url):
         raise UsageError(f"{RUNNER_BROKER_URL} must be the broker's http(s) URL, got {url[:200]!r}")
     token_file = env.get(RUNNER_BROKER_TOKEN_FILE, "")
     if not token_file:
-        raise UsageError(f"{RUNNER_BROKER_TOKEN_FILE} is not set: gpu-runner runs in a job on a base runner "
-                         "(runs-on: base-runner), whose pod sets it")
+        raise UsageError(
+            f"{RUNNER_BROKER_TOKEN_FILE} is not set: gpu-runner runs in a job on a base runner "
+            "(runs-on: base-runner), whose pod sets it"
+        )
     try:
         read_token(Path(token_file))
     except BrokerError as error:
@@ -159,8 +195,10 @@ def _broker(env: Mapping[str, str], request: Callable[..., transport.Answer]) ->
 def _github(env: Mapping[str, str], broker: Broker, request: Callable[..., transport.Answer]) -> GitHub:
     token, repository = env.get("GITHUB_TOKEN", ""), env.get("GITHUB_REPOSITORY", "")
     if not token:
-        raise UsageError("guard reads this run's jobs and may cancel the run: give its step "
-                         "`env: GITHUB_TOKEN: ${{ github.token }}` and its job `permissions: actions: write`")
+        raise UsageError(
+            "guard reads this run's jobs and may cancel the run: give its step "
+            "`env: GITHUB_TOKEN: ${{ github.token }}` and its job `permissions: actions: write`"
+        )
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repository):
         raise UsageError(f"GITHUB_REPOSITORY must be owner/name (set by GitHub Actions), got {repository[:200]!r}")
     api = env.get("GITHUB_API_URL") or "https://api.github.com"
@@ -188,6 +226,7 @@ def _poll(env: Mapping[str, str]) -> float:
 
 
 # ---------------------------------------------------------------- command line --
+
 
 class _Exit(Exception):
     def __init__(self, status: int) -> None:
@@ -224,11 +263,20 @@ def _parser(out: TextIO, err: TextIO) -> argparse.ArgumentParser:
     for name, (summary, details) in HELP.items():
         command = commands.add_parser(name, help=summary, description=details, formatter_class=formatter)
         if name == "start":
-            command.add_argument("--count", type=_count, default=1, metavar="N",
-                                 help="how many GPU runners this run needs, one per GPU job (default 1; "
-                                      "the broker allows up to the stack's gpuMaxNodes)")
+            command.add_argument(
+                "--count",
+                type=_count,
+                default=1,
+                metavar="N",
+                help="how many GPU runners this run needs, one per GPU job (default 1; "
+                "the broker allows up to the stack's gpuMaxNodes)",
+            )
         if name == "guard":
-            command.add_argument("--job", action="append", metavar="NAME",
-                                 help=f"the name of a job the GPU runners are for, as GitHub shows it "
-                                      f"(its `name:`, else its id); repeat for several (default {DEFAULT_JOB})")
+            command.add_argument(
+                "--job",
+                action="append",
+                metavar="NAME",
+                help=f"the name of a job the GPU runners are for, as GitHub shows it "
+                f"(its `name:`, else its id); repeat for several (default {DEFAULT_JOB})",
+            )
     return parser

@@ -43,8 +43,9 @@ class CredentialError(Exception):
         self.code = code
 
 
-def credential(env: Mapping[str, str], out: TextIO, err: TextIO,
-               request: Callable[..., transport.Answer] = transport.request) -> int:
+def credential(
+    env: Mapping[str, str], out: TextIO, err: TextIO, request: Callable[..., transport.Answer] = transport.request
+) -> int:
     log = Log(err)
     try:
         exec_credential = exchange(env, request)
@@ -64,8 +65,9 @@ def exchange(env: Mapping[str, str], request: Callable[..., transport.Answer]) -
     if not oidc_url or not oidc_request_token:
         raise CredentialError("no GitHub OIDC token to trade: give the job permissions: id-token: write", 2)
     if not PROVIDER.fullmatch(provider):
-        raise CredentialError("GCP_WORKLOAD_IDENTITY_PROVIDER must be the provider's full name "
-                              "(vars.GCP_WORKLOAD_IDENTITY_PROVIDER)", 2)
+        raise CredentialError(
+            "GCP_WORKLOAD_IDENTITY_PROVIDER must be the provider's full name (vars.GCP_WORKLOAD_IDENTITY_PROVIDER)", 2
+        )
     if not SERVICE_ACCOUNT.fullmatch(service_account):
         raise CredentialError("GCP_SERVICE_ACCOUNT must be CI's service account email (vars.GCP_SERVICE_ACCOUNT)", 2)
     audience = f"//iam.googleapis.com/{provider}"
@@ -78,32 +80,56 @@ def exchange(env: Mapping[str, str], request: Callable[..., transport.Answer]) -
 
     # 1. This job's OIDC token, for the provider's audience.
     separator = "&" if "?" in oidc_url else "?"
-    answer = ask("GET", f"{oidc_url}{separator}{urllib.parse.urlencode({'audience': audience})}", "GitHub",
-                 authorization=f"bearer {oidc_request_token}")
+    answer = ask(
+        "GET",
+        f"{oidc_url}{separator}{urllib.parse.urlencode({'audience': audience})}",
+        "GitHub",
+        authorization=f"bearer {oidc_request_token}",
+    )
     oidc = answer.body.get("value") if answer.status == 200 and isinstance(answer.body, dict) else None
     if not isinstance(oidc, str) or not oidc:
         raise CredentialError(f"GitHub gave this job no OIDC token (HTTP {answer.status})")
 
     # 2. A federated token from Google's STS, if the provider's condition admits the job's claims.
-    answer = ask("POST", env.get("GCP_STS_URL") or STS_URL, "Google's STS", body={
-        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "audience": audience, "scope": SCOPE,
-        "requested_token_type": "urn:ietf:params:oauth:token-type:access_token",
-        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "subject_token": oidc})
+    answer = ask(
+        "POST",
+        env.get("GCP_STS_URL") or STS_URL,
+        "Google's STS",
+        body={
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "audience": audience,
+            "scope": SCOPE,
+            "requested_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "subject_token": oidc,
+        },
+    )
     federated = answer.body.get("access_token") if answer.status == 200 and isinstance(answer.body, dict) else None
     if not isinstance(federated, str) or not federated:
-        raise CredentialError(f"Google's STS refused this job's OIDC token (HTTP {answer.status}: {answer.reason()}): "
-                              "does the provider trust this repository?")
+        raise CredentialError(
+            f"Google's STS refused this job's OIDC token (HTTP {answer.status}: {answer.reason()}): "
+            "does the provider trust this repository?"
+        )
 
     # 3. A short-lived token of CI's service account.
     iam = env.get("GCP_IAM_CREDENTIALS_URL") or IAM_CREDENTIALS_URL
-    answer = ask("POST", f"{iam}/v1/projects/-/serviceAccounts/{service_account}:generateAccessToken",
-                 "IAM Credentials", authorization=f"Bearer {federated}", body={"scope": [SCOPE], "lifetime": LIFETIME})
+    answer = ask(
+        "POST",
+        f"{iam}/v1/projects/-/serviceAccounts/{service_account}:generateAccessToken",
+        "IAM Credentials",
+        authorization=f"Bearer {federated}",
+        body={"scope": [SCOPE], "lifetime": LIFETIME},
+    )
     if answer.status != 200:
-        raise CredentialError(f"IAM would not let this job act as {service_account} "
-                              f"(HTTP {answer.status}: {answer.reason()})")
+        raise CredentialError(
+            f"IAM would not let this job act as {service_account} (HTTP {answer.status}: {answer.reason()})"
+        )
     token = answer.body.get("accessToken") if isinstance(answer.body, dict) else None
     expires = answer.body.get("expireTime") if isinstance(answer.body, dict) else None
     if not isinstance(token, str) or not token or not isinstance(expires, str) or not expires:
         raise CredentialError("IAM answered without a token")
-    return {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
-            "status": {"token": token, "expirationTimestamp": expires}}
+    return {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {"token": token, "expirationTimestamp": expires},
+    }

@@ -43,30 +43,33 @@ READY_STATES = frozenset({"online", "busy", "finished"})
 
 HINTS = {
     "image": "the cluster cannot pull the runner image: run `pulumi up` (it copies the image to the cluster's "
-             "registry), and check the image of the GPU runner template (stack output gpuRunnerTemplate)",
+    "registry), and check the image of the GPU runner template (stack output gpuRunnerTemplate)",
     "CreateContainerConfigError": "the GPU runner's pod refers to a Secret, ConfigMap or key that does not exist: "
-                                  "run `pulumi up`",
-    "CrashLoopBackOff": "the runner's container keeps failing: its log says why "
-                        "(kubectl logs with the CI kubeconfig)",
+    "run `pulumi up`",
+    "CrashLoopBackOff": "the runner's container keeps failing: its log says why (kubectl logs with the CI kubeconfig)",
     "gce-quota": "Compute Engine's GPU quota is used up: see IAM & Admin > Quotas in the Google Cloud console "
-                 "(the region's NVIDIA_*_GPUS and GPUS_ALL_REGIONS), free GPUs or ask for more",
+    "(the region's NVIDIA_*_GPUS and GPUS_ALL_REGIONS), free GPUs or ask for more",
     "never-fits": "no node pool can take this runner's pod: check gpuType, gpuCount and gpuMachineType, and that "
-                  "`pulumi up` created the GPU pool",
+    "`pulumi up` created the GPU pool",
     "namespace-quota": "one runner asks for more GPUs than the runner namespace's quota allows: check gpuCount "
-                       "and gpuMaxNodes",
+    "and gpuMaxNodes",
     "DeadlineExceeded": "the GPU runner outlived gpuRunnerDeadlineMinutes",
     "BackoffLimitExceeded": "the runner's pod failed and its retries are spent: its events above say why",
     "failed": "the GPU runner's Job failed: its events above say why",
     "timeout": "a GPU node takes a few minutes to boot, and a run waits while others hold the GPUs: raise "
-               "GPU_RUNNER_TIMEOUT_SECONDS, or gpuMaxNodes to run more at once",
+    "GPU_RUNNER_TIMEOUT_SECONDS, or gpuMaxNodes to run more at once",
 }
 
 # The cluster autoscaler's words for a pool that is full for now, or resting after a failure.
-_FULL_FOR_NOW = ("max node group size reached", "in backoff after failed scale-up", "max cluster",
-                 "max limit reached")
+_FULL_FOR_NOW = ("max node group size reached", "in backoff after failed scale-up", "max cluster", "max limit reached")
 # Compute Engine out of this GPU in the zone (a stockout): it comes back.
-_STOCKOUT = ("zone_resource_pool_exhausted", "resource pool exhausted", "out of resources",
-             "does not have enough resources", "stockout")
+_STOCKOUT = (
+    "zone_resource_pool_exhausted",
+    "resource pool exhausted",
+    "out of resources",
+    "does not have enough resources",
+    "stockout",
+)
 _GCE_QUOTA = ("quota exceeded", "quota_exceeded", "exceeded quota")
 
 
@@ -89,29 +92,33 @@ def runner_decision(runner: Mapping[str, Any]) -> Decision:
     if state in READY_STATES or runner.get("runnerStatus") == "online":
         return Decision(READY, f"{name} is {state if state in READY_STATES else 'online'}", name)
     if state == "failed":
-        return fail(f"GPU runner {name} failed: {said or 'its Job failed'}",
-                    reason if reason in HINTS else "failed")
+        return fail(f"GPU runner {name} failed: {said or 'its Job failed'}", reason if reason in HINTS else "failed")
     if reason in BAD_IMAGE:
         return fail(f"GPU runner {name} cannot start: the image cannot be pulled ({said})", "image")
     if reason in BROKEN_POD:
         return fail(f"GPU runner {name} cannot start ({said})", reason)
     if reason == "FailedScaleUp":
         if any(words in lowered for words in _STOCKOUT):
-            return wait(f"waiting for a GPU node: Compute Engine has none free in the zone right now; "
-                        f"the autoscaler keeps trying ({message})")
+            return wait(
+                f"waiting for a GPU node: Compute Engine has none free in the zone right now; "
+                f"the autoscaler keeps trying ({message})"
+            )
         if any(words in lowered for words in _GCE_QUOTA):
             return fail(f"GPU runner {name}: the GPU pool cannot grow ({said})", "gce-quota")
         return wait(f"waiting for a GPU node: a scale-up failed, the autoscaler tries again ({message})")
     if reason == "NotTriggerScaleUp":
         if any(words in lowered for words in _FULL_FOR_NOW):
-            return wait("waiting for a GPU: every GPU node is taken and the GPU pool is at its maximum size "
-                        "(gpuMaxNodes); this run starts when another run's runner ends")
+            return wait(
+                "waiting for a GPU: every GPU node is taken and the GPU pool is at its maximum size "
+                "(gpuMaxNodes); this run starts when another run's runner ends"
+            )
         return fail(f"GPU runner {name}: no node pool could ever take it ({said})", "never-fits")
     if reason == "QuotaExceeded":
         requested, used, limit = gpu_quota(message)
         if requested is not None and limit is not None and requested > limit:
-            return fail(f"GPU runner {name}: asks for {requested} GPUs, the quota allows {limit} ({said})",
-                        "namespace-quota")
+            return fail(
+                f"GPU runner {name}: asks for {requested} GPUs, the quota allows {limit} ({said})", "namespace-quota"
+            )
         held = f" ({used} of {limit})" if used is not None and limit is not None else ""
         return wait(f"waiting: the GPU quota is in use by other runs{held}; this run starts when one ends")
     if reason == "TriggeredScaleUp":
@@ -154,8 +161,7 @@ def start_decision(snapshot: Mapping[str, Any], count: int, elapsed: float, time
     wanted = max(count, len(runners))
     if runners and len(ready) == wanted:
         names = ", ".join(decision.runner for decision in ready)
-        return Decision(READY, f"{'the GPU runner is' if wanted == 1 else f'all {wanted} GPU runners are'} "
-                               f"up: {names}")
+        return Decision(READY, f"{'the GPU runner is' if wanted == 1 else f'all {wanted} GPU runners are'} up: {names}")
     waiting = next((decision for decision in decisions if decision.verdict == WAIT), None)
     if waiting is None:
         message = f"waiting for the broker to list this run's GPU runners ({len(runners)} of {wanted})"
@@ -164,8 +170,12 @@ def start_decision(snapshot: Mapping[str, Any], count: int, elapsed: float, time
     else:
         message = f"{len(ready)} of {wanted} GPU runners up; {waiting.runner}: {waiting.message}"
     if elapsed >= timeout:
-        return Decision(FAIL, f"the GPU runners are not up after {timeout:g}s ({message})",
-                        waiting.runner if waiting else "", HINTS["timeout"])
+        return Decision(
+            FAIL,
+            f"the GPU runners are not up after {timeout:g}s ({message})",
+            waiting.runner if waiting else "",
+            HINTS["timeout"],
+        )
     return Decision(WAIT, message, waiting.runner if waiting else "")
 
 
@@ -179,9 +189,17 @@ def job_matches(job_name: str, expected: Iterable[str]) -> bool:
     return any(job_name == name or job_name.startswith(f"{name} (") for name in expected)
 
 
-def guard_decision(runners: Sequence[Mapping[str, Any]], gone: Iterable[str], jobs: Sequence[Mapping[str, Any]],
-                   expected: Sequence[str], run_id: str, unexplained: Mapping[str, float], grace: float,
-                   elapsed: float, timeout: float) -> Decision:
+def guard_decision(
+    runners: Sequence[Mapping[str, Any]],
+    gone: Iterable[str],
+    jobs: Sequence[Mapping[str, Any]],
+    expected: Sequence[str],
+    run_id: str,
+    unexplained: Mapping[str, float],
+    grace: float,
+    elapsed: float,
+    timeout: float,
+) -> Decision:
     """Whether every GPU runner of this run took one of the `expected` jobs of this run.
 
     `gone`: runners seen before that the broker no longer lists. `jobs`: this run attempt's
@@ -193,15 +211,22 @@ def guard_decision(runners: Sequence[Mapping[str, Any]], gone: Iterable[str], jo
     gone_names = sorted(gone)
     taken_by = {str(job.get("runner_name")): job for job in jobs if job.get("runner_name")}
     if not runners and not gone_names:
-        return Decision(FAIL, "this run has no GPU runners: `gpu-runner start` did not run in this run attempt, "
-                              "or `gpu-runner stop` already did")
+        return Decision(
+            FAIL,
+            "this run has no GPU runners: `gpu-runner start` did not run in this run attempt, "
+            "or `gpu-runner stop` already did",
+        )
 
     def foreign(name: str, job: Mapping[str, Any]) -> Decision | None:
         job_name = str(job.get("name") or "")
         if str(job.get("run_id")) == str(run_id) and job_matches(job_name, expected):
             return None
-        return Decision(FAIL, f"GPU runner {name} took the job '{one_line(job_name, 200)}', not {wanted}: "
-                              "another job of this run asks for its label", name)
+        return Decision(
+            FAIL,
+            f"GPU runner {name} took the job '{one_line(job_name, 200)}', not {wanted}: "
+            "another job of this run asks for its label",
+            name,
+        )
 
     waiting: list[Decision] = []
     taken = 0
@@ -227,18 +252,24 @@ def guard_decision(runners: Sequence[Mapping[str, Any]], gone: Iterable[str], jo
         elif state in BUSY_OR_DONE or runner.get("runnerBusy"):
             if unexplained.get(name, 0.0) >= grace:
                 doing = "ran a job" if state == "finished" else "has been running a job"
-                return Decision(FAIL, f"GPU runner {name} {doing} that is none of this run's jobs: another run's "
-                                      f"job took it, and {wanted} would wait for a runner that never comes", name)
+                return Decision(
+                    FAIL,
+                    f"GPU runner {name} {doing} that is none of this run's jobs: another run's "
+                    f"job took it, and {wanted} would wait for a runner that never comes",
+                    name,
+                )
             waiting.append(Decision(WAIT, f"GPU runner {name} is {state or 'busy'}; looking for its job", name))
         else:
-            waiting.append(Decision(WAIT, f"waiting for GPU runner {name} ({state or 'no state'}) to take {wanted}",
-                                    name))
+            waiting.append(
+                Decision(WAIT, f"waiting for GPU runner {name} ({state or 'no state'}) to take {wanted}", name)
+            )
     total = len(runners) + len(gone_names)
     if not waiting:
-        return Decision(READY, f"{'the GPU runner has' if total == 1 else f'all {total} GPU runners have'} "
-                               f"taken {wanted} of this run")
+        return Decision(
+            READY,
+            f"{'the GPU runner has' if total == 1 else f'all {total} GPU runners have'} taken {wanted} of this run",
+        )
     if elapsed >= timeout:
-        return Decision(FAIL, f"the GPU runners took no job in {timeout:g}s ({waiting[0].message})",
-                        waiting[0].runner)
+        return Decision(FAIL, f"the GPU runners took no job in {timeout:g}s ({waiting[0].message})", waiting[0].runner)
     prefix = f"{taken} of {total} GPU runners have taken their job; " if total > 1 else ""
     return Decision(WAIT, prefix + waiting[0].message, waiting[0].runner)

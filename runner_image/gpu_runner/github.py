@@ -55,9 +55,12 @@ class GitHub:
 
     def _call(self, method: str, path: str) -> transport.Answer:
         try:
-            return self.request(method, f"{self.api_url}{path}", authorization=f"Bearer {self.token}",
-                                headers={"Accept": "application/vnd.github+json",
-                                         "X-GitHub-Api-Version": "2022-11-28"})
+            return self.request(
+                method,
+                f"{self.api_url}{path}",
+                authorization=f"Bearer {self.token}",
+                headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
+            )
         except transport.Unreachable as error:
             raise GitHubError(f"GitHub did not answer: {error}", retryable=True) from None
 
@@ -65,8 +68,11 @@ class GitHub:
     def _refusal(answer: transport.Answer, what: str, purpose: str) -> GitHubError:
         hint = ""
         if answer.status in (401, 403, 404):
-            hint = (f"; to {purpose}, the job needs `permissions: actions: write` and the step "
-                    "`env: GITHUB_TOKEN: ${{ github.token }}`")
-        return GitHubError(f"{what} answered HTTP {answer.status}: {answer.reason()}{hint}",
-                           retryable=answer.status >= 500 or answer.status == 429
-                           or "rate limit" in answer.reason().lower())
+            hint = (
+                f"; to {purpose}, the job needs `permissions: actions: write` and the step "
+                "`env: GITHUB_TOKEN: ${{ github.token }}`"
+            )
+        return GitHubError(
+            f"{what} answered HTTP {answer.status}: {answer.reason()}{hint}",
+            retryable=answer.status >= 500 or answer.status == 429 or "rate limit" in answer.reason().lower(),
+        )

@@ -21,8 +21,9 @@ GRACE_SECONDS = 60.0
 GitHub lists a job's runner a few seconds after the runner says it is busy."""
 
 
-def guard(broker: Broker, github: GitHub, expected: list[str], log: Log, clock: Clock, *, timeout: float,
-          poll: float) -> int:
+def guard(
+    broker: Broker, github: GitHub, expected: list[str], log: Log, clock: Clock, *, timeout: float, poll: float
+) -> int:
     waiter = Waiter(log, clock, clock.now())
     known: set[str] = set()
     unexplained_since: dict[str, float] = {}
@@ -48,8 +49,16 @@ def guard(broker: Broker, github: GitHub, expected: list[str], log: Log, clock: 
         clock.sleep(poll)
 
 
-def _look(broker: Broker, github: GitHub, expected: list[str], known: set[str], unexplained_since: dict[str, float],
-          now: float, elapsed: float, timeout: float) -> Decision:
+def _look(
+    broker: Broker,
+    github: GitHub,
+    expected: list[str],
+    known: set[str],
+    unexplained_since: dict[str, float],
+    now: float,
+    elapsed: float,
+    timeout: float,
+) -> Decision:
     runners = broker.status()["runners"]
     names = {str(runner.get("job")) for runner in runners}
     gone = known - names

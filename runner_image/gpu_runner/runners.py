@@ -14,8 +14,9 @@ STOP_SECONDS = 120.0
 """How long `stop` keeps asking a broker that is unavailable."""
 
 
-def start(broker: Broker, count: int, log: Log, clock: Clock, *, timeout: float, poll: float,
-          github_output: Path | None) -> int:
+def start(
+    broker: Broker, count: int, log: Log, clock: Clock, *, timeout: float, poll: float, github_output: Path | None
+) -> int:
     """Ask the broker for `count` GPU runners, then wait until all are online (0) or one never will be (1)."""
     waiter = Waiter(log, clock, clock.now())
     deadline = waiter.started + timeout
@@ -39,8 +40,7 @@ def start(broker: Broker, count: int, log: Log, clock: Clock, *, timeout: float,
             if not error.retryable:
                 log.error(f"cannot follow the GPU runners: {error}")
                 return 1
-            decision = Decision(FAIL if waiter.elapsed() >= timeout else WAIT,
-                                f"the broker is unavailable ({error})")
+            decision = Decision(FAIL if waiter.elapsed() >= timeout else WAIT, f"the broker is unavailable ({error})")
         else:
             decision = start_decision(snapshot, count, waiter.elapsed(), timeout)
         if decision.verdict == READY:
@@ -59,8 +59,10 @@ def stop(broker: Broker, log: Log, clock: Clock, *, poll: float) -> int:
     try:
         deleted = retrying(broker.delete, waiter, waiter.started + STOP_SECONDS, poll)
     except BrokerError as error:
-        log.error(f"could not delete this run's GPU runners: {error}. The broker's sweep deletes them once "
-                  "the run has completed")
+        log.error(
+            f"could not delete this run's GPU runners: {error}. The broker's sweep deletes them once "
+            "the run has completed"
+        )
         return 1
     if deleted:
         log.line(f"deleted {', '.join(deleted)}: their pods stop, and the broker removes their runners from GitHub")

@@ -44,12 +44,20 @@ class Answer:
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
         return None  # the 3xx then comes back as an answer
 
 
-def request(method: str, url: str, *, authorization: str | None = None, body: Any = None,
-            headers: dict[str, str] | None = None, timeout: float = 30.0, proxies: bool = True) -> Answer:
+def request(
+    method: str,
+    url: str,
+    *,
+    authorization: str | None = None,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    proxies: bool = True,
+) -> Answer:
     """Send one request; `body` goes as JSON. `proxies=False` ignores the *_proxy variables."""
     data = None if body is None else json.dumps(body).encode()
     sent = {"Accept": "application/json", "User-Agent": USER_AGENT, **(headers or {})}
@@ -62,8 +70,9 @@ def request(method: str, url: str, *, authorization: str | None = None, body: An
         handlers.append(urllib.request.ProxyHandler({}))
     opener = urllib.request.build_opener(*handlers)
     try:
-        with opener.open(urllib.request.Request(url, data=data, method=method, headers=sent),
-                         timeout=timeout) as response:
+        with opener.open(
+            urllib.request.Request(url, data=data, method=method, headers=sent), timeout=timeout
+        ) as response:
             return _answer(response.status, response.read(MAX_ANSWER_BYTES))
     except urllib.error.HTTPError as error:
         with error:

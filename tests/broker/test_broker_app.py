@@ -36,8 +36,9 @@ def verify_jwt(jwt: str, key) -> dict:
     from cryptography.hazmat.primitives.asymmetric import padding
 
     header, claims, signature = jwt.split(".")
-    key.public_key().verify(decode_segment(signature), f"{header}.{claims}".encode(), padding.PKCS1v15(),
-                            hashes.SHA256())
+    key.public_key().verify(
+        decode_segment(signature), f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256()
+    )
     assert json.loads(decode_segment(header)) == {"alg": "RS256", "typ": "JWT"}
     return json.loads(decode_segment(claims))
 
@@ -54,8 +55,10 @@ def test_a_signed_jwt_buys_one_installation_token_for_this_repository_and_what_t
     assert claims["iss"] == APP_ID and claims["exp"] - claims["iat"] <= 600
     assert claims["iat"] <= before and claims["exp"] > before + 300
     (request,) = app.github.requests_to(ACCESS_TOKENS)
-    assert json.loads(request.body) == {"repositories": ["models"],
-                                        "permissions": {"administration": "write", "actions": "read"}}
+    assert json.loads(request.body) == {
+        "repositories": ["models"],
+        "permissions": {"administration": "write", "actions": "read"},
+    }
     token = app.runners.installation_tokens[0]
     runner_calls = [r for r in app.github.requests if r.path.startswith(RUNNERS)]
     assert runner_calls and {r.headers["authorization"] for r in runner_calls} == {f"Bearer {token}"}
@@ -101,11 +104,14 @@ def test_an_installation_token_revoked_early_is_replaced_within_the_request(app)
     assert bearers == [f"Bearer {token}" for token in app.runners.installation_tokens]
 
 
-@pytest.mark.parametrize("status, words", [
-    (404, "installation 31337 of GitHub App 424242 does not exist"),
-    (401, "refused the JWT of GitHub App 424242"),
-    (422, "must include the repository and grant Administration: read and write and Actions: read"),
-])
+@pytest.mark.parametrize(
+    "status, words",
+    [
+        (404, "installation 31337 of GitHub App 424242 does not exist"),
+        (401, "refused the JWT of GitHub App 424242"),
+        (422, "must include the repository and grant Administration: read and write and Actions: read"),
+    ],
+)
 def test_an_app_refusal_names_the_app_and_what_to_fix(app, status, words):
     broker = app.start_in_process()
     app.github.script(ACCESS_TOKENS, Reply(status, {"message": "nope"}))

@@ -40,11 +40,16 @@ def test_defaults(tmp_path):
     token, kube_token = tmp_path / "pat", tmp_path / "kube"
     token.write_text(PAT)
     kube_token.write_text("k")
-    config = load_config({
-        "BROKER_REPOSITORY": REPOSITORY, "BROKER_RUNNER_NAMESPACE": NAMESPACE, "BROKER_AUDIENCE": AUDIENCE,
-        "GITHUB_TOKEN_FILE": str(token), "KUBERNETES_TOKEN_FILE": str(kube_token),
-        "KUBERNETES_API_URL": "http://127.0.0.1:1",
-    })
+    config = load_config(
+        {
+            "BROKER_REPOSITORY": REPOSITORY,
+            "BROKER_RUNNER_NAMESPACE": NAMESPACE,
+            "BROKER_AUDIENCE": AUDIENCE,
+            "GITHUB_TOKEN_FILE": str(token),
+            "KUBERNETES_TOKEN_FILE": str(kube_token),
+            "KUBERNETES_API_URL": "http://127.0.0.1:1",
+        }
+    )
     assert config.listen == Address("0.0.0.0", 8080) and config.health_listen == Address("0.0.0.0", 8081)
     assert config.base_runner_deployment == "base-runner" and config.runner_service_account == "github-runner"
     assert config.gpu_runner_template_file is None and config.max_gpu_runners_per_run == 2
@@ -62,32 +67,89 @@ def problems(env: dict[str, str]) -> list[str]:
     return error.value.problems
 
 
-@pytest.mark.parametrize("changes, named", [
-    ({"BROKER_REPOSITORY": None, "BROKER_RUNNER_NAMESPACE": None, "BROKER_AUDIENCE": None},
-     ["BROKER_REPOSITORY", "BROKER_RUNNER_NAMESPACE", "BROKER_AUDIENCE"]),
-    ({"BROKER_REPOSITORY": "just-a-name", "BROKER_LISTEN": "8080", "BROKER_HEALTH_LISTEN": "localhost:x",
-      "BROKER_SWEEP_SECONDS": "0", "BROKER_GITHUB_RETRIES": "-1", "GITHUB_API_URL": "ftp://example.com",
-      "BROKER_REQUEST_DEADLINE_SECONDS": "0", "BROKER_MAX_CONNECTIONS": "0",
-      "BROKER_RUNNER_SERVICE_ACCOUNT": "Not_An_Account", "BROKER_MAX_GPU_RUNNERS_PER_RUN": "101",
-      "BROKER_GRANT_GRACE_SECONDS": "soon", "BROKER_FINAL_SWEEP_SECONDS": "nan"},
-     ["BROKER_REPOSITORY", "BROKER_LISTEN", "BROKER_HEALTH_LISTEN", "BROKER_SWEEP_SECONDS", "BROKER_GITHUB_RETRIES",
-      "GITHUB_API_URL", "BROKER_REQUEST_DEADLINE_SECONDS", "BROKER_MAX_CONNECTIONS", "BROKER_RUNNER_SERVICE_ACCOUNT",
-      "BROKER_MAX_GPU_RUNNERS_PER_RUN", "BROKER_GRANT_GRACE_SECONDS", "BROKER_FINAL_SWEEP_SECONDS"]),
-    ({"BROKER_MAX_CONNECTIONS": "4", "BROKER_MAX_CONNECTIONS_PER_CLIENT": "5"}, ["BROKER_MAX_CONNECTIONS_PER_CLIENT"]),
-    ({"BROKER_LISTEN": "127.0.0.1:9000", "BROKER_HEALTH_LISTEN": "127.0.0.1:9000"}, ["BROKER_HEALTH_LISTEN"]),
-    ({"GITHUB_API_URL": "http://api.github.com", "KUBERNETES_API_URL": "http://10.0.0.1:6443"},
-     ["GITHUB_API_URL", "KUBERNETES_API_URL"]),
-    ({"GITHUB_TOKEN_FILE": None}, ["GITHUB_TOKEN_FILE", "GITHUB_APP_ID", "Administration: read and write"]),
-    ({"GITHUB_TOKEN_FILE": None, "GITHUB_APP_ID": APP_ID},
-     ["GITHUB_APP_INSTALLATION_ID", "GITHUB_APP_PRIVATE_KEY_FILE"]),
-    ({"GITHUB_APP_ID": APP_ID, "GITHUB_APP_INSTALLATION_ID": INSTALLATION_ID}, ["GITHUB_TOKEN_FILE", "GITHUB_APP_ID"]),
-    ({"GITHUB_TOKEN_FILE": "/nonexistent/pat", "KUBERNETES_TOKEN_FILE": "/nonexistent/token",
-      "BROKER_GPU_RUNNER_TEMPLATE_FILE": "/nonexistent/template.json"},
-     ["GITHUB_TOKEN_FILE", "KUBERNETES_TOKEN_FILE", "BROKER_GPU_RUNNER_TEMPLATE_FILE"]),
-    ({"KUBERNETES_API_URL": "https://10.0.0.1", "KUBERNETES_CA_FILE": "/nonexistent/ca.crt"}, ["KUBERNETES_CA_FILE"]),
-    ({"GITHUB_TOKEN_FILE": PAT}, ["GITHUB_TOKEN_FILE"]),  # the PAT pasted where its file belongs: never echoed
-], ids=["required", "malformed", "per client above all", "one port for both", "plain http elsewhere",
-        "no credential", "partial app", "pat and app", "unreadable files", "no ca", "pat instead of file"])
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        (
+            {"BROKER_REPOSITORY": None, "BROKER_RUNNER_NAMESPACE": None, "BROKER_AUDIENCE": None},
+            ["BROKER_REPOSITORY", "BROKER_RUNNER_NAMESPACE", "BROKER_AUDIENCE"],
+        ),
+        (
+            {
+                "BROKER_REPOSITORY": "just-a-name",
+                "BROKER_LISTEN": "8080",
+                "BROKER_HEALTH_LISTEN": "localhost:x",
+                "BROKER_SWEEP_SECONDS": "0",
+                "BROKER_GITHUB_RETRIES": "-1",
+                "GITHUB_API_URL": "ftp://example.com",
+                "BROKER_REQUEST_DEADLINE_SECONDS": "0",
+                "BROKER_MAX_CONNECTIONS": "0",
+                "BROKER_RUNNER_SERVICE_ACCOUNT": "Not_An_Account",
+                "BROKER_MAX_GPU_RUNNERS_PER_RUN": "101",
+                "BROKER_GRANT_GRACE_SECONDS": "soon",
+                "BROKER_FINAL_SWEEP_SECONDS": "nan",
+            },
+            [
+                "BROKER_REPOSITORY",
+                "BROKER_LISTEN",
+                "BROKER_HEALTH_LISTEN",
+                "BROKER_SWEEP_SECONDS",
+                "BROKER_GITHUB_RETRIES",
+                "GITHUB_API_URL",
+                "BROKER_REQUEST_DEADLINE_SECONDS",
+                "BROKER_MAX_CONNECTIONS",
+                "BROKER_RUNNER_SERVICE_ACCOUNT",
+                "BROKER_MAX_GPU_RUNNERS_PER_RUN",
+                "BROKER_GRANT_GRACE_SECONDS",
+                "BROKER_FINAL_SWEEP_SECONDS",
+            ],
+        ),
+        (
+            {"BROKER_MAX_CONNECTIONS": "4", "BROKER_MAX_CONNECTIONS_PER_CLIENT": "5"},
+            ["BROKER_MAX_CONNECTIONS_PER_CLIENT"],
+        ),
+        ({"BROKER_LISTEN": "127.0.0.1:9000", "BROKER_HEALTH_LISTEN": "127.0.0.1:9000"}, ["BROKER_HEALTH_LISTEN"]),
+        (
+            {"GITHUB_API_URL": "http://api.github.com", "KUBERNETES_API_URL": "http://10.0.0.1:6443"},
+            ["GITHUB_API_URL", "KUBERNETES_API_URL"],
+        ),
+        ({"GITHUB_TOKEN_FILE": None}, ["GITHUB_TOKEN_FILE", "GITHUB_APP_ID", "Administration: read and write"]),
+        (
+            {"GITHUB_TOKEN_FILE": None, "GITHUB_APP_ID": APP_ID},
+            ["GITHUB_APP_INSTALLATION_ID", "GITHUB_APP_PRIVATE_KEY_FILE"],
+        ),
+        (
+            {"GITHUB_APP_ID": APP_ID, "GITHUB_APP_INSTALLATION_ID": INSTALLATION_ID},
+            ["GITHUB_TOKEN_FILE", "GITHUB_APP_ID"],
+        ),
+        (
+            {
+                "GITHUB_TOKEN_FILE": "/nonexistent/pat",
+                "KUBERNETES_TOKEN_FILE": "/nonexistent/token",
+                "BROKER_GPU_RUNNER_TEMPLATE_FILE": "/nonexistent/template.json",
+            },
+            ["GITHUB_TOKEN_FILE", "KUBERNETES_TOKEN_FILE", "BROKER_GPU_RUNNER_TEMPLATE_FILE"],
+        ),
+        (
+            {"KUBERNETES_API_URL": "https://10.0.0.1", "KUBERNETES_CA_FILE": "/nonexistent/ca.crt"},
+            ["KUBERNETES_CA_FILE"],
+        ),
+        ({"GITHUB_TOKEN_FILE": PAT}, ["GITHUB_TOKEN_FILE"]),  # the PAT pasted where its file belongs: never echoed
+    ],
+    ids=[
+        "required",
+        "malformed",
+        "per client above all",
+        "one port for both",
+        "plain http elsewhere",
+        "no credential",
+        "partial app",
+        "pat and app",
+        "unreadable files",
+        "no ca",
+        "pat instead of file",
+    ],
+)
 def test_every_problem_is_named_at_once(setup, changes, named):
     found = problems(setup.env(**changes))
     for variable in named:
@@ -109,14 +171,25 @@ def test_an_app_key_that_is_not_a_key_is_a_configuration_error(tmp_path):
     assert "GITHUB_APP_PRIVATE_KEY_FILE" in problem and "not a key" not in problem
 
 
-@pytest.mark.parametrize("url, accepted", [
-    ("https://api.github.com", True), ("https://github.example.com:8443/api/v3", True),
-    ("http://127.0.0.1:8080", True), ("http://127.8.0.1", True), ("http://[::1]:9", True),
-    ("http://localhost:9", True), ("http://LOCALHOST", True),
-    ("http://api.github.com", False), ("http://10.0.0.1", False), ("http://localhost.example.com", False),
-    ("http://[::ffff:10.0.0.1]", False), ("http://127.0.0.1:port", False), ("ftp://127.0.0.1", False),
-    ("https://api.github.com/?x=1", False),
-])
+@pytest.mark.parametrize(
+    "url, accepted",
+    [
+        ("https://api.github.com", True),
+        ("https://github.example.com:8443/api/v3", True),
+        ("http://127.0.0.1:8080", True),
+        ("http://127.8.0.1", True),
+        ("http://[::1]:9", True),
+        ("http://localhost:9", True),
+        ("http://LOCALHOST", True),
+        ("http://api.github.com", False),
+        ("http://10.0.0.1", False),
+        ("http://localhost.example.com", False),
+        ("http://[::ffff:10.0.0.1]", False),
+        ("http://127.0.0.1:port", False),
+        ("ftp://127.0.0.1", False),
+        ("https://api.github.com/?x=1", False),
+    ],
+)
 def test_plain_http_only_to_a_loopback_host(url, accepted):
     env = broker_config._Environment({"GITHUB_API_URL": url})
     env.url("GITHUB_API_URL", "https://api.github.com")
@@ -138,20 +211,26 @@ def test_addresses_take_ipv6_hosts():
 
 # ------------------------------------------------------------------ the template --
 
+
 def write(path: Path, document: object) -> Path:
     path.write_text(json.dumps(document) if not isinstance(document, str) else document)
     return path
 
 
-@pytest.mark.parametrize("document, problem", [
-    ("{not json", "is not JSON"),
-    ([], "not a batch/v1 Job"),
-    ({**gpu_runner_template(), "kind": "Pod"}, "not a batch/v1 Job"),
-    ({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {"containers": []}}}}, "no container"),
-    ({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {"containers": [{"name": "x"}]}}}},
-     "no container with an image"),
-    ("", "is empty"),
-])
+@pytest.mark.parametrize(
+    "document, problem",
+    [
+        ("{not json", "is not JSON"),
+        ([], "not a batch/v1 Job"),
+        ({**gpu_runner_template(), "kind": "Pod"}, "not a batch/v1 Job"),
+        ({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {"containers": []}}}}, "no container"),
+        (
+            {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {"containers": [{"name": "x"}]}}}},
+            "no container with an image",
+        ),
+        ("", "is empty"),
+    ],
+)
 def test_a_template_that_cannot_serve_is_refused(tmp_path, document, problem):
     with pytest.raises(CredentialUnreadable, match=problem):
         load_template(write(tmp_path / "t.json", document))
@@ -167,7 +246,11 @@ def test_render_names_labels_and_substitutes_only_checked_digits(tmp_path):
     assert made["metadata"]["namespace"] == "runners"
     for labels in (made["metadata"]["labels"], made["spec"]["template"]["metadata"]["labels"]):
         assert {k: labels[k] for k in (APP_NAME_LABEL, RUN_ID_LABEL, RUN_ATTEMPT_LABEL, RUN_INDEX_LABEL)} == {
-            APP_NAME_LABEL: "gpu-runner", RUN_ID_LABEL: "987654321", RUN_ATTEMPT_LABEL: "2", RUN_INDEX_LABEL: "1"}
+            APP_NAME_LABEL: "gpu-runner",
+            RUN_ID_LABEL: "987654321",
+            RUN_ATTEMPT_LABEL: "2",
+            RUN_INDEX_LABEL: "1",
+        }
     assert made["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "GPU_RUN", "value": "987654321-2"}]
     assert "${" not in json.dumps(made)
     assert render(template, "1", "1", 0, "runners")["metadata"]["name"] == "gpu-runner-1-1"

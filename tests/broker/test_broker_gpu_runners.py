@@ -36,7 +36,11 @@ def test_a_job_of_the_run_gets_the_runs_gpu_runner_from_the_template(broker, set
     assert made["metadata"]["name"] == "gpu-runner-4242-1" and made["metadata"]["namespace"] == NAMESPACE
     for labels in (made["metadata"]["labels"], made["spec"]["template"]["metadata"]["labels"]):
         assert (labels[APP_NAME_LABEL], labels[RUN_ID_LABEL], labels[RUN_ATTEMPT_LABEL], labels[RUN_INDEX_LABEL]) == (
-            "gpu-runner", "4242", "1", "0")
+            "gpu-runner",
+            "4242",
+            "1",
+            "0",
+        )
     assert made["spec"]["template"]["spec"]["containers"][0]["image"] == RUNNER_IMAGE
     assert "${" not in create.body.decode()
     (check,) = setup.github.requests_to(RUN_JOBS)
@@ -51,7 +55,9 @@ def test_the_broker_made_job_s_pod_gets_the_runs_label(broker, setup, caller):
     answers = [broker.jitconfig(setup.cluster.job_pods[name]) for name in ("gpu-runner-4242-1", "gpu-runner-4242-1-1")]
 
     assert [(a.status, a.body["name"], a.body["labels"]) for a in answers] == [
-        (201, "gpu-runner-4242-1", ["gpu-runner-4242"]), (201, "gpu-runner-4242-1-1", ["gpu-runner-4242"])]
+        (201, "gpu-runner-4242-1", ["gpu-runner-4242"]),
+        (201, "gpu-runner-4242-1-1", ["gpu-runner-4242"]),
+    ]
 
 
 def test_asking_again_returns_the_same_jobs(broker, setup, caller):
@@ -74,13 +80,16 @@ def test_a_job_of_that_name_that_is_not_the_runs_is_not_taken_for_it(broker, set
     assert answer.status == 409 and "is not a GPU runner of run 4242 attempt 1" in answer.body["error"]
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({"runId": "4242", "runAttempt": "1", "count": 3}, "count must be a whole number from 1 to 2"),
-    ({"runId": "4242", "runAttempt": "1", "count": 0}, "count"),
-    ({"runId": "4242"}, "runAttempt"),
-    ({"runId": "${GITHUB_RUN_ID}", "runAttempt": "1"}, "runId"),
-    ("not an object", "JSON object"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"runId": "4242", "runAttempt": "1", "count": 3}, "count must be a whole number from 1 to 2"),
+        ({"runId": "4242", "runAttempt": "1", "count": 0}, "count"),
+        ({"runId": "4242"}, "runAttempt"),
+        ({"runId": "${GITHUB_RUN_ID}", "runAttempt": "1"}, "runId"),
+        ("not an object", "JSON object"),
+    ],
+)
 def test_a_bad_body_is_422(broker, setup, caller, body, fragment):
     answer = broker.post("/v1/gpu-runners", caller.token, body)
 
@@ -173,6 +182,7 @@ def test_a_changed_template_is_used_for_the_next_jobs(broker, setup, caller):
 
 # ----------------------------------------------------------------------- state --
 
+
 def test_the_state_of_each_runner_as_it_comes_up(broker, setup, caller):
     setup.cluster.start_job_pods = True
     assert broker.gpu_runners(caller, count=2).status == 201
@@ -183,42 +193,77 @@ def test_the_state_of_each_runner_as_it_comes_up(broker, setup, caller):
         assert answer.status == 200 and answer.body["label"] == "gpu-runner-4242", answer.raw
         return [(r["job"], r["pod"], r["state"], r["reason"]) for r in answer.body["runners"]]
 
-    assert states() == [("gpu-runner-4242-1", first.name, "scheduling", None),
-                        ("gpu-runner-4242-1-1", second.name, "scheduling", None)]
+    assert states() == [
+        ("gpu-runner-4242-1", first.name, "scheduling", None),
+        ("gpu-runner-4242-1-1", second.name, "scheduling", None),
+    ]
 
     stored = setup.cluster.stored(second)
-    setup.kube.put(event(stored, "FailedScheduling", "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.",
-                         type="Warning", at="2030-01-01T00:00:01Z"))
-    setup.kube.put(event(stored, "TriggeredScaleUp", "pod triggered scale-up: [{gpu 1->2 (max: 2)}]",
-                         at="2030-01-01T00:00:02Z"))
+    setup.kube.put(
+        event(
+            stored,
+            "FailedScheduling",
+            "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.",
+            type="Warning",
+            at="2030-01-01T00:00:01Z",
+        )
+    )
+    setup.kube.put(
+        event(stored, "TriggeredScaleUp", "pod triggered scale-up: [{gpu 1->2 (max: 2)}]", at="2030-01-01T00:00:02Z")
+    )
     assert broker.jitconfig(first).status == 201
     setup.runners.set_state("gpu-runner-4242-1", status="online", busy=True)
 
-    assert states() == [("gpu-runner-4242-1", first.name, "busy", None),
-                        ("gpu-runner-4242-1-1", second.name, "scheduling", "TriggeredScaleUp")]
+    assert states() == [
+        ("gpu-runner-4242-1", first.name, "busy", None),
+        ("gpu-runner-4242-1-1", second.name, "scheduling", "TriggeredScaleUp"),
+    ]
     runner = broker.gpu_runner_state(caller).body["runners"][1]
     assert runner["events"] == [
-        {"type": "Warning", "reason": "FailedScheduling",
-         "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.", "count": 1},
-        {"type": "Normal", "reason": "TriggeredScaleUp", "message": "pod triggered scale-up: [{gpu 1->2 (max: 2)}]",
-         "count": 1}]
+        {
+            "type": "Warning",
+            "reason": "FailedScheduling",
+            "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.",
+            "count": 1,
+        },
+        {
+            "type": "Normal",
+            "reason": "TriggeredScaleUp",
+            "message": "pod triggered scale-up: [{gpu 1->2 (max: 2)}]",
+            "count": 1,
+        },
+    ]
     assert (runner["runnerStatus"], runner["runnerBusy"]) == (None, False)
 
     setup.runners.remove("gpu-runner-4242-1")  # its job done; the pod not yet gone
-    setup.kube.update("Pod", NAMESPACE, second.name, lambda p: p["status"].update(
-        conditions=[{"type": "PodScheduled", "status": "True"}],
-        containerStatuses=[{"name": "runner", "restartCount": 0, "state": {
-            "waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]))
-    assert states() == [("gpu-runner-4242-1", first.name, "finished", None),
-                        ("gpu-runner-4242-1-1", second.name, "starting", "ImagePullBackOff")]
+    setup.kube.update(
+        "Pod",
+        NAMESPACE,
+        second.name,
+        lambda p: p["status"].update(
+            conditions=[{"type": "PodScheduled", "status": "True"}],
+            containerStatuses=[
+                {
+                    "name": "runner",
+                    "restartCount": 0,
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}},
+                }
+            ],
+        ),
+    )
+    assert states() == [
+        ("gpu-runner-4242-1", first.name, "finished", None),
+        ("gpu-runner-4242-1-1", second.name, "starting", "ImagePullBackOff"),
+    ]
     assert setup.cluster.annotations(first)[RUNNER_ANNOTATION] == "gpu-runner-4242-1"
 
 
 def test_the_state_before_any_pod_says_why(broker, setup, caller):
     assert broker.gpu_runners(caller).status == 201
     (job,) = setup.kube.objects("Job", NAMESPACE)
-    setup.kube.put(event(job, "FailedCreate", 'pods "gpu-runner-4242-1-x" is forbidden: exceeded quota: gpu',
-                         type="Warning"))
+    setup.kube.put(
+        event(job, "FailedCreate", 'pods "gpu-runner-4242-1-x" is forbidden: exceeded quota: gpu', type="Warning")
+    )
 
     (runner,) = broker.gpu_runner_state(caller).body["runners"]
 
@@ -237,6 +282,7 @@ def test_the_state_lists_only_this_attempts_runners(broker, setup, caller):
 
 # ---------------------------------------------------------------------- delete --
 
+
 def test_delete_removes_this_attempts_jobs_and_their_pods(broker, setup, caller):
     setup.cluster.start_job_pods = True
     assert broker.gpu_runners(caller, count=2).status == 201
@@ -248,8 +294,11 @@ def test_delete_removes_this_attempts_jobs_and_their_pods(broker, setup, caller)
     assert [j["metadata"]["name"] for j in setup.kube.objects("Job", NAMESPACE)] == ["gpu-runner-7777-1"]
     deletes = setup.kube.requests_to("DELETE", JOBS)
     assert {d.json()["propagationPolicy"] for d in deletes} == {"Background"}
-    assert [p["metadata"]["name"] for p in setup.kube.objects("Pod", NAMESPACE)
-            if p["metadata"]["name"].startswith("gpu-runner")] == [other.name]
+    assert [
+        p["metadata"]["name"]
+        for p in setup.kube.objects("Pod", NAMESPACE)
+        if p["metadata"]["name"].startswith("gpu-runner")
+    ] == [other.name]
     assert broker.stop_gpu_runners(caller).body == {"deleted": []}
 
 

@@ -15,18 +15,33 @@ JOB = "gpu-runner-4242-1"
 
 def the_job(*conditions):
     made = job(JOB, NAMESPACE, "uid-job")
-    made["status"] = {"conditions": [{"type": kind, "status": "True", "reason": reason, "message": message}
-                                     for kind, reason, message in conditions]}
+    made["status"] = {
+        "conditions": [
+            {"type": kind, "status": "True", "reason": reason, "message": message}
+            for kind, reason, message in conditions
+        ]
+    }
     return made
 
 
 def the_pod(phase="Pending", scheduled=None, waiting=None, terminated=None, granted=False, reason=None):
-    made = pod(f"{JOB}-abcde", NAMESPACE, "uid-pod", owner=("Job", JOB, "uid-job"), phase=phase,
-               annotations={RUNNER_ANNOTATION: JOB} if granted else None)
+    made = pod(
+        f"{JOB}-abcde",
+        NAMESPACE,
+        "uid-pod",
+        owner=("Job", JOB, "uid-job"),
+        phase=phase,
+        annotations={RUNNER_ANNOTATION: JOB} if granted else None,
+    )
     status = made["status"]
     if scheduled is not None:
-        status["conditions"] = [{"type": "PodScheduled", "status": "True" if scheduled is True else "False",
-                                 **({} if scheduled is True else {"reason": scheduled[0], "message": scheduled[1]})}]
+        status["conditions"] = [
+            {
+                "type": "PodScheduled",
+                "status": "True" if scheduled is True else "False",
+                **({} if scheduled is True else {"reason": scheduled[0], "message": scheduled[1]}),
+            }
+        ]
     if waiting is not None:
         status["containerStatuses"][0]["state"] = {"waiting": {"reason": waiting[0], "message": waiting[1]}}
     if terminated is not None:
@@ -37,15 +52,25 @@ def the_pod(phase="Pending", scheduled=None, waiting=None, terminated=None, gran
 
 
 def events_of(obj, *said):
-    return [event(obj, reason, message, type="Warning" if reason.startswith(("Failed", "NotTrigger")) else "Normal",
-                  at=f"2030-01-01T00:00:{second:02d}Z") for second, (reason, message) in enumerate(said)]
+    return [
+        event(
+            obj,
+            reason,
+            message,
+            type="Warning" if reason.startswith(("Failed", "NotTrigger")) else "Normal",
+            at=f"2030-01-01T00:00:{second:02d}Z",
+        )
+        for second, (reason, message) in enumerate(said)
+    ]
 
 
 RUNNER = Runner(1001, JOB, frozenset({"gpu-runner-4242"}))
 ONLINE = Runner(1001, JOB, frozenset({"gpu-runner-4242"}), online=True)
 BUSY = Runner(1001, JOB, frozenset({"gpu-runner-4242"}), online=True, busy=True)
-QUOTA = ('pods "gpu-runner-4242-1-x" is forbidden: exceeded quota: gpu-runners, requested: '
-         'requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=2, limited: requests.nvidia.com/gpu=2')
+QUOTA = (
+    'pods "gpu-runner-4242-1-x" is forbidden: exceeded quota: gpu-runners, requested: '
+    "requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=2, limited: requests.nvidia.com/gpu=2"
+)
 SCALE_UP = "pod triggered scale-up: [{gpu-pool 0->1 (max: 2)}]"
 NO_SCALE_UP = "pod didn't trigger scale-up: 1 max node group size reached"
 UNSCHEDULABLE = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
@@ -53,62 +78,182 @@ UNSCHEDULABLE = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
 CASES = [
     # name, job, pod (or None), events (as a function of job and pod), runner, (state, reason, message fragment)
     ("no pod yet", the_job(), None, lambda _j, _p: [], None, ("pending", None, None)),
-    ("quota", the_job(), None, lambda j, _p: events_of(j, ("FailedCreate", QUOTA)), None,
-     ("pending", "QuotaExceeded", "exceeded quota")),
-    ("refused otherwise", the_job(), None, lambda j, _p: events_of(j, ("FailedCreate", "admission webhook denied")),
-     None, ("pending", "FailedCreate", "webhook")),
+    (
+        "quota",
+        the_job(),
+        None,
+        lambda j, _p: events_of(j, ("FailedCreate", QUOTA)),
+        None,
+        ("pending", "QuotaExceeded", "exceeded quota"),
+    ),
+    (
+        "refused otherwise",
+        the_job(),
+        None,
+        lambda j, _p: events_of(j, ("FailedCreate", "admission webhook denied")),
+        None,
+        ("pending", "FailedCreate", "webhook"),
+    ),
     ("just created", the_job(), the_pod(), lambda _j, _p: [], None, ("scheduling", None, None)),
-    ("unschedulable", the_job(), the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)),
-     lambda _j, p: events_of(p, ("FailedScheduling", UNSCHEDULABLE)), None,
-     ("scheduling", "Unschedulable", "Insufficient nvidia.com/gpu")),
-    ("scale-up under way", the_job(), the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)),
-     lambda _j, p: events_of(p, ("FailedScheduling", UNSCHEDULABLE), ("TriggeredScaleUp", SCALE_UP)), None,
-     ("scheduling", "TriggeredScaleUp", "gpu-pool 0->1")),
-    ("no scale-up", the_job(), the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)),
-     lambda _j, p: events_of(p, ("TriggeredScaleUp", SCALE_UP), ("NotTriggerScaleUp", NO_SCALE_UP)), None,
-     ("scheduling", "NotTriggerScaleUp", "max node group size")),
-    ("scale-up failed", the_job(), the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)),
-     lambda _j, p: events_of(p, ("FailedScaleUp", "GCE out of resources")), None,
-     ("scheduling", "FailedScaleUp", "out of resources")),
-    ("condition only", the_job(), the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)), lambda _j, _p: [], None,
-     ("scheduling", "Unschedulable", "Insufficient")),
-    ("pulling", the_job(), the_pod(scheduled=True, waiting=("ContainerCreating", None)),
-     lambda _j, p: events_of(p, ("Scheduled", "assigned"), ("Pulling", "Pulling image")), None,
-     ("starting", "ContainerCreating", None)),
-    ("cannot pull", the_job(), the_pod(scheduled=True, waiting=("ImagePullBackOff", "Back-off pulling image")),
-     lambda _j, p: events_of(p, ("Failed", "Failed to pull image: 403 Forbidden")), None,
-     ("starting", "ImagePullBackOff", "Back-off")),
-    ("image missing", the_job(), the_pod(scheduled=True, waiting=("ErrImagePull", "manifest unknown")),
-     lambda _j, _p: [], None, ("starting", "ErrImagePull", "manifest unknown")),
-    ("bad config", the_job(), the_pod(scheduled=True, waiting=("CreateContainerConfigError", 'secret "x" not found')),
-     lambda _j, _p: [], None, ("starting", "CreateContainerConfigError", "not found")),
-    ("running, registering", the_job(), the_pod(phase="Running", scheduled=True), lambda _j, _p: [], None,
-     ("starting", None, None)),
-    ("registered, not connected", the_job(), the_pod(phase="Running", scheduled=True, granted=True),
-     lambda _j, _p: [], RUNNER, ("starting", None, None)),
-    ("online", the_job(), the_pod(phase="Running", scheduled=True, granted=True), lambda _j, _p: [], ONLINE,
-     ("online", None, None)),
-    ("busy", the_job(), the_pod(phase="Running", scheduled=True, granted=True), lambda _j, _p: [], BUSY,
-     ("busy", None, None)),
-    ("its job done, the pod not yet", the_job(), the_pod(phase="Running", scheduled=True, granted=True),
-     lambda _j, _p: [], None, ("finished", None, "its job is done")),
-    ("pod succeeded", the_job(), the_pod(phase="Succeeded", scheduled=True, granted=True), lambda _j, _p: [], None,
-     ("finished", None, None)),
+    (
+        "unschedulable",
+        the_job(),
+        the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)),
+        lambda _j, p: events_of(p, ("FailedScheduling", UNSCHEDULABLE)),
+        None,
+        ("scheduling", "Unschedulable", "Insufficient nvidia.com/gpu"),
+    ),
+    (
+        "scale-up under way",
+        the_job(),
+        the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)),
+        lambda _j, p: events_of(p, ("FailedScheduling", UNSCHEDULABLE), ("TriggeredScaleUp", SCALE_UP)),
+        None,
+        ("scheduling", "TriggeredScaleUp", "gpu-pool 0->1"),
+    ),
+    (
+        "no scale-up",
+        the_job(),
+        the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)),
+        lambda _j, p: events_of(p, ("TriggeredScaleUp", SCALE_UP), ("NotTriggerScaleUp", NO_SCALE_UP)),
+        None,
+        ("scheduling", "NotTriggerScaleUp", "max node group size"),
+    ),
+    (
+        "scale-up failed",
+        the_job(),
+        the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)),
+        lambda _j, p: events_of(p, ("FailedScaleUp", "GCE out of resources")),
+        None,
+        ("scheduling", "FailedScaleUp", "out of resources"),
+    ),
+    (
+        "condition only",
+        the_job(),
+        the_pod(scheduled=("Unschedulable", UNSCHEDULABLE)),
+        lambda _j, _p: [],
+        None,
+        ("scheduling", "Unschedulable", "Insufficient"),
+    ),
+    (
+        "pulling",
+        the_job(),
+        the_pod(scheduled=True, waiting=("ContainerCreating", None)),
+        lambda _j, p: events_of(p, ("Scheduled", "assigned"), ("Pulling", "Pulling image")),
+        None,
+        ("starting", "ContainerCreating", None),
+    ),
+    (
+        "cannot pull",
+        the_job(),
+        the_pod(scheduled=True, waiting=("ImagePullBackOff", "Back-off pulling image")),
+        lambda _j, p: events_of(p, ("Failed", "Failed to pull image: 403 Forbidden")),
+        None,
+        ("starting", "ImagePullBackOff", "Back-off"),
+    ),
+    (
+        "image missing",
+        the_job(),
+        the_pod(scheduled=True, waiting=("ErrImagePull", "manifest unknown")),
+        lambda _j, _p: [],
+        None,
+        ("starting", "ErrImagePull", "manifest unknown"),
+    ),
+    (
+        "bad config",
+        the_job(),
+        the_pod(scheduled=True, waiting=("CreateContainerConfigError", 'secret "x" not found')),
+        lambda _j, _p: [],
+        None,
+        ("starting", "CreateContainerConfigError", "not found"),
+    ),
+    (
+        "running, registering",
+        the_job(),
+        the_pod(phase="Running", scheduled=True),
+        lambda _j, _p: [],
+        None,
+        ("starting", None, None),
+    ),
+    (
+        "registered, not connected",
+        the_job(),
+        the_pod(phase="Running", scheduled=True, granted=True),
+        lambda _j, _p: [],
+        RUNNER,
+        ("starting", None, None),
+    ),
+    (
+        "online",
+        the_job(),
+        the_pod(phase="Running", scheduled=True, granted=True),
+        lambda _j, _p: [],
+        ONLINE,
+        ("online", None, None),
+    ),
+    (
+        "busy",
+        the_job(),
+        the_pod(phase="Running", scheduled=True, granted=True),
+        lambda _j, _p: [],
+        BUSY,
+        ("busy", None, None),
+    ),
+    (
+        "its job done, the pod not yet",
+        the_job(),
+        the_pod(phase="Running", scheduled=True, granted=True),
+        lambda _j, _p: [],
+        None,
+        ("finished", None, "its job is done"),
+    ),
+    (
+        "pod succeeded",
+        the_job(),
+        the_pod(phase="Succeeded", scheduled=True, granted=True),
+        lambda _j, _p: [],
+        None,
+        ("finished", None, None),
+    ),
     ("job complete", the_job(("Complete", None, None)), None, lambda _j, _p: [], None, ("finished", None, None)),
-    ("pod failed", the_job(), the_pod(phase="Failed", scheduled=True, terminated="OOMKilled"), lambda _j, _p: [], None,
-     ("failed", "OOMKilled", None)),
-    ("pod evicted", the_job(), the_pod(phase="Failed", reason=("Evicted", "The node was low on memory.")),
-     lambda _j, _p: [], None, ("failed", "Evicted", "low on memory")),
-    ("deadline", the_job(("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")),
-     the_pod(phase="Running", scheduled=True, granted=True), lambda _j, _p: [], BUSY,
-     ("failed", "DeadlineExceeded", "longer than specified deadline")),
-    ("backoff", the_job(("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")), None,
-     lambda _j, _p: [], None, ("failed", "BackoffLimitExceeded", "backoff limit")),
+    (
+        "pod failed",
+        the_job(),
+        the_pod(phase="Failed", scheduled=True, terminated="OOMKilled"),
+        lambda _j, _p: [],
+        None,
+        ("failed", "OOMKilled", None),
+    ),
+    (
+        "pod evicted",
+        the_job(),
+        the_pod(phase="Failed", reason=("Evicted", "The node was low on memory.")),
+        lambda _j, _p: [],
+        None,
+        ("failed", "Evicted", "low on memory"),
+    ),
+    (
+        "deadline",
+        the_job(("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")),
+        the_pod(phase="Running", scheduled=True, granted=True),
+        lambda _j, _p: [],
+        BUSY,
+        ("failed", "DeadlineExceeded", "longer than specified deadline"),
+    ),
+    (
+        "backoff",
+        the_job(("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")),
+        None,
+        lambda _j, _p: [],
+        None,
+        ("failed", "BackoffLimitExceeded", "backoff limit"),
+    ),
 ]
 
 
-@pytest.mark.parametrize("job_object, pod_object, make_events, runner, expected", [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    "job_object, pod_object, make_events, runner, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_runner_state(job_object, pod_object, make_events, runner, expected):
     events = make_events(job_object, pod_object)
     state = runner_state(job_object, [pod_object] if pod_object else [], events, runner)

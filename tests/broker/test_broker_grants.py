@@ -51,15 +51,20 @@ def test_a_base_runner_gets_the_name_and_labels_of_its_pod_whatever_it_asks(brok
     assert answer.headers["cache-control"] == "no-store"
     assert [r.path for r in setup.github.requests] == [GENERATE]  # one GitHub call for a grant
     generate = setup.github.requests[0]
-    assert json.loads(generate.body) == {"name": runner_pod.name, "runner_group_id": 1, "labels": ["base-runner"],
-                                         "work_folder": "_work"}
+    assert json.loads(generate.body) == {
+        "name": runner_pod.name,
+        "runner_group_id": 1,
+        "labels": ["base-runner"],
+        "work_folder": "_work",
+    }
     headers = generate.headers
     assert headers["authorization"] == "Bearer ghp_FAKE-broker-pat-0001"
     assert headers["accept"] == "application/vnd.github+json" and headers["x-github-api-version"] == "2022-11-28"
     review_request = setup.kube.requests_to("POST", TOKEN_REVIEWS)[0].json()
     assert review_request["spec"] == {"token": runner_pod.token, "audiences": [AUDIENCE]}
-    assert all(r.headers["authorization"] == f"Bearer {setup.kube_token_file.read_text().strip()}"
-               for r in setup.kube.requests)
+    assert all(
+        r.headers["authorization"] == f"Bearer {setup.kube_token_file.read_text().strip()}" for r in setup.kube.requests
+    )
     line = broker.wait_for_log("jitconfig", "decision=granted")
     assert f"pod={runner_pod.name}" in line and f"namespace={NAMESPACE}" in line and f"runner={runner_pod.name}" in line
 
@@ -77,7 +82,7 @@ def test_the_grant_is_recorded_on_the_pod_before_the_config_leaves(broker, setup
     assert annotations[RUNNER_ANNOTATION] == runner_pod.name
     granted = time.mktime(time.strptime(annotations[GRANTED_AT_ANNOTATION], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
     assert before - 1 <= granted <= time.time() + 1
-    generate, = setup.github.requests_to(GENERATE)
+    (generate,) = setup.github.requests_to(GENERATE)
     assert generate.wall <= patch.wall  # GitHub first: a GitHub failure leaves the pod free to ask again
 
 
@@ -94,6 +99,7 @@ def test_a_gpu_runner_is_named_after_its_job_and_labelled_for_its_run(broker, se
 
 def refusal_cases():
     """name -> (build(cluster) -> token or None, status, reason fragment)."""
+
     def other_rs(cluster):
         cluster.kube.put(replicaset("ci-tools-7c9", NAMESPACE, "uid-rs-ci", deployment="ci-tools"))
         return cluster.pod_owned_by(("ReplicaSet", "ci-tools-7c9", "uid-rs-ci"), name_prefix="ci-tools-7c9").token
@@ -106,27 +112,40 @@ def refusal_cases():
         return runner_pod.token
 
     def other_namespace(cluster):
-        return cluster.pod_owned_by(("ReplicaSet", "base-runner-5d8f7c9b4", "uid-rs-base"), namespace="default",
-                                    name_prefix="base-runner-5d8f7c9b4").token
+        return cluster.pod_owned_by(
+            ("ReplicaSet", "base-runner-5d8f7c9b4", "uid-rs-base"),
+            namespace="default",
+            name_prefix="base-runner-5d8f7c9b4",
+        ).token
 
-    gpu = {"app.kubernetes.io/name": "gpu-runner", "gke-gpu-runners/run-id": "4242",
-           "gke-gpu-runners/run-attempt": "1"}
+    gpu = {"app.kubernetes.io/name": "gpu-runner", "gke-gpu-runners/run-id": "4242", "gke-gpu-runners/run-attempt": "1"}
     return {
         "no token": (lambda _c: None, 401, "no bearer token"),
         "invalid token": (lambda _c: "FAKE-made-up-token", 401, "invalid"),
-        "wrong audience": (lambda c: c.base_runner_pod(audiences=("https://kubernetes.default.svc",)).token, 401,
-                           "invalid, expired or not for this audience"),
+        "wrong audience": (
+            lambda c: c.base_runner_pod(audiences=("https://kubernetes.default.svc",)).token,
+            401,
+            "invalid, expired or not for this audience",
+        ),
         "not pod-bound": (lambda c: c.base_runner_pod(pod_bound=False).token, 401, "not bound to a pod"),
         "other namespace": (other_namespace, 403, "not in the runner namespace"),
-        "other service account": (lambda c: c.base_runner_pod(service_account="default").token, 403,
-                                  "runs as ServiceAccount default, not github-runner"),
+        "other service account": (
+            lambda c: c.base_runner_pod(service_account="default").token,
+            403,
+            "runs as ServiceAccount default, not github-runner",
+        ),
         "bare pod": (lambda c: c.pod_owned_by(None).token, 403, "no controller"),
         "replicaset of another deployment": (other_rs, 403, "not Deployment base-runner"),
         "job without gpu-runner label": (
-            lambda c: c.gpu_runner_pod(labels={k: v for k, v in gpu.items() if "name" not in k}).token, 403,
-            "not labelled"),
+            lambda c: c.gpu_runner_pod(labels={k: v for k, v in gpu.items() if "name" not in k}).token,
+            403,
+            "not labelled",
+        ),
         "job with non-numeric run id": (
-            lambda c: c.gpu_runner_pod(labels={**gpu, "gke-gpu-runners/run-id": "abc"}).token, 403, "no numeric"),
+            lambda c: c.gpu_runner_pod(labels={**gpu, "gke-gpu-runners/run-id": "abc"}).token,
+            403,
+            "no numeric",
+        ),
         "uid mismatch": (uid_mismatch, 403, "not the token's"),
         "pod succeeded": (lambda c: c.base_runner_pod(phase="Succeeded").token, 403, "has ended (phase Succeeded)"),
         "pod failed": (lambda c: c.gpu_runner_pod(phase="Failed").token, 403, "has ended (phase Failed)"),
@@ -173,6 +192,7 @@ def test_attack_a_job_labelled_for_another_run_not_from_the_template_gets_no_run
 
 
 # ----------------------------------------------------------------- one runner a pod --
+
 
 def test_attack_broker_restart_a_pod_granted_before_gets_409_from_any_broker(setup):
     """The attack: the one-grant record lived in the broker's memory, so after a restart a frozen pod got a new
@@ -343,6 +363,7 @@ def test_a_gpu_pod_whose_container_restarted_is_refused_and_kept(broker, setup):
 
 # --------------------------------------------------------- recording the grant fails --
 
+
 def test_no_config_leaves_unless_the_grant_is_recorded(broker, setup):
     runner_pod = setup.cluster.base_runner_pod()
     setup.kube.fail(pod_path(runner_pod.name), method="PATCH", status=500, times=3)
@@ -380,6 +401,7 @@ def test_a_pod_replaced_before_its_grant_is_recorded_gets_nothing(broker, setup)
 
 # ------------------------------------------------------------------- GitHub failures --
 
+
 @pytest.mark.parametrize("reply", [Reply(500), Reply(502), Reply(503), Reply(429)], ids=["500", "502", "503", "429"])
 def test_github_unavailable_is_retried_then_503(broker, setup, reply):
     runner_pod = setup.cluster.base_runner_pod()
@@ -407,9 +429,11 @@ def test_a_request_ends_by_its_deadline_whatever_github_does(setup):
 
 
 RATE_LIMITED = {
-    "403 no requests left": Reply(403, {"message": "API rate limit exceeded"},
-                                  headers={"x-ratelimit-remaining": "0",
-                                           "x-ratelimit-reset": str(int(time.time()) + 3000)}),
+    "403 no requests left": Reply(
+        403,
+        {"message": "API rate limit exceeded"},
+        headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + 3000)},
+    ),
     "403 secondary limit": Reply(403, {"message": "secondary rate limit"}, headers={"Retry-After": "60"}),
     "429 retry after": Reply(429, headers={"Retry-After": "30"}),
 }
@@ -427,11 +451,18 @@ def test_a_rate_limit_past_the_deadline_is_a_503_saying_how_long(broker, setup, 
     assert len(setup.github.requests_to(GENERATE)) == 1
 
 
-@pytest.mark.parametrize("status, words", [
-    (401, "the runner credential, the PAT in GITHUB_TOKEN_FILE, is invalid, expired or revoked"),
-    (403, f"lacks Administration: read and write (classic PAT: repo scope; App: administration write) on {REPOSITORY}"),
-    (404, f"{REPOSITORY} does not exist or the credential, the PAT in GITHUB_TOKEN_FILE, cannot see it"),
-])
+@pytest.mark.parametrize(
+    "status, words",
+    [
+        (401, "the runner credential, the PAT in GITHUB_TOKEN_FILE, is invalid, expired or revoked"),
+        (
+            403,
+            "lacks Administration: read and write (classic PAT: repo scope; App: administration write) "
+            f"on {REPOSITORY}",
+        ),
+        (404, f"{REPOSITORY} does not exist or the credential, the PAT in GITHUB_TOKEN_FILE, cannot see it"),
+    ],
+)
 def test_github_refusals_are_502_naming_the_credential_and_not_retried(broker, setup, status, words):
     runner_pod = setup.cluster.base_runner_pod()
     setup.github.script(GENERATE, Reply(status, {"message": "Bad credentials"}))
@@ -454,6 +485,7 @@ def test_a_rotated_pat_is_used_from_the_next_request(broker, setup):
 
 
 # --------------------------------------------------------------- Kubernetes failures --
+
 
 def test_kubernetes_errors_are_retried_then_503(broker, setup):
     runner_pod = setup.cluster.base_runner_pod()
@@ -486,6 +518,7 @@ def test_the_brokers_own_kubernetes_refusal_is_a_503_saying_so(broker, setup):
 
 
 # ------------------------------------------------------------------------- finished --
+
 
 def test_finished_base_runner_is_removed_and_its_pod_deleted(broker, setup):
     runner_pod = setup.cluster.base_runner_pod()

@@ -27,8 +27,16 @@ from runner_broker.server import (
 def test_secrets_never_print():
     token = Secret("ghp_FAKE-never-printed")
     jit = JitConfig(7, Secret("FAKE-JIT-never-printed"))
-    for text in (str(token), repr(token), f"{token}", f"{token:>40}", repr(jit), str(jit), repr([token]),
-                 "%s" % (token,)):  # noqa: UP031 - the old way to format must not print it either
+    for text in (
+        str(token),
+        repr(token),
+        f"{token}",
+        f"{token:>40}",
+        repr(jit),
+        str(jit),
+        repr([token]),
+        "%s" % (token,),  # noqa: UP031 - the old way to format must not print it either
+    ):
         assert "never-printed" not in text
     with pytest.raises(TypeError):
         pickle.dumps(token)
@@ -62,13 +70,16 @@ def server():
         yield github
 
 
-@pytest.mark.parametrize("replies, status, attempts", [
-    ([Reply(500), Reply(200, {"ok": 1})], 200, 2),
-    ([Reply(429), Reply(502), Reply(200, {})], 200, 3),
-    ([Reply(403, headers={"x-ratelimit-remaining": "0", "retry-after": "0"}), Reply(200, {})], 200, 2),
-    ([Reply(404)], 404, 1),   # an answer, not a failure: the client says what it means
-    ([Reply(401)], 401, 1),
-])
+@pytest.mark.parametrize(
+    "replies, status, attempts",
+    [
+        ([Reply(500), Reply(200, {"ok": 1})], 200, 2),
+        ([Reply(429), Reply(502), Reply(200, {})], 200, 3),
+        ([Reply(403, headers={"x-ratelimit-remaining": "0", "retry-after": "0"}), Reply(200, {})], 200, 2),
+        ([Reply(404)], 404, 1),  # an answer, not a failure: the client says what it means
+        ([Reply(401)], 401, 1),
+    ],
+)
 def test_exchange_retries_what_is_worth_waiting_out(server, replies, status, attempts):
     server.script("/x", *replies)
     answer = exchange("GET", f"{server.url}/x", headers={}, body=None, policy=QUICK, tls=None)
@@ -99,22 +110,34 @@ def test_a_wait_asked_for_beyond_the_deadline_is_not_waited(server):
 
 def test_no_header_reaches_an_error_message():
     with pytest.raises(Unanswered) as error:
-        exchange("GET", "http://127.0.0.1:1/x", headers={"Authorization": "Bearer FAKE-secret-header"}, body=None,
-                 policy=RetryPolicy(0, 1, 0, 0), tls=None)
+        exchange(
+            "GET",
+            "http://127.0.0.1:1/x",
+            headers={"Authorization": "Bearer FAKE-secret-header"},
+            body=None,
+            policy=RetryPolicy(0, 1, 0, 0),
+            tls=None,
+        )
     assert "FAKE-secret-header" not in str(error.value) and "ConnectionRefusedError" in str(error.value)
 
 
 # ------------------------------------------------------------- reading requests --
+
 
 def read(raw: bytes):
     return read_request(io.BufferedReader(io.BytesIO(raw)), "127.0.0.9")
 
 
 def test_a_request_is_read_whole():
-    request = read(b"POST /v1/gpu-runners?x=1 HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer t\r\n"
-                   b"Content-Length: 2\r\n\r\n{}")
-    assert (request.method, request.path, request.body, request.client) == ("POST", "/v1/gpu-runners", b"{}",
-                                                                            "127.0.0.9")
+    request = read(
+        b"POST /v1/gpu-runners?x=1 HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    assert (request.method, request.path, request.body, request.client) == (
+        "POST",
+        "/v1/gpu-runners",
+        b"{}",
+        "127.0.0.9",
+    )
     assert request.headers == {"host": "b", "authorization": "Bearer t", "content-length": "2"}
 
 
@@ -123,20 +146,23 @@ def headers_of(total: int, line: int = 1000) -> bytes:
     return b"".join(b"X-%d: " % n + b"a" * (line - 8) + b"\r\n" for n in range(count))
 
 
-@pytest.mark.parametrize("raw, status", [
-    (b"GET /" + b"a" * MAX_LINE_BYTES + b" HTTP/1.1\r\n\r\n", 414),
-    (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * MAX_LINE_BYTES + b"\r\n\r\n", 431),
-    (b"GET / HTTP/1.1\r\n" + headers_of(MAX_HEADER_BYTES) + b"\r\n", 431),
-    (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: a\r\n" % n for n in range(MAX_HEADERS + 1)) + b"\r\n", 431),
-    (b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1), 413),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
-    (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
-    (b"GET /\r\n\r\n", 400),
-    (b"GET / SPDY/3\r\n\r\n", 400),
-    (b"GET http://elsewhere/ HTTP/1.1\r\n\r\n", 400),
-])
+@pytest.mark.parametrize(
+    "raw, status",
+    [
+        (b"GET /" + b"a" * MAX_LINE_BYTES + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * MAX_LINE_BYTES + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\n" + headers_of(MAX_HEADER_BYTES) + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: a\r\n" % n for n in range(MAX_HEADERS + 1)) + b"\r\n", 431),
+        (b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1), 413),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
+        (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (b"GET /\r\n\r\n", 400),
+        (b"GET / SPDY/3\r\n\r\n", 400),
+        (b"GET http://elsewhere/ HTTP/1.1\r\n\r\n", 400),
+    ],
+)
 def test_what_is_not_read(raw, status):
     with pytest.raises(HttpError) as error:
         read(raw)
@@ -149,8 +175,9 @@ def test_what_is_just_within_the_budgets_is_read():
     assert len(request.headers) == near.count(b"\r\n")
 
 
-@pytest.mark.parametrize("raw", [b"", b"GET / HTTP/1.1\r\nHost: b\r\n",
-                                 b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n{}"])
+@pytest.mark.parametrize(
+    "raw", [b"", b"GET / HTTP/1.1\r\nHost: b\r\n", b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n{}"]
+)
 def test_a_request_cut_short_owes_no_answer(raw):
     with pytest.raises(Hangup):
         read(raw)

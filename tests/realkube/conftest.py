@@ -27,8 +27,9 @@ def admin_kubeconfig(tmp_path_factory):
         return
     # A state directory of this session's own, so a control plane someone else runs is left alone.
     env = {**os.environ, "KUBE_ENV_DIR": str(tmp_path_factory.mktemp("kube-env"))}
-    up = subprocess.run([str(KUBE_ENV), "up"], env=env, capture_output=True, text=True,
-                        timeout=FIRST_BUILD_SECONDS, check=False)
+    up = subprocess.run(
+        [str(KUBE_ENV), "up"], env=env, capture_output=True, text=True, timeout=FIRST_BUILD_SECONDS, check=False
+    )
     if up.returncode != 0:
         subprocess.run([str(KUBE_ENV), "down"], env=env, timeout=60, check=False)
         pytest.fail(f"scripts/kube-env up failed:\n{up.stderr[-4000:]}")

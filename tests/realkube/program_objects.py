@@ -29,8 +29,17 @@ from program_harness import Program, Registration, run_program
 from program.manifests.broker import BROKER_TEMPLATE_CONFIGMAP, TEMPLATE_FILE
 from realkube.cluster import ApiError, Kube, wait_until
 from runner_contract import (
-    APP_NAME_LABEL, GPU_RUNNER, PART_OF, PART_OF_LABEL, RUN_ATTEMPT_LABEL, RUN_ATTEMPT_PLACEHOLDER, RUN_ID_LABEL,
-    RUN_ID_PLACEHOLDER, RUN_INDEX_LABEL, gpu_runner_job_name, system_namespace,
+    APP_NAME_LABEL,
+    GPU_RUNNER,
+    PART_OF,
+    PART_OF_LABEL,
+    RUN_ATTEMPT_LABEL,
+    RUN_ATTEMPT_PLACEHOLDER,
+    RUN_ID_LABEL,
+    RUN_ID_PLACEHOLDER,
+    RUN_INDEX_LABEL,
+    gpu_runner_job_name,
+    system_namespace,
 )
 
 P = "gke-gpu-runners"
@@ -137,10 +146,19 @@ def gpu_runner_job(template: dict, namespace: str, run_id: str, attempt: str = "
     """A GPU runner Job as the broker makes one from its template: digits in, named and labelled per run."""
     text = json.dumps(template).replace(RUN_ID_PLACEHOLDER, run_id).replace(RUN_ATTEMPT_PLACEHOLDER, attempt)
     job = json.loads(text)
-    labels = {APP_NAME_LABEL: GPU_RUNNER, PART_OF_LABEL: PART_OF, RUN_ID_LABEL: run_id, RUN_ATTEMPT_LABEL: attempt,
-              RUN_INDEX_LABEL: str(index)}
-    job["metadata"] = {**job["metadata"], "name": gpu_runner_job_name(run_id, attempt, index), "namespace": namespace,
-                       "labels": {**job["metadata"].get("labels", {}), **labels}}
+    labels = {
+        APP_NAME_LABEL: GPU_RUNNER,
+        PART_OF_LABEL: PART_OF,
+        RUN_ID_LABEL: run_id,
+        RUN_ATTEMPT_LABEL: attempt,
+        RUN_INDEX_LABEL: str(index),
+    }
+    job["metadata"] = {
+        **job["metadata"],
+        "name": gpu_runner_job_name(run_id, attempt, index),
+        "namespace": namespace,
+        "labels": {**job["metadata"].get("labels", {}), **labels},
+    }
     pod = job["spec"]["template"].setdefault("metadata", {})
     pod["labels"] = {**pod.get("labels", {}), **labels}
     return job
@@ -173,8 +191,11 @@ class Discovery:
         api_version, kind = manifest["apiVersion"], manifest["kind"]
         if api_version not in self._kinds:
             root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-            self._kinds[api_version] = {r["kind"]: (r["name"], r["namespaced"])
-                                        for r in self.kube.get(root)["resources"] if "/" not in r["name"]}
+            self._kinds[api_version] = {
+                r["kind"]: (r["name"], r["namespaced"])
+                for r in self.kube.get(root)["resources"]
+                if "/" not in r["name"]
+            }
         resource, namespaced = self._kinds[api_version][kind]
         root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         scope = f"/namespaces/{manifest['metadata']['namespace']}" if namespaced else ""
@@ -188,8 +209,12 @@ def server_side_apply(kube: Kube, path: str, manifest: dict) -> tuple[int, dict,
     data = json.dumps(manifest).encode()  # JSON is YAML
     connection = http.client.HTTPSConnection(kube.host, kube.port, context=kube.context, timeout=30)
     try:
-        connection.request("PATCH", f"{path}?{query}", body=data,
-                           headers={"Content-Type": APPLY_PATCH, "Accept": "application/json", **kube.headers})
+        connection.request(
+            "PATCH",
+            f"{path}?{query}",
+            body=data,
+            headers={"Content-Type": APPLY_PATCH, "Accept": "application/json", **kube.headers},
+        )
         response = connection.getresponse()
         body = json.loads(response.read() or b"{}")
         warnings = response.headers.get_all("Warning") or []
@@ -205,8 +230,16 @@ def apply(kube: Kube, objects: list[dict]) -> list[Outcome]:
     for manifest in objects:
         status, body, warnings = server_side_apply(kube, discovery.path(manifest), manifest)
         meta = manifest["metadata"]
-        outcomes.append(Outcome(manifest["kind"], meta["name"], meta.get("namespace"), status, warnings,
-                                body.get("message", "") if status >= 400 else ""))
+        outcomes.append(
+            Outcome(
+                manifest["kind"],
+                meta["name"],
+                meta.get("namespace"),
+                status,
+                warnings,
+                body.get("message", "") if status >= 400 else "",
+            )
+        )
     return outcomes
 
 
@@ -220,8 +253,12 @@ def remove(kube: Kube, objects: list[dict], timeout_seconds: float = 90) -> None
             if error.status not in (404, 409):  # gone already, or its namespace is terminating
                 raise
     namespaces = [o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"]
-    wait_until(lambda: not any(kube.exists(f"/api/v1/namespaces/{n}") for n in namespaces),
-               f"namespaces {namespaces} to be deleted", timeout_seconds=timeout_seconds, interval_seconds=0.5)
+    wait_until(
+        lambda: not any(kube.exists(f"/api/v1/namespaces/{n}") for n in namespaces),
+        f"namespaces {namespaces} to be deleted",
+        timeout_seconds=timeout_seconds,
+        interval_seconds=0.5,
+    )
 
 
 @dataclass

@@ -5,8 +5,10 @@ import pytest
 from realkube.cluster import ApiError, pod_manifest, wait_until
 from runner_contract import GPU_RESOURCE
 
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
-              "pod-security.kubernetes.io/enforce-version": "latest"}
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
 
 
 def label_restricted(kube, namespace):
@@ -36,16 +38,19 @@ def test_a_controller_cannot_create_what_pod_security_refuses(kube, namespace):
     """A workload object is only warned about; the pods its controller makes are refused."""
     label_restricted(kube, namespace)
     template = {"metadata": {"labels": {"app": "privileged"}}, "spec": privileged_pod("x")["spec"]}
-    kube.create(f"/apis/apps/v1/namespaces/{namespace}/replicasets", {
-        "metadata": {"name": "privileged"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "privileged"}}, "template": template},
-    })
+    kube.create(
+        f"/apis/apps/v1/namespaces/{namespace}/replicasets",
+        {
+            "metadata": {"name": "privileged"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "privileged"}}, "template": template},
+        },
+    )
 
     def failure():
         rs = kube.get(f"/apis/apps/v1/namespaces/{namespace}/replicasets/privileged")
         return [c for c in rs.get("status", {}).get("conditions", []) if c["type"] == "ReplicaFailure"]
 
-    condition, = wait_until(failure, "the ReplicaSet to report it cannot create its pod")
+    (condition,) = wait_until(failure, "the ReplicaSet to report it cannot create its pod")
     assert condition["reason"] == "FailedCreate"
     assert "violates PodSecurity" in condition["message"]
     assert kube.get(f"/api/v1/namespaces/{namespace}/pods")["items"] == []

@@ -12,20 +12,31 @@ POD_UID_CLAIM = "authentication.kubernetes.io/pod-uid"
 
 
 def role(name, *rules):
-    return {"metadata": {"name": name}, "rules": [
-        {"apiGroups": [group], "resources": [resource], "verbs": verbs} for group, resource, verbs in rules]}
+    return {
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": [group], "resources": [resource], "verbs": verbs} for group, resource, verbs in rules],
+    }
 
 
 def test_a_role_cannot_grant_what_its_creator_lacks(kube, namespace):
     roles = f"{RBAC}/namespaces/{namespace}/roles"
-    kube.create(roles, role("role-writer", ("rbac.authorization.k8s.io", "roles", ["create"]),
-                            ("rbac.authorization.k8s.io", "rolebindings", ["create"]),
-                            ("", "pods", ["get", "list"])))
-    kube.create(f"{RBAC}/namespaces/{namespace}/rolebindings", {
-        "metadata": {"name": "alice"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "role-writer"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
-    })
+    kube.create(
+        roles,
+        role(
+            "role-writer",
+            ("rbac.authorization.k8s.io", "roles", ["create"]),
+            ("rbac.authorization.k8s.io", "rolebindings", ["create"]),
+            ("", "pods", ["get", "list"]),
+        ),
+    )
+    kube.create(
+        f"{RBAC}/namespaces/{namespace}/rolebindings",
+        {
+            "metadata": {"name": "alice"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "role-writer"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
+        },
+    )
     alice = kube.as_user("alice")
 
     alice.create(roles, role("pod-reader", ("", "pods", ["get"])))
@@ -35,11 +46,14 @@ def test_a_role_cannot_grant_what_its_creator_lacks(kube, namespace):
         assert refused.value.status == 403
         assert "attempting to grant RBAC permissions not currently held" in refused.value.message
     with pytest.raises(ApiError) as refused:
-        alice.create(f"{RBAC}/namespaces/{namespace}/rolebindings", {
-            "metadata": {"name": "admin"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
-        })
+        alice.create(
+            f"{RBAC}/namespaces/{namespace}/rolebindings",
+            {
+                "metadata": {"name": "admin"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
+            },
+        )
     assert refused.value.status == 403
     with pytest.raises(ApiError) as refused:
         alice.get(f"/api/v1/namespaces/{namespace}/secrets")
@@ -47,22 +61,32 @@ def test_a_role_cannot_grant_what_its_creator_lacks(kube, namespace):
 
 
 def review(kube, token, audience):
-    return kube.create("/apis/authentication.k8s.io/v1/tokenreviews", {
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-        "spec": {"token": token, "audiences": [audience]},
-    })["status"]
+    return kube.create(
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": [audience]},
+        },
+    )["status"]
 
 
 def test_a_pod_bound_token_is_good_for_its_audience_only_and_only_while_the_pod_exists(kube, namespace):
     kube.create(f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "runner"}})
-    pod = kube.create(f"/api/v1/namespaces/{namespace}/pods",
-                      pod_manifest("runner-0", serviceAccountName="runner"))
+    pod = kube.create(f"/api/v1/namespaces/{namespace}/pods", pod_manifest("runner-0", serviceAccountName="runner"))
     uid = pod["metadata"]["uid"]
-    token = kube.create(f"/api/v1/namespaces/{namespace}/serviceaccounts/runner/token", {
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"audiences": [BROKER_AUDIENCE], "expirationSeconds": 600,
-                 "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "runner-0", "uid": uid}},
-    })["status"]["token"]
+    token = kube.create(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/runner/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [BROKER_AUDIENCE],
+                "expirationSeconds": 600,
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "runner-0", "uid": uid},
+            },
+        },
+    )["status"]["token"]
 
     granted = review(kube, token, BROKER_AUDIENCE)
     assert granted["authenticated"] is True

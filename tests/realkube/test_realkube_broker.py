@@ -68,15 +68,21 @@ def runners_given(world, runner):
 
 
 def jobs_of_run(world, run_id):
-    return world.kube.get(f"/apis/batch/v1/namespaces/{RUNNER_NAMESPACE}/jobs",
-                          labelSelector=f"{RUN_ID_LABEL}={run_id}")["items"]
+    return world.kube.get(
+        f"/apis/batch/v1/namespaces/{RUNNER_NAMESPACE}/jobs", labelSelector=f"{RUN_ID_LABEL}={run_id}"
+    )["items"]
 
 
 def scheduled_pods_of(world, job_names):
     """The Job controller's pods of these Jobs, once the scheduler has bound every one."""
+
     def bound():
-        pods = [p for name in job_names for p in world.pods(**{JOB_NAME_LABEL: name})
-                if not p["metadata"].get("deletionTimestamp")]
+        pods = [
+            p
+            for name in job_names
+            for p in world.pods(**{JOB_NAME_LABEL: name})
+            if not p["metadata"].get("deletionTimestamp")
+        ]
         return pods if len(pods) == len(job_names) and all(p["spec"].get("nodeName") for p in pods) else None
 
     return wait_until(bound, f"the pods of {job_names} to be scheduled", timeout_seconds=60)
@@ -139,8 +145,9 @@ def test_the_token_of_a_deleted_pod_is_refused_by_the_api_servers_own_token_revi
         answers.append(world.broker.jitconfig(runner))
         return answers[-1].status == 401
 
-    wait_until(refused_by_review, "the API server to refuse the deleted pod's token", timeout_seconds=30,
-               interval_seconds=0.5)
+    wait_until(
+        refused_by_review, "the API server to refuse the deleted pod's token", timeout_seconds=30, interval_seconds=0.5
+    )
     assert {answer.status for answer in answers} <= {401, 403}, [a.raw for a in answers]
     assert all("does not exist" in a.body["error"] for a in answers if a.status == 403), [a.raw for a in answers]
     assert "token has been invalidated" in answers[-1].body["error"], answers[-1].raw
@@ -152,8 +159,10 @@ def test_a_pod_of_another_namespace_is_refused_403_however_like_a_runner_it_look
     program's base-runner Deployment, running as a `github-runner` ServiceAccount, with a token bound to it for
     the broker's audience, is refused before the broker reads anything of it (its Role could not)."""
     kube = world.kube
-    kube.create("/api/v1/namespaces", {"metadata": {"name": OTHER_NAMESPACE, "labels": {
-        "pod-security.kubernetes.io/enforce": "restricted"}}})
+    kube.create(
+        "/api/v1/namespaces",
+        {"metadata": {"name": OTHER_NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
+    )
     try:
         kube.create(f"/api/v1/namespaces/{OTHER_NAMESPACE}/serviceaccounts", {"metadata": {"name": RUNNER_ACCOUNT}})
         (deployment,) = [o for o in world.objects if o["kind"] == "Deployment"]
@@ -182,9 +191,14 @@ def test_a_runner_pods_token_for_another_audience_or_a_token_bound_to_no_pod_is_
     pod = world.pod(runner)
     (api_server_audience,) = world.api_server_audiences()
     for_the_api_server = world.pod_token(RUNNER_NAMESPACE, runner.name, runner.uid, audience=api_server_audience)
-    unbound = world.kube.create(f"/api/v1/namespaces/{RUNNER_NAMESPACE}/serviceaccounts/{RUNNER_ACCOUNT}/token", {
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"audiences": [BROKER_AUDIENCE], "expirationSeconds": 600}})["status"]["token"]
+    unbound = world.kube.create(
+        f"/api/v1/namespaces/{RUNNER_NAMESPACE}/serviceaccounts/{RUNNER_ACCOUNT}/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"audiences": [BROKER_AUDIENCE], "expirationSeconds": 600},
+        },
+    )["status"]["token"]
     world.tokens.append(unbound)
 
     for token, reason in ((for_the_api_server, "not for this audience"), (unbound, "not bound to a pod")):
@@ -207,8 +221,9 @@ def test_a_pod_replaced_by_another_of_its_name_before_the_grant_is_recorded_gets
     def replace():  # while the broker asks GitHub: the pod goes, a bare pod of the same name comes
         world.kube.delete(pod_path, grace_period_seconds=0)
         wait_until(lambda: world.gone(runner), "the pod to be gone")
-        world.kube.create(f"/api/v1/namespaces/{RUNNER_NAMESPACE}/pods",
-                          pod_manifest(runner.name, labels={"app": "impostor"}))
+        world.kube.create(
+            f"/api/v1/namespaces/{RUNNER_NAMESPACE}/pods", pod_manifest(runner.name, labels={"app": "impostor"})
+        )
 
     world.github.script(world.runners_path("generate-jitconfig"), Reply(502, action=replace))
     try:
@@ -248,8 +263,7 @@ def test_finished_deletes_the_base_pod_and_the_real_replicaset_replaces_it_with_
     assert fresh["metadata"]["name"] != runner.name
 
 
-def test_gpu_runners_are_jobs_the_real_admission_job_controller_and_scheduler_accept_for_a_job_of_that_run_only(
-        world):
+def test_gpu_runners_are_jobs_the_real_admission_job_controller_and_scheduler_accept_for_a_job_of_that_run_only(world):
     """Retires fake_kubernetes' Job store, its event list and its Job controller stand-in: the Jobs made from the
     program's template pass Pod Security `restricted` and the GPU quota, the real Job controller makes their
     pods, the scheduler binds them to GPU nodes, and one of those pods gets its GPU runner; a Job beyond the
@@ -287,8 +301,11 @@ def test_gpu_runners_are_jobs_the_real_admission_job_controller_and_scheduler_ac
     state = world.broker.gpu_runner_state(caller, run_id, "1")
     assert state.body["runners"][0]["runnerStatus"] == "offline"  # registered; the double never connects it
 
-    for refused in (world.broker.gpu_runners(other, run_id, "1"), world.broker.gpu_runner_state(other, run_id, "1"),
-                    world.broker.stop_gpu_runners(other, run_id, "1")):
+    for refused in (
+        world.broker.gpu_runners(other, run_id, "1"),
+        world.broker.gpu_runner_state(other, run_id, "1"),
+        world.broker.stop_gpu_runners(other, run_id, "1"),
+    ):
         assert refused.status == 403, refused.raw
         assert f"is not running a job of run {run_id}" in refused.body["error"]
     assert len(jobs_of_run(world, run_id)) == 2
@@ -311,14 +328,17 @@ def test_gpu_runners_are_jobs_the_real_admission_job_controller_and_scheduler_ac
     assert stopped.status == 200, stopped.raw
     assert stopped.body == {"deleted": names}
     wait_until(lambda: not jobs_of_run(world, run_id), "the Jobs to be gone")
-    wait_until(lambda: not any(world.pods(**{JOB_NAME_LABEL: name}) for name in names),
-               "the garbage collector to delete their pods")
+    wait_until(
+        lambda: not any(world.pods(**{JOB_NAME_LABEL: name}) for name in names),
+        "the garbage collector to delete their pods",
+    )
     for runner in (caller, other):
         assert world.broker.finished(runner).status == 200
 
 
 def test_the_sweep_deletes_pods_whose_runner_left_github_removes_runners_whose_pods_are_gone_and_finished_runs_jobs(
-        world):
+    world,
+):
     """Retires fake_kubernetes' pod list by label, Job list by label and Job deletion under the sweep: a broker
     sweeping every second."""
     run_id = "7171"
@@ -370,8 +390,7 @@ def test_teardown_in_the_programs_order_leaves_no_runner_registered_and_no_names
     assert "tutorial-runner" in world.runners.names()
     broker.wait_for_log("sweep decision=namespace-gone")
     for obj in reversed(world.objects):
-        if obj["metadata"].get("namespace") == SYSTEM_NAMESPACE or obj["kind"] in ("ClusterRole",
-                                                                                   "ClusterRoleBinding"):
+        if obj["metadata"].get("namespace") == SYSTEM_NAMESPACE or obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
             world.delete(obj)
     world.delete({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}})
     world.wait_namespace_gone(SYSTEM_NAMESPACE)

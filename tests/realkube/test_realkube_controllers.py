@@ -15,11 +15,17 @@ def controller_of(pod):
 
 
 def test_the_replicaset_controller_owns_its_pods_and_replaces_a_deleted_one(kube, namespace):
-    rs = kube.create(f"/apis/apps/v1/namespaces/{namespace}/replicasets", {
-        "metadata": {"name": "runners"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "runners"}},
-                 "template": {"metadata": {"labels": {"app": "runners"}}, "spec": pod_spec()}},
-    })
+    rs = kube.create(
+        f"/apis/apps/v1/namespaces/{namespace}/replicasets",
+        {
+            "metadata": {"name": "runners"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "runners"}},
+                "template": {"metadata": {"labels": {"app": "runners"}}, "spec": pod_spec()},
+            },
+        },
+    )
 
     def two_pods():
         found = pods(kube, namespace, app="runners")
@@ -28,8 +34,11 @@ def test_the_replicaset_controller_owns_its_pods_and_replaces_a_deleted_one(kube
     made = wait_until(two_pods, "the ReplicaSet's two pods")
     for pod in made:
         owner = controller_of(pod)
-        assert owner and (owner["kind"], owner["name"], owner["uid"]) == ("ReplicaSet", "runners",
-                                                                         rs["metadata"]["uid"])
+        assert owner and (owner["kind"], owner["name"], owner["uid"]) == (
+            "ReplicaSet",
+            "runners",
+            rs["metadata"]["uid"],
+        )
     gone = made[0]["metadata"]["name"]
     kube.delete(f"/api/v1/namespaces/{namespace}/pods/{gone}")
 
@@ -42,13 +51,19 @@ def test_the_replicaset_controller_owns_its_pods_and_replaces_a_deleted_one(kube
 
 def test_the_job_controller_makes_a_pod_and_a_finished_job_is_cleaned_up(kube, namespace):
     jobs = f"/apis/batch/v1/namespaces/{namespace}/jobs"
-    job = kube.create(jobs, {
-        "metadata": {"name": "gpu-runner-1-1"},
-        "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 0,
-                 "template": {"spec": pod_spec(restartPolicy="Never")}},
-    })
+    job = kube.create(
+        jobs,
+        {
+            "metadata": {"name": "gpu-runner-1-1"},
+            "spec": {
+                "backoffLimit": 0,
+                "ttlSecondsAfterFinished": 0,
+                "template": {"spec": pod_spec(restartPolicy="Never")},
+            },
+        },
+    )
 
-    pod, = wait_until(lambda: pods(kube, namespace, **{JOB_NAME_LABEL: "gpu-runner-1-1"}), "the Job's pod")
+    (pod,) = wait_until(lambda: pods(kube, namespace, **{JOB_NAME_LABEL: "gpu-runner-1-1"}), "the Job's pod")
     owner = controller_of(pod)
     assert owner and (owner["kind"], owner["uid"]) == ("Job", job["metadata"]["uid"])
 
@@ -57,8 +72,10 @@ def test_the_job_controller_makes_a_pod_and_a_finished_job_is_cleaned_up(kube, n
     kube.patch(f"/api/v1/namespaces/{namespace}/pods/{name}/status", {"status": {"phase": "Succeeded"}})
 
     wait_until(lambda: not kube.exists(f"{jobs}/gpu-runner-1-1"), "the TTL controller to delete the finished Job")
-    wait_until(lambda: not kube.exists(f"/api/v1/namespaces/{namespace}/pods/{name}"),
-               "the garbage collector to delete the Job's pod")
+    wait_until(
+        lambda: not kube.exists(f"/api/v1/namespaces/{namespace}/pods/{name}"),
+        "the garbage collector to delete the Job's pod",
+    )
 
 
 def test_a_deleted_namespace_goes_away_with_its_bound_pods(kube, namespace):
@@ -68,5 +85,8 @@ def test_a_deleted_namespace_goes_away_with_its_bound_pods(kube, namespace):
 
     kube.delete(f"/api/v1/namespaces/{namespace}")
 
-    wait_until(lambda: not kube.exists(f"/api/v1/namespaces/{namespace}"),
-               "the namespace controller to finish the namespace", timeout_seconds=60)
+    wait_until(
+        lambda: not kube.exists(f"/api/v1/namespaces/{namespace}"),
+        "the namespace controller to finish the namespace",
+        timeout_seconds=60,
+    )

@@ -45,7 +45,7 @@ def test_the_apply_order_is_the_programs_dependency_order(configuration):
     ordered = apply_order(program)
     assert len(ordered) == len(rendered(configuration).objects)
     for i, resource in enumerate(ordered):
-        assert not any(program.depends_on(resource, later) for later in ordered[i + 1:]), resource.name
+        assert not any(program.depends_on(resource, later) for later in ordered[i + 1 :]), resource.name
     # The runner namespace waits for the broker, so that destroy removes the runners first.
     names = [r.name for r in ordered]
     assert names.index("broker-deployment") < names.index("runners-namespace")
@@ -58,8 +58,16 @@ def test_every_object_is_admitted_without_a_refusal_or_a_warning(deployment):
 
     assert not refused, "\n".join(refused)
     assert not warned, "\n".join(warned)
-    assert {o.kind for o in deployment.outcomes} >= {"Namespace", "Deployment", "DaemonSet", "Secret", "Role",
-                                                      "RoleBinding", "ClusterRole", "ResourceQuota"}
+    assert {o.kind for o in deployment.outcomes} >= {
+        "Namespace",
+        "Deployment",
+        "DaemonSet",
+        "Secret",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ResourceQuota",
+    }
 
 
 def test_the_namespaces_carry_the_labels_the_program_gives_them(kube, deployment):
@@ -93,15 +101,22 @@ def test_every_pod_the_controllers_make_is_admitted(kube, deployment):
     for workload, count in expected:
         meta = workload["metadata"]
         labels = workload["spec"]["selector"]["matchLabels"]
-        made = wait_until(lambda meta=meta, labels=labels, count=count:
-                          len(found := pods(kube, meta["namespace"], labels)) == count and found,
-                          f"{count} pods of {workload['kind']} {meta['name']}")
+        made = wait_until(
+            lambda meta=meta, labels=labels, count=count: (
+                len(found := pods(kube, meta["namespace"], labels)) == count and found
+            ),
+            f"{count} pods of {workload['kind']} {meta['name']}",
+        )
         assert all(not p["metadata"].get("deletionTimestamp") for p in made)
 
     for namespace in (deployment.runner_namespace, deployment.system_namespace):
         replica_sets = kube.get(f"/apis/apps/v1/namespaces/{namespace}/replicasets")["items"]
-        failures = [c for rs in replica_sets for c in rs.get("status", {}).get("conditions", [])
-                    if c["type"] == "ReplicaFailure"]
+        failures = [
+            c
+            for rs in replica_sets
+            for c in rs.get("status", {}).get("conditions", [])
+            if c["type"] == "ReplicaFailure"
+        ]
         assert not failures, failures
         assert not failed_creates(kube, namespace)
     preloader = deployment.rendered.one("DaemonSet", "gpu-image-preloader")["metadata"]
@@ -131,17 +146,22 @@ def test_applying_it_all_again_changes_nothing(kube, deployment):
 
 def test_a_gpu_runner_the_broker_makes_from_the_template_is_admitted_and_lands_on_a_gpu_node(kube, deployment):
     """Created and deleted with the broker's own rights, as the broker does it."""
-    broker = kube.as_user(f"system:serviceaccount:{deployment.system_namespace}:{BROKER}",
-                          ("system:serviceaccounts", f"system:serviceaccounts:{deployment.system_namespace}"))
+    broker = kube.as_user(
+        f"system:serviceaccount:{deployment.system_namespace}:{BROKER}",
+        ("system:serviceaccounts", f"system:serviceaccounts:{deployment.system_namespace}"),
+    )
     namespace = deployment.runner_namespace
     job = gpu_runner_job(deployment.rendered.gpu_runner_template, namespace, run_id="4242")
     jobs = f"/apis/batch/v1/namespaces/{namespace}/jobs"
     broker.create(jobs, job)
     name = job["metadata"]["name"]
     try:
-        pod, = wait_until(lambda: pods(kube, namespace, {JOB_NAME_LABEL: name}), "the Job controller's pod")
-        node = wait_until(lambda: kube.get(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
-                          ["spec"].get("nodeName"), "the GPU runner to be scheduled", timeout_seconds=60)
+        (pod,) = wait_until(lambda: pods(kube, namespace, {JOB_NAME_LABEL: name}), "the Job controller's pod")
+        node = wait_until(
+            lambda: kube.get(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")["spec"].get("nodeName"),
+            "the GPU runner to be scheduled",
+            timeout_seconds=60,
+        )
         assert node in GPU_NODES
         assert not failed_creates(kube, namespace)
     finally:
@@ -155,12 +175,22 @@ def test_the_apply_reports_the_warnings_and_refusals_it_is_given(kube, namespace
     kube.patch(f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": {RESTRICTED: "restricted"}}})
     template = pod_manifest("x")
     template["spec"]["containers"][0]["securityContext"] = {"privileged": True}
-    privileged = {"apiVersion": "apps/v1", "kind": "Deployment",
-                  "metadata": {"name": "privileged", "namespace": namespace},
-                  "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "x"}},
-                           "template": {"metadata": {"labels": {"app": "x"}}, "spec": template["spec"]}}}
-    misspelt = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "misspelt", "namespace": namespace},
-                "dataa": {"key": "value"}}
+    privileged = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "privileged", "namespace": namespace},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "x"}},
+            "template": {"metadata": {"labels": {"app": "x"}}, "spec": template["spec"]},
+        },
+    }
+    misspelt = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "misspelt", "namespace": namespace},
+        "dataa": {"key": "value"},
+    }
 
     warned, refused = apply(kube, [privileged, misspelt])
 

@@ -88,11 +88,15 @@ ACCESS: list[tuple[str, str, str, str, str, bool]] = [
 # (API group, resource, verb); the broker's TokenReview right is cluster-wide, so it shows in both.
 TOKEN_REVIEW = {("authentication.k8s.io", "tokenreviews", "create")}
 HOLDS = {
-    ("ci", RUNNERS): {(group, resource, verb) for group, resources in (("", ("pods", "pods/log", "events")),
-                                                                        ("batch", ("jobs",)))
-                      for resource in resources for verb in READ},
+    ("ci", RUNNERS): {
+        (group, resource, verb)
+        for group, resources in (("", ("pods", "pods/log", "events")), ("batch", ("jobs",)))
+        for resource in resources
+        for verb in READ
+    },
     ("ci", SYSTEM): set(),
-    ("broker", RUNNERS): TOKEN_REVIEW | {("", "pods", verb) for verb in ("get", "list", "patch", "delete")}
+    ("broker", RUNNERS): TOKEN_REVIEW
+    | {("", "pods", verb) for verb in ("get", "list", "patch", "delete")}
     | {("", "events", "list"), ("apps", "replicasets", "get")}
     | {("batch", "jobs", verb) for verb in ("get", "list", "create", "delete")},
     ("broker", SYSTEM): TOKEN_REVIEW,
@@ -104,8 +108,10 @@ HOLDS = {
 
 
 def service_account(namespace: str, name: str) -> tuple[str, tuple[str, ...]]:
-    return (f"system:serviceaccount:{namespace}:{name}",
-            ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"))
+    return (
+        f"system:serviceaccount:{namespace}:{name}",
+        ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -120,14 +126,17 @@ def deployment(kube):
 def identities(deployment) -> dict[str, tuple[str, tuple[str, ...]]]:
     """Each identity as the API server sees it, read from the objects the program applied."""
     rendered = deployment.rendered
-    ci_subject, = rendered.one("RoleBinding", "ci-runner-launcher")["subjects"]
+    (ci_subject,) = rendered.one("RoleBinding", "ci-runner-launcher")["subjects"]
     assert ci_subject["kind"] == "User"
-    broker_subject, = rendered.one("RoleBinding", "runner-broker")["subjects"]
+    (broker_subject,) = rendered.one("RoleBinding", "runner-broker")["subjects"]
     runner_pods = rendered.one("Deployment", "base-runner")["spec"]["template"]["spec"]
-    gpu_node_accounts = {w["spec"]["template"]["spec"].get("serviceAccountName", "default")
-                         for w in (rendered.one("DaemonSet", "gpu-image-preloader"),
-                                   *[d for d in rendered.of_kind("Deployment")
-                                     if d["metadata"]["name"] == "gpu-warm-placeholder"])}
+    gpu_node_accounts = {
+        w["spec"]["template"]["spec"].get("serviceAccountName", "default")
+        for w in (
+            rendered.one("DaemonSet", "gpu-image-preloader"),
+            *[d for d in rendered.of_kind("Deployment") if d["metadata"]["name"] == "gpu-warm-placeholder"],
+        )
+    }
     assert gpu_node_accounts == {"default"}
     return {
         "ci": (ci_subject["name"], ("system:authenticated",)),
@@ -139,12 +148,21 @@ def identities(deployment) -> dict[str, tuple[str, tuple[str, ...]]]:
 
 def access_review(kube, user, groups, verb, group, resource, namespace) -> dict:
     resource, _, subresource = resource.partition("/")
-    attributes = {"verb": verb, "group": group, "resource": resource, "subresource": subresource,
-                  "namespace": namespace}
-    return kube.create("/apis/authorization.k8s.io/v1/subjectaccessreviews", {
-        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-        "spec": {"user": user, "groups": list(groups), "resourceAttributes": attributes},
-    })["status"]
+    attributes = {
+        "verb": verb,
+        "group": group,
+        "resource": resource,
+        "subresource": subresource,
+        "namespace": namespace,
+    }
+    return kube.create(
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {"user": user, "groups": list(groups), "resourceAttributes": attributes},
+        },
+    )["status"]
 
 
 def held(kube, user, groups, namespace) -> set[tuple[str, str, str]]:
@@ -154,8 +172,13 @@ def held(kube, user, groups, namespace) -> set[tuple[str, str, str]]:
         {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": namespace}},
     )["status"]
     assert not review.get("incomplete"), review
-    return {(group, resource, verb) for rule in review["resourceRules"] for group in rule["apiGroups"]
-            for resource in rule["resources"] for verb in rule["verbs"]}
+    return {
+        (group, resource, verb)
+        for rule in review["resourceRules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
 
 
 def test_the_real_authorizer_answers_every_row_of_the_table(kube, identities):
@@ -164,11 +187,20 @@ def test_the_real_authorizer_answers_every_row_of_the_table(kube, identities):
         user, groups = identities[who]
         status = access_review(kube, user, groups, verb, group, resource, namespace)
         allowed = bool(status.get("allowed"))
-        answers.append((who, verb, f"{group}/{resource}" if group else resource, namespace or "(cluster)",
-                        "allowed" if allowed else "refused"))
+        answers.append(
+            (
+                who,
+                verb,
+                f"{group}/{resource}" if group else resource,
+                namespace or "(cluster)",
+                "allowed" if allowed else "refused",
+            )
+        )
         if allowed != expected:
-            wrong.append(f"{who} {verb} {group}/{resource} in {namespace or '(cluster)'}: "
-                         f"{'allowed' if allowed else 'refused'} ({status.get('reason', '')})")
+            wrong.append(
+                f"{who} {verb} {group}/{resource} in {namespace or '(cluster)'}: "
+                f"{'allowed' if allowed else 'refused'} ({status.get('reason', '')})"
+            )
     widths = [max(len(row[i]) for row in answers) for i in range(5)]
     print(f"\nwho is {', '.join(f'{who}={user}' for who, (user, _) in identities.items())}")
     for row in answers:
@@ -192,20 +224,28 @@ def projected_token(pod: dict, volume: str) -> dict:
 def kubelet_token(kube, pod: dict, volume: str) -> str:
     """What the kubelet writes into the pod's projected token file: a TokenRequest bound to the pod."""
     source = projected_token(pod, volume)
-    spec = {"expirationSeconds": source["expirationSeconds"],
-            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"],
-                               "uid": pod["metadata"]["uid"]}}
+    spec = {
+        "expirationSeconds": source["expirationSeconds"],
+        "boundObjectRef": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": pod["metadata"]["name"],
+            "uid": pod["metadata"]["uid"],
+        },
+    }
     if "audience" in source:
         spec["audiences"] = [source["audience"]]
     meta = pod["metadata"]
-    return kube.create(f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{pod['spec']['serviceAccountName']}"
-                       "/token", {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
-                       )["status"]["token"]
+    return kube.create(
+        f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{pod['spec']['serviceAccountName']}/token",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
+    )["status"]["token"]
 
 
 def test_the_broker_makes_every_call_of_its_contract_with_its_own_pods_token(kube, deployment):
     """CONTRACT.md's list of the broker's Kubernetes calls, each made as the broker makes it, with the token the
     program's pod spec would have the kubelet write for it, about a runner pod holding the token its spec gives."""
+
     def first_pod(namespace, name):
         found = kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=f"{APP_NAME_LABEL}={name}")
         return found["items"][0] if found["items"] else None
@@ -217,19 +257,24 @@ def test_the_broker_makes_every_call_of_its_contract_with_its_own_pods_token(kub
     name, uid = runner["metadata"]["name"], runner["metadata"]["uid"]
     pods, jobs = f"/api/v1/namespaces/{RUNNERS}/pods", f"/apis/batch/v1/namespaces/{RUNNERS}/jobs"
 
-    review = broker.create("/apis/authentication.k8s.io/v1/tokenreviews", {
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-        "spec": {"token": kubelet_token(kube, runner, "broker-token"), "audiences": [audience]},
-    })["status"]
+    review = broker.create(
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": kubelet_token(kube, runner, "broker-token"), "audiences": [audience]},
+        },
+    )["status"]
     assert review.get("authenticated") is True, review
     assert review["user"]["username"] == f"system:serviceaccount:{RUNNERS}:github-runner"
     assert review["user"]["extra"]["authentication.kubernetes.io/pod-uid"] == [uid]
 
     assert broker.get(f"{pods}/{name}")["metadata"]["uid"] == uid
-    owner, = runner["metadata"]["ownerReferences"]
+    (owner,) = runner["metadata"]["ownerReferences"]
     assert broker.get(f"/apis/apps/v1/namespaces/{RUNNERS}/replicasets/{owner['name']}")["metadata"]["ownerReferences"]
-    assert name in {p["metadata"]["name"] for p in broker.get(pods, labelSelector=f"{APP_NAME_LABEL}={BASE_RUNNER}")
-                    ["items"]}
+    assert name in {
+        p["metadata"]["name"] for p in broker.get(pods, labelSelector=f"{APP_NAME_LABEL}={BASE_RUNNER}")["items"]
+    }
     broker.get(f"/api/v1/namespaces/{RUNNERS}/events", fieldSelector=f"involvedObject.name={name}")
     granted = broker.patch(f"{pods}/{name}", {"metadata": {"uid": uid, "annotations": {RUNNER_ANNOTATION: name}}})
     assert granted["metadata"]["annotations"][RUNNER_ANNOTATION] == name
@@ -238,9 +283,13 @@ def test_the_broker_makes_every_call_of_its_contract_with_its_own_pods_token(kub
     created = broker.create(jobs, job)
     assert broker.get(f"{jobs}/{job['metadata']['name']}")["metadata"]["uid"] == created["metadata"]["uid"]
     assert [j["metadata"]["name"] for j in broker.get(jobs, labelSelector=f"{RUN_ID_LABEL}=6001")["items"]] == [
-        job["metadata"]["name"]]
-    broker.request("DELETE", f"{jobs}/{job['metadata']['name']}",
-                   {"propagationPolicy": "Background", "preconditions": {"uid": created["metadata"]["uid"]}})
+        job["metadata"]["name"]
+    ]
+    broker.request(
+        "DELETE",
+        f"{jobs}/{job['metadata']['name']}",
+        {"propagationPolicy": "Background", "preconditions": {"uid": created["metadata"]["uid"]}},
+    )
     broker.request("DELETE", f"{pods}/{name}", {"preconditions": {"uid": uid}})
 
     with pytest.raises(ApiError) as refused:

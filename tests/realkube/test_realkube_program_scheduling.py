@@ -37,15 +37,19 @@ def live(pods: list[dict]) -> list[dict]:
 
 def placed(kube, workload: dict, count: int) -> list[dict]:
     """The workload's `count` live pods, once every one of them is bound to a node."""
+
     def bound():
         found = live(pods_of(kube, workload))
         return len(found) == count and all(p["spec"].get("nodeName") for p in found) and found
+
     return wait_until(bound, f"{count} pods of {workload['metadata']['name']} on nodes", timeout_seconds=60)
 
 
 def unschedulable(pod: dict) -> bool:
-    return any(c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
-               for c in pod.get("status", {}).get("conditions", []))
+    return any(
+        c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
+        for c in pod.get("status", {}).get("conditions", [])
+    )
 
 
 def test_each_of_the_programs_pods_lands_in_its_pool(kube, deployment):
@@ -76,8 +80,11 @@ def runner_pod(kube, namespace: str, job: str) -> dict | None:
 
 
 def scheduled_runner(kube, namespace: str, job: str) -> dict:
-    return wait_until(lambda: (pod := runner_pod(kube, namespace, job)) and pod["spec"].get("nodeName") and pod,
-                      f"GPU runner {job} to be scheduled", timeout_seconds=90)
+    return wait_until(
+        lambda: (pod := runner_pod(kube, namespace, job)) and pod["spec"].get("nodeName") and pod,
+        f"GPU runner {job} to be scheduled",
+        timeout_seconds=90,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +93,11 @@ def runners(kube, deployment) -> Runners:
     namespace = deployment.runner_namespace
     hard = kube.get(f"/api/v1/namespaces/{namespace}/resourcequotas/gpu-runners")["spec"]["hard"]
     assert hard == {f"requests.{GPU_RESOURCE}": str(len(GPU_NODES) * GPUS_PER_NODE)}
-    placeholder, = placed(kube, deployment.rendered.one("Deployment", "gpu-warm-placeholder"), 1)
-    broker = kube.as_user(f"system:serviceaccount:{deployment.system_namespace}:{BROKER}",
-                          ("system:serviceaccounts", f"system:serviceaccounts:{deployment.system_namespace}"))
+    (placeholder,) = placed(kube, deployment.rendered.one("Deployment", "gpu-warm-placeholder"), 1)
+    broker = kube.as_user(
+        f"system:serviceaccount:{deployment.system_namespace}:{BROKER}",
+        ("system:serviceaccounts", f"system:serviceaccounts:{deployment.system_namespace}"),
+    )
     jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
     pods = {}
     for run_id in ("5001", "5002"):
@@ -104,31 +113,38 @@ def test_gpu_runners_land_on_gpu_nodes_the_second_by_preempting_the_warm_placeho
     # The first took the free GPU node; the second, the placeholder's, by real preemption.
     assert nodes[1] == runners.placeholder["spec"]["nodeName"]
     system = deployment.system_namespace
-    preempted = kube.get(f"/api/v1/namespaces/{system}/events", fieldSelector=",".join((
-        f"involvedObject.name={runners.placeholder['metadata']['name']}", "reason=Preempted")))["items"]
+    preempted = kube.get(
+        f"/api/v1/namespaces/{system}/events",
+        fieldSelector=",".join((f"involvedObject.name={runners.placeholder['metadata']['name']}", "reason=Preempted")),
+    )["items"]
     assert preempted, "no Preempted event for the placeholder"
     assert runners.pods and list(runners.pods.values())[1]["metadata"]["uid"] in preempted[0]["message"]
     assert runners.placeholder["spec"]["priority"] < list(runners.pods.values())[1]["spec"].get("priority", 0)
 
     # The Deployment asks for a new placeholder at once; it waits and preempts nothing.
     placeholder = deployment.rendered.one("Deployment", "gpu-warm-placeholder")
-    waiting, = wait_until(lambda: [p for p in live(pods_of(kube, placeholder)) if unschedulable(p)],
-                          "the new placeholder to wait for a node")
+    (waiting,) = wait_until(
+        lambda: [p for p in live(pods_of(kube, placeholder)) if unschedulable(p)],
+        "the new placeholder to wait for a node",
+    )
     assert waiting["spec"]["preemptionPolicy"] == "Never"
     assert not waiting["spec"].get("nodeName")
 
 
 def test_the_quota_holds_the_runner_beyond_gpu_max_nodes_until_one_finishes(kube, deployment, runners):
     namespace = runners.namespace
-    broker = kube.as_user(f"system:serviceaccount:{deployment.system_namespace}:{BROKER}",
-                          ("system:serviceaccounts", f"system:serviceaccounts:{deployment.system_namespace}"))
+    broker = kube.as_user(
+        f"system:serviceaccount:{deployment.system_namespace}:{BROKER}",
+        ("system:serviceaccounts", f"system:serviceaccounts:{deployment.system_namespace}"),
+    )
     job = gpu_runner_job(deployment.rendered.gpu_runner_template, namespace, "5003")
     name = job["metadata"]["name"]
     broker.create(runners.jobs_path, job)  # the Job is admitted; its pod is not
 
     def refusal():
-        events = kube.get(f"/api/v1/namespaces/{namespace}/events",
-                          fieldSelector=f"involvedObject.name={name},reason=FailedCreate")["items"]
+        events = kube.get(
+            f"/api/v1/namespaces/{namespace}/events", fieldSelector=f"involvedObject.name={name},reason=FailedCreate"
+        )["items"]
         return events and events[0]["message"]
 
     message = wait_until(refusal, f"Job {name} to be refused a pod")
@@ -137,8 +153,9 @@ def test_the_quota_holds_the_runner_beyond_gpu_max_nodes_until_one_finishes(kube
 
     # One runner's job ends: its container exits, and the kubelet (played here) says so.
     finished_job, finished = next(iter(runners.pods.items()))
-    kube.patch(f"/api/v1/namespaces/{namespace}/pods/{finished['metadata']['name']}/status",
-               {"status": {"phase": "Succeeded"}})
+    kube.patch(
+        f"/api/v1/namespaces/{namespace}/pods/{finished['metadata']['name']}/status", {"status": {"phase": "Succeeded"}}
+    )
 
     pod = scheduled_runner(kube, namespace, name)
     assert pod["spec"]["nodeName"] in GPU_NODES

@@ -11,8 +11,10 @@ import pytest
 from program.manifests import scale_set as m
 from realkube.cluster import ApiError
 
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
-              "pod-security.kubernetes.io/enforce-version": "latest"}
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
 IMAGE = "us-central1-docker.pkg.dev/acme-ml/gpu-runners-images/github-runner@sha256:" + "a" * 64
 ARC_IMAGE = "ghcr.io/actions/gha-runner-scale-set-controller:0.14.2"
 
@@ -20,16 +22,23 @@ ARC_IMAGE = "ghcr.io/actions/gha-runner-scale-set-controller:0.14.2"
 def controller_pod() -> dict:
     values = m.controller_values("github-runners")
     return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "arc-controller"},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "arc-controller"},
         "spec": {
             "securityContext": values["podSecurityContext"],
             "nodeSelector": values["nodeSelector"],
-            "containers": [{
-                "name": "manager", "image": ARC_IMAGE, "command": ["/manager"],
-                "securityContext": values["securityContext"], "resources": values["resources"],
-                "ports": [{"containerPort": m.METRICS_PORT, "name": "metrics", "protocol": "TCP"}],
-                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-            }],
+            "containers": [
+                {
+                    "name": "manager",
+                    "image": ARC_IMAGE,
+                    "command": ["/manager"],
+                    "securityContext": values["securityContext"],
+                    "resources": values["resources"],
+                    "ports": [{"containerPort": m.METRICS_PORT, "name": "metrics", "protocol": "TCP"}],
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                }
+            ],
             "volumes": [{"name": "tmp", "emptyDir": {}}],
         },
     }
@@ -39,20 +48,27 @@ def listener_pod() -> dict:
     template = m.listener_template()["spec"]
     (ours,) = template["containers"]
     return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gpu-listener"},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "gpu-listener"},
         "spec": {
             # ARC's own pod, with the fields the merge replaces taken from our template.
             "restartPolicy": "Never",
             "securityContext": template["securityContext"],
             "nodeSelector": template["nodeSelector"],
             "terminationGracePeriodSeconds": template["terminationGracePeriodSeconds"],
-            "containers": [{
-                "name": m.LISTENER_CONTAINER, "image": ARC_IMAGE, "command": ["/ghalistener"],
-                "env": [{"name": "LISTENER_CONFIG_PATH", "value": "/etc/gha-listener/config.json"}],
-                "ports": [{"containerPort": m.METRICS_PORT, "name": "metrics", "protocol": "TCP"}],
-                "securityContext": ours["securityContext"], "resources": ours["resources"],
-                "volumeMounts": [{"name": "listener-config", "mountPath": "/etc/gha-listener", "readOnly": True}],
-            }],
+            "containers": [
+                {
+                    "name": m.LISTENER_CONTAINER,
+                    "image": ARC_IMAGE,
+                    "command": ["/ghalistener"],
+                    "env": [{"name": "LISTENER_CONFIG_PATH", "value": "/etc/gha-listener/config.json"}],
+                    "ports": [{"containerPort": m.METRICS_PORT, "name": "metrics", "protocol": "TCP"}],
+                    "securityContext": ours["securityContext"],
+                    "resources": ours["resources"],
+                    "volumeMounts": [{"name": "listener-config", "mountPath": "/etc/gha-listener", "readOnly": True}],
+                }
+            ],
             "volumes": [{"name": "listener-config", "secret": {"secretName": "gpu-listener-config"}}],
         },
     }
@@ -63,8 +79,12 @@ def runner_pod() -> dict:
     pod = m.runner_pod(template, "gpu-runner", "unused")
     pod["metadata"].pop("namespace")
     # ARC adds the runner's JIT configuration from a Secret of its own.
-    pod["spec"]["containers"][0]["env"] = [{"name": "ACTIONS_RUNNER_INPUT_JITCONFIG", "valueFrom": {
-        "secretKeyRef": {"name": "gpu-runner", "key": "jitToken"}}}]
+    pod["spec"]["containers"][0]["env"] = [
+        {
+            "name": "ACTIONS_RUNNER_INPUT_JITCONFIG",
+            "valueFrom": {"secretKeyRef": {"name": "gpu-runner", "key": "jitToken"}},
+        }
+    ]
     pod["spec"].pop("serviceAccountName")  # admission checks the account exists; it is not what is tested
     return pod
 

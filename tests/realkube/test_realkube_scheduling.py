@@ -42,17 +42,33 @@ def test_gpu_pods_land_on_gpu_nodes_and_other_pods_never_do(kube, namespace):
 def test_a_runner_pod_preempts_a_warm_placeholder(kube, namespace):
     placeholder_class = f"placeholder-{uuid.uuid4().hex[:6]}"
     classes = "/apis/scheduling.k8s.io/v1/priorityclasses"
-    kube.create(classes, {"metadata": {"name": placeholder_class}, "value": -10,
-                          "preemptionPolicy": "Never", "description": "warm GPU node placeholders"})
+    kube.create(
+        classes,
+        {
+            "metadata": {"name": placeholder_class},
+            "value": -10,
+            "preemptionPolicy": "Never",
+            "description": "warm GPU node placeholders",
+        },
+    )
     try:
         # One placeholder per GPU node, each holding the node's GPU, as a Deployment keeps them.
-        kube.create(f"/apis/apps/v1/namespaces/{namespace}/replicasets", {
-            "metadata": {"name": "placeholder"},
-            "spec": {"replicas": len(GPU_NODES), "selector": {"matchLabels": {"app": "placeholder"}},
-                     "template": {"metadata": {"labels": {"app": "placeholder"}},
-                                  "spec": pod_spec(gpus=1, priorityClassName=placeholder_class,
-                                                   nodeSelector=dict(GPU_POOL_LABELS))}},
-        })
+        kube.create(
+            f"/apis/apps/v1/namespaces/{namespace}/replicasets",
+            {
+                "metadata": {"name": "placeholder"},
+                "spec": {
+                    "replicas": len(GPU_NODES),
+                    "selector": {"matchLabels": {"app": "placeholder"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "placeholder"}},
+                        "spec": pod_spec(
+                            gpus=1, priorityClassName=placeholder_class, nodeSelector=dict(GPU_POOL_LABELS)
+                        ),
+                    },
+                },
+            },
+        )
 
         def placeholders():
             return kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector="app=placeholder")["items"]
@@ -65,11 +81,13 @@ def test_a_runner_pod_preempts_a_warm_placeholder(kube, namespace):
         assert sorted(p["spec"]["nodeName"] for p in placed) == sorted(GPU_NODES)
         assert {p["spec"]["priority"] for p in placed} == {-10}
 
-        kube.create(f"/api/v1/namespaces/{namespace}/pods",
-                    pod_manifest("runner", gpus=1, nodeSelector=dict(GPU_POOL_LABELS)))
+        kube.create(
+            f"/api/v1/namespaces/{namespace}/pods", pod_manifest("runner", gpus=1, nodeSelector=dict(GPU_POOL_LABELS))
+        )
 
-        node = wait_until(lambda: node_of(kube, namespace, "runner"), "the runner to preempt a placeholder",
-                          timeout_seconds=60)
+        node = wait_until(
+            lambda: node_of(kube, namespace, "runner"), "the runner to preempt a placeholder", timeout_seconds=60
+        )
         assert node in GPU_NODES
 
         def settled():
@@ -81,7 +99,9 @@ def test_a_runner_pod_preempts_a_warm_placeholder(kube, namespace):
         bound, waiting = wait_until(settled, "the preempted placeholder's replacement to wait")
         assert node not in {p["spec"]["nodeName"] for p in bound}
         # A placeholder never preempts anything: its replacement waits for a node.
-        wait_until(lambda: unschedulable(kube, namespace, waiting[0]["metadata"]["name"]),
-                   "the replacement placeholder to be refused a node")
+        wait_until(
+            lambda: unschedulable(kube, namespace, waiting[0]["metadata"]["name"]),
+            "the replacement placeholder to be refused a node",
+        )
     finally:
         kube.delete(f"{classes}/{placeholder_class}")

@@ -19,8 +19,9 @@ def shellcheck():
 
 
 def test_shellcheck_passes():
-    done = subprocess.run([shellcheck(), "--severity", "style", str(KUBE_ENV)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [shellcheck(), "--severity", "style", str(KUBE_ENV)], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -27,11 +27,14 @@ def cluster(admin_kubeconfig) -> Kubectl:
 
 def bind_ci(kube, namespace: str, rules: list[dict]) -> None:
     kube.create(f"{RBAC}/namespaces/{namespace}/roles", {"metadata": {"name": CI_ROLE}, "rules": rules})
-    kube.create(f"{RBAC}/namespaces/{namespace}/rolebindings", {
-        "metadata": {"name": CI_ROLE},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": CI_ROLE},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": CI}],
-    })
+    kube.create(
+        f"{RBAC}/namespaces/{namespace}/rolebindings",
+        {
+            "metadata": {"name": CI_ROLE},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": CI_ROLE},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": CI}],
+        },
+    )
 
 
 def test_cis_role_as_the_program_writes_it_reads_and_writes_nothing(kube, namespace, cluster):
@@ -50,24 +53,44 @@ def test_cis_role_as_the_program_writes_it_reads_and_writes_nothing(kube, namesp
 
 
 def test_a_ci_that_may_write_is_caught(kube, namespace, cluster):
-    bind_ci(kube, namespace, [*CI_RULES, {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
-                              {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}])
+    bind_ci(
+        kube,
+        namespace,
+        [
+            *CI_RULES,
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]},
+        ],
+    )
 
     refused_rights = {f"{v} {r}" for v, r, p in MUST_REFUSE if p == "runner" and cluster.can_i(v, r, namespace, CI)}
     assert refused_rights == {"create jobs.batch", "create pods/exec"}
 
 
 def test_the_smoke_tests_reads_and_writes_answer_as_it_expects(kube, namespace, cluster):
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "gpu-runner-9-1", "namespace": namespace},
-           "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [
-               {"name": "runner", "image": "registry.invalid/runner:1"}]}}}}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "gpu-runner-9-1", "namespace": namespace},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "runner", "image": "registry.invalid/runner:1"}],
+                }
+            },
+        },
+    }
 
     created = cluster.create(job)
     assert created["metadata"]["creationTimestamp"] and created["metadata"]["uid"]
     assert cluster.get("job", "gpu-runner-9-1", namespace)["metadata"]["uid"] == created["metadata"]["uid"]
     assert cluster.get("configmap", "gpu-runner-template", namespace) is None
-    pods = wait_until(lambda: cluster.list("pods", namespace, labels=f"{JOB_NAME_LABEL}=gpu-runner-9-1"),
-                      "the Job controller makes its pod")
+    pods = wait_until(
+        lambda: cluster.list("pods", namespace, labels=f"{JOB_NAME_LABEL}=gpu-runner-9-1"),
+        "the Job controller makes its pod",
+    )
     events = cluster.list("events", namespace, fields=f"involvedObject.name={pods[0]['metadata']['name']}")
     assert isinstance(events, list)
     cluster.delete_jobs(["gpu-runner-9-1", "never-was"], namespace)

@@ -75,8 +75,9 @@ def run(argv: list[str], env: dict[str, str], clock: FakeClock | None = None) ->
     return result
 
 
-def environment(tmp_path: Path, broker_url: str, *, run_id: str = RUN_ID, run_attempt: str = RUN_ATTEMPT,
-                **changes: str | None) -> dict[str, str]:
+def environment(
+    tmp_path: Path, broker_url: str, *, run_id: str = RUN_ID, run_attempt: str = RUN_ATTEMPT, **changes: str | None
+) -> dict[str, str]:
     """A job's environment on a base runner: the pod's broker variables and GitHub's run variables."""
     token_file = tmp_path / "broker-token"
     if not token_file.exists():

@@ -30,7 +30,8 @@ def test_credential_prints_an_exec_credential_with_the_service_accounts_token(to
 
     assert result.code == 0, result.err
     assert json.loads(result.out) == {
-        "apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
         "status": {"token": fake_token_services.ACCESS_TOKEN, "expirationTimestamp": fake_token_services.EXPIRES},
     }
     assert result.err == ""
@@ -40,16 +41,18 @@ def test_credential_prints_an_exec_credential_with_the_service_accounts_token(to
     assert (sts["method"], sts["path"]) == ("POST", "/sts")
     assert json.loads(sts["body"])["scope"] == "https://www.googleapis.com/auth/cloud-platform"
     assert (iam["method"], iam["path"]) == ("POST", IAM_PATH.format(account=tokens.service_account))
-    assert json.loads(iam["body"]) == {"scope": ["https://www.googleapis.com/auth/cloud-platform"],
-                                       "lifetime": "600s"}
+    assert json.loads(iam["body"]) == {"scope": ["https://www.googleapis.com/auth/cloud-platform"], "lifetime": "600s"}
 
 
-@pytest.mark.parametrize("changes, words", [
-    ({"ACTIONS_ID_TOKEN_REQUEST_TOKEN": ""}, "give the job permissions: id-token: write"),
-    ({"ACTIONS_ID_TOKEN_REQUEST_URL": ""}, "give the job permissions: id-token: write"),
-    ({"GCP_WORKLOAD_IDENTITY_PROVIDER": "github-actions"}, "GCP_WORKLOAD_IDENTITY_PROVIDER must be the provider's"),
-    ({"GCP_SERVICE_ACCOUNT": ""}, "GCP_SERVICE_ACCOUNT must be CI's service account email"),
-])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"ACTIONS_ID_TOKEN_REQUEST_TOKEN": ""}, "give the job permissions: id-token: write"),
+        ({"ACTIONS_ID_TOKEN_REQUEST_URL": ""}, "give the job permissions: id-token: write"),
+        ({"GCP_WORKLOAD_IDENTITY_PROVIDER": "github-actions"}, "GCP_WORKLOAD_IDENTITY_PROVIDER must be the provider's"),
+        ({"GCP_SERVICE_ACCOUNT": ""}, "GCP_SERVICE_ACCOUNT must be CI's service account email"),
+    ],
+)
 def test_credential_says_what_a_job_lacks_on_stderr_only(tokens, changes, words):
     result = run(["credential"], {**tokens.environment(), **changes})
 
@@ -63,8 +66,10 @@ def test_credential_refused_by_the_providers_condition_names_the_likely_cause(to
     result = run(["credential"], tokens.environment())
 
     assert result.code == 1
-    assert "Google's STS refused this job's OIDC token (HTTP 403: The given credential is rejected by the " \
-           "attribute condition.): does the provider trust this repository?" in result.err
+    assert (
+        "Google's STS refused this job's OIDC token (HTTP 403: The given credential is rejected by the "
+        "attribute condition.): does the provider trust this repository?" in result.err
+    )
     assert result.out == ""
     assert_no_secret_printed(result.output)
 
@@ -93,10 +98,16 @@ def test_credential_as_kubectl_runs_it_writes_nothing_and_ignores_the_jobs_pytho
     (planted / "__init__.py").write_text("raise SystemExit('the planted package ran')\n")
     home = tmp_path / "home"
     home.mkdir()
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "TMPDIR": str(home),
-           "PYTHONPATH": str(planted.parent), **tokens.environment()}
-    done = subprocess.run([str(LAUNCHER), "credential"], check=False, env=env, cwd=home, capture_output=True, text=True,
-                          timeout=30)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "TMPDIR": str(home),
+        "PYTHONPATH": str(planted.parent),
+        **tokens.environment(),
+    }
+    done = subprocess.run(
+        [str(LAUNCHER), "credential"], check=False, env=env, cwd=home, capture_output=True, text=True, timeout=30
+    )
 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"]["token"] == fake_token_services.ACCESS_TOKEN

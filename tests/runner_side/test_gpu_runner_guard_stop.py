@@ -21,8 +21,16 @@ GITHUB_TOKEN = "ghs_fake_job_token_for_guard_tests"
 
 
 def jobs(*entries: tuple[str, str | None]) -> Reply:
-    listed = [{"id": index, "name": name, "run_id": int(RUN_ID), "runner_name": runner,
-               "status": "in_progress" if runner else "queued"} for index, (name, runner) in enumerate(entries)]
+    listed = [
+        {
+            "id": index,
+            "name": name,
+            "run_id": int(RUN_ID),
+            "runner_name": runner,
+            "status": "in_progress" if runner else "queued",
+        }
+        for index, (name, runner) in enumerate(entries)
+    ]
     return Reply(200, {"total_count": len(listed), "jobs": listed})
 
 
@@ -52,6 +60,7 @@ def statuses(broker: FakeBroker, *states: dict, then: dict | None = None) -> Non
 
 # ----------------------------------------------------------------------- guard --
 
+
 def test_guard_ends_once_the_runner_has_taken_this_runs_train(tmp_path, broker, github):
     statuses(broker, [gpu_runner(JOB, "online")], [gpu_runner(JOB, "online")], then=[gpu_runner(JOB, "busy")])
     github.default(JOBS, jobs(("train", JOB), ("start-gpu-runner", "base-runner-abc")))
@@ -75,8 +84,9 @@ def test_guard_cancels_the_run_when_another_runs_job_took_the_runner(tmp_path, b
     assert result.code == 1
     assert 60 <= clock.slept < 70
     [error] = result.errors()
-    assert f"GPU runner {JOB} has been running a job that is none of this run's jobs: another run's job took it" \
-           in error
+    assert (
+        f"GPU runner {JOB} has been running a job that is none of this run's jobs: another run's job took it" in error
+    )
     assert "The run is cancelled" in error
     cancels = github.requests_to(CANCEL)
     assert len(cancels) == 1 and cancels[0].method == "POST"
@@ -95,8 +105,9 @@ def test_guard_cancels_the_run_when_another_job_of_this_run_took_the_runner(tmp_
     assert len(github.requests_to(CANCEL)) == 1
 
 
-@pytest.mark.parametrize("after", [[], [gpu_runner(JOB, "failed", reason="DeadlineExceeded")]],
-                         ids=["deleted", "failed"])
+@pytest.mark.parametrize(
+    "after", [[], [gpu_runner(JOB, "failed", reason="DeadlineExceeded")]], ids=["deleted", "failed"]
+)
 def test_guard_cancels_the_run_when_the_runner_goes_before_taking_its_job(tmp_path, broker, github, after):
     statuses(broker, [gpu_runner(JOB, "online")], then=after)
     github.default(JOBS, jobs(("train", None)))
@@ -129,8 +140,11 @@ def test_guard_cancels_when_the_run_has_no_gpu_runner(tmp_path, broker, github):
 
 def test_guard_watches_a_matrix_of_runners_until_each_took_an_instance(tmp_path, broker, github):
     second = f"{JOB}-1"
-    statuses(broker, [gpu_runner(JOB, "busy"), gpu_runner(second, "online")],
-             then=[gpu_runner(JOB, "finished"), gpu_runner(second, "busy")])
+    statuses(
+        broker,
+        [gpu_runner(JOB, "busy"), gpu_runner(second, "online")],
+        then=[gpu_runner(JOB, "finished"), gpu_runner(second, "busy")],
+    )
     github.script(JOBS, jobs(("Train (0.01)", JOB), ("Train (0.001)", None)))
     github.default(JOBS, jobs(("Train (0.01)", JOB), ("Train (0.001)", second)))
     result = guard(tmp_path, broker, github, "--job", "Train")
@@ -144,9 +158,11 @@ def test_guard_watches_a_matrix_of_runners_until_each_took_an_instance(tmp_path,
 def test_guard_pages_through_a_long_list_of_jobs(tmp_path, broker, github):
     statuses(broker, then=[gpu_runner(JOB, "busy")])
     page_one = [{"name": f"job {index}", "run_id": int(RUN_ID), "runner_name": None} for index in range(100)]
-    github.script(JOBS, Reply(200, {"total_count": 101, "jobs": page_one}),
-                  Reply(200, {"total_count": 101, "jobs": [{"name": "train", "run_id": int(RUN_ID),
-                                                             "runner_name": JOB}]}))
+    github.script(
+        JOBS,
+        Reply(200, {"total_count": 101, "jobs": page_one}),
+        Reply(200, {"total_count": 101, "jobs": [{"name": "train", "run_id": int(RUN_ID), "runner_name": JOB}]}),
+    )
     result = guard(tmp_path, broker, github)
 
     assert result.code == 0, result.output
@@ -184,6 +200,7 @@ def test_guard_says_so_when_the_cancel_itself_fails(tmp_path, broker, github):
 
 
 # ------------------------------------------------------------------------ stop --
+
 
 @pytest.fixture
 def fleet_broker():

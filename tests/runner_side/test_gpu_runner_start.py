@@ -54,8 +54,9 @@ def test_start_asks_for_this_run_attempts_runner_and_waits_until_it_is_online(tm
 
 def test_a_third_concurrent_run_waits_for_the_quota_then_starts_when_a_gpu_frees(tmp_path, broker, fleet):
     """Two GPUs: runs 1 and 2 hold them; run 3 waits (QuotaExceeded) until run 1 stops."""
-    first, second, third = (environment(tmp_path, broker.url, run_id=run_id, run_attempt="1")
-                            for run_id in ("101", "102", "103"))
+    first, second, third = (
+        environment(tmp_path, broker.url, run_id=run_id, run_attempt="1") for run_id in ("101", "102", "103")
+    )
     assert run(["start"], first).code == 0
     assert run(["start"], second).code == 0
 
@@ -108,13 +109,19 @@ def test_count_3_asks_for_three_runners_and_waits_for_all_of_them(tmp_path, flee
 
 
 def test_a_bad_image_fails_at_once_with_the_reason_the_events_and_a_hint(tmp_path, scripted):
-    pulling = gpu_runner(JOB, "starting", reason="ErrImagePull", message="pull access denied",
-                         events=[{"type": "Normal", "reason": "Scheduled", "message": "assigned to gke-gpu-1",
-                                  "count": 1},
-                                 {"type": "Warning", "reason": "Failed", "message": "Failed to pull image: 403 "
-                                  "Forbidden", "count": 3}])
-    scripted.script(STATUS, Reply(200, snapshot(RUN_ID, gpu_runner(JOB, "scheduling"))),
-                    Reply(200, snapshot(RUN_ID, pulling)))
+    pulling = gpu_runner(
+        JOB,
+        "starting",
+        reason="ErrImagePull",
+        message="pull access denied",
+        events=[
+            {"type": "Normal", "reason": "Scheduled", "message": "assigned to gke-gpu-1", "count": 1},
+            {"type": "Warning", "reason": "Failed", "message": "Failed to pull image: 403 Forbidden", "count": 3},
+        ],
+    )
+    scripted.script(
+        STATUS, Reply(200, snapshot(RUN_ID, gpu_runner(JOB, "scheduling"))), Reply(200, snapshot(RUN_ID, pulling))
+    )
     clock = FakeClock()
     result = run(["start"], environment(tmp_path, scripted.url), clock)
 
@@ -138,13 +145,23 @@ def test_it_gives_up_after_its_timeout_saying_what_it_waited_for(tmp_path, scrip
     assert "not up after 30s (waiting for a GPU node: the autoscaler is adding one)" in error
 
 
-@pytest.mark.parametrize("status, body, words", [
-    (403, {"error": "the caller's runner is not running a job of run 4242"},
-     "HTTP 403: the caller's runner is not running a job of run 4242"),
-    (422, {"error": "count must be 1 to 2"}, "the broker refused the request (POST /v1/gpu-runners: HTTP 422: count"),
-    (401, {"error": "invalid token"}, "the broker refused this pod's token"),
-    (502, {"error": "GitHub refused the broker's credential"}, "GitHub refused the broker"),
-])
+@pytest.mark.parametrize(
+    "status, body, words",
+    [
+        (
+            403,
+            {"error": "the caller's runner is not running a job of run 4242"},
+            "HTTP 403: the caller's runner is not running a job of run 4242",
+        ),
+        (
+            422,
+            {"error": "count must be 1 to 2"},
+            "the broker refused the request (POST /v1/gpu-runners: HTTP 422: count",
+        ),
+        (401, {"error": "invalid token"}, "the broker refused this pod's token"),
+        (502, {"error": "GitHub refused the broker's credential"}, "GitHub refused the broker"),
+    ],
+)
 def test_a_refusal_fails_at_once(tmp_path, broker, status, body, words):
     broker.script(GPU_RUNNERS, Reply(status, body))
     clock = FakeClock()

@@ -16,8 +16,14 @@ HOOK = ROOT / "runner_image" / "job-started.sh"
 def hook(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, Path]:
     """As the runner does: `bash -e <hook>`, with the runner's environment and the job's GITHUB_* variables."""
     mark = tmp_path / "refused-job"
-    done = subprocess.run(["bash", "-e", str(HOOK)], check=False, capture_output=True, text=True, timeout=30,
-                          env={"PATH": os.environ["PATH"], "GPU_RUNNER_REFUSED_JOB_FILE": str(mark), **env})
+    done = subprocess.run(
+        ["bash", "-e", str(HOOK)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], "GPU_RUNNER_REFUSED_JOB_FILE": str(mark), **env},
+    )
     return done, mark
 
 
@@ -55,7 +61,13 @@ def test_what_the_job_says_is_never_echoed_raw(tmp_path):
 
 
 def test_no_mark_file_set_still_refuses(tmp_path):
-    done = subprocess.run(["bash", "-e", str(HOOK)], check=False, capture_output=True, text=True, timeout=30,
-                          env={"PATH": os.environ["PATH"], "GPU_RUNNER_RUN_ID": "4242", "GITHUB_RUN_ID": "7"})
+    done = subprocess.run(
+        ["bash", "-e", str(HOOK)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], "GPU_RUNNER_RUN_ID": "4242", "GITHUB_RUN_ID": "7"},
+    )
 
     assert done.returncode == 1
