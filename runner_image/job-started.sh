@@ -10,8 +10,8 @@
 # starts its hooks with its own environment, not the job's `env:`.
 #
 # Having refused, it leaves a mark at GPU_RUNNER_REFUSED_JOB_FILE (set by startup.sh),
-# so that startup.sh ends non-zero and the GPU runner's Job starts a fresh runner for
-# its own run.
+# so that startup.sh ends non-zero: the runner is spent on the refused job, its Job
+# fails, and the run's `gpu-runner guard` cancels the run with the reason.
 set -euo pipefail
 
 expected=${GPU_RUNNER_RUN_ID:-}

@@ -22,8 +22,8 @@
 # Exit status: run.sh's own when it ends by itself; 143 after SIGTERM, 130
 # after SIGINT; 2 for a missing or invalid variable; 3 when the broker refuses
 # (401, 403, 409, 502, any other 4xx) or answers without a runner; 4 when the
-# retries are spent; 5 when a GPU runner refused a job of another run (so that
-# its Job starts a fresh runner for its own run).
+# retries are spent; 5 when a GPU runner refused a job of another run (its Job then
+# fails, and the run's `gpu-runner guard` cancels the run, saying why).
 #
 # The token and the JIT config live only in unexported shell variables: curl
 # reads the token from a here-document on stdin, run.sh gets the JIT config in
@@ -214,7 +214,7 @@ wait_for "$runner_pid"
 phase=finishing exit_code=${exit_code:-$waited}
 log "run.sh ended with status $waited"
 if [[ -n $run_id && -e $work_dir/refused-job && -z $caught ]]; then
-  warn "this runner refused a job of another run; ending with $EXIT_FOREIGN_JOB so that a fresh one serves run $run_id"
+  warn "this runner refused a job of another run; ending with $EXIT_FOREIGN_JOB: run $run_id gets no job from it"
   exit_code=$EXIT_FOREIGN_JOB
 fi
 

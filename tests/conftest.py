@@ -32,3 +32,11 @@ def every_object() -> Program:
 def every_scale_set_object() -> Program:
     """runnerMode scale-set with every optional object turned on, for whole-manifest checks."""
     return run_program({**SCALE_SET, f"{PROJECT}:gpuWarmRunners": "1"})
+
+
+def pytest_collection_modifyitems(items):
+    """The real control plane's tests share one control plane: with pytest-xdist they run
+    on one worker (`--dist loadgroup`), beside the rest of the suite on the others."""
+    for item in items:
+        if "/realkube/" in f"/{item.nodeid}":
+            item.add_marker(pytest.mark.xdist_group("realkube"))

@@ -157,7 +157,8 @@ def test_an_interrupted_command_exits_130_without_a_traceback(tmp_path):
         process = subprocess.Popen(
             [str(LAUNCHER), "start"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        while not broker.requests_to(gpu_runners_path(RUN_ID, RUN_ATTEMPT)):  # waiting for the held GPU
+        # A second look means the first answer (the GPU is held) has been read and said.
+        while len(broker.requests_to(gpu_runners_path(RUN_ID, RUN_ATTEMPT))) < 2:
             assert process.poll() is None
             time.sleep(0.01)
         process.send_signal(signal.SIGINT)
