@@ -31,8 +31,7 @@ class Cluster(Protocol):
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
         """The object, or None when it does not exist."""
 
-    def list(self, kind: str, namespace: str, *, labels: str | None = None,
-             fields: str | None = None) -> list[dict]:
+    def list(self, kind: str, namespace: str, *, labels: str | None = None, fields: str | None = None) -> list[dict]:
         """The objects of `kind` matching the label and field selectors."""
 
     def create(self, document: dict) -> dict:
@@ -71,8 +70,15 @@ class Kubectl:
 
     def _call(self, args: Sequence[str], stdin: str | None = None) -> subprocess.CompletedProcess:
         try:
-            return self._run([self.kubectl, *args], input=stdin, capture_output=True, text=True, check=False,
-                             timeout=KUBECTL_TIMEOUT_SECONDS, env=self._environment())
+            return self._run(
+                [self.kubectl, *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=KUBECTL_TIMEOUT_SECONDS,
+                env=self._environment(),
+            )
         except (OSError, subprocess.TimeoutExpired) as error:
             raise KubeError(f"kubectl {args[2] if args[:1] == ['-n'] else args[0]}: {error}") from None
 
@@ -105,8 +111,7 @@ class Kubectl:
                 return None
             raise
 
-    def list(self, kind: str, namespace: str, *, labels: str | None = None,
-             fields: str | None = None) -> list[dict]:
+    def list(self, kind: str, namespace: str, *, labels: str | None = None, fields: str | None = None) -> list[dict]:
         selectors = (["-l", labels] if labels else []) + (["--field-selector", fields] if fields else [])
         answer = self._json([*self._in(namespace), "get", kind, *selectors, "-o", "json"])
         items = answer.get("items") if isinstance(answer, dict) else None

@@ -53,8 +53,9 @@ def _event_time(event: dict, *fields: str) -> int | None:
     return None
 
 
-def cold_start_row(runner: str, job: dict | None, pod: dict | None, events: list[dict], node: dict | None,
-                   online: float | None) -> Row:
+def cold_start_row(
+    runner: str, job: dict | None, pod: dict | None, events: list[dict], node: dict | None, online: float | None
+) -> Row:
     """One row: when each part of the start happened, after the Job was created."""
     job, pod, node = job or {}, pod or {}, node or {}
     t0 = epoch((job.get("metadata") or {}).get("creationTimestamp"))
@@ -62,15 +63,21 @@ def cold_start_row(runner: str, job: dict | None, pod: dict | None, events: list
     def since(t: float | None) -> str:
         return NOT_SEEN if t is None or t0 is None else str(math.floor(t - t0))
 
-    scale_ups = [t for e in events if e.get("reason") == "TriggeredScaleUp"
-                 if (t := _event_time(e, "firstTimestamp", "eventTime", "lastTimestamp", "created")) is not None]
-    pulls = sorted((e for e in events if e.get("reason") == "Pulled"),
-                   key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    scale_ups = [
+        t
+        for e in events
+        if e.get("reason") == "TriggeredScaleUp"
+        if (t := _event_time(e, "firstTimestamp", "eventTime", "lastTimestamp", "created")) is not None
+    ]
+    pulls = sorted(
+        (e for e in events if e.get("reason") == "Pulled"),
+        key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "",
+    )
     pulled = pulls[-1] if pulls else {}
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     runner_status = next((s for s in statuses if s.get("name") == "runner"), statuses[0] if statuses else {})
     state = runner_status.get("state") or {}
-    started = ((state.get("running") or {}).get("startedAt") or (state.get("terminated") or {}).get("startedAt"))
+    started = (state.get("running") or {}).get("startedAt") or (state.get("terminated") or {}).get("startedAt")
     values = (
         since(epoch((pod.get("metadata") or {}).get("creationTimestamp"))),
         since(min(scale_ups) if scale_ups else None),
@@ -100,8 +107,10 @@ def cold_start_table(rows: list[Row], poll_seconds: float) -> list[str]:
             any_cached = True
         any_negative = any_negative or any(v.startswith("-") and v != NOT_SEEN for v in values)
         lines.append(line(row.runner, tuple(values)))
-    lines.append(f"-: did not happen or not seen. online: the first poll (every {poll_seconds:g}s) that found the "
-                 "runner online in GitHub.")
+    lines.append(
+        f"-: did not happen or not seen. online: the first poll (every {poll_seconds:g}s) that found the "
+        "runner online in GitHub."
+    )
     if any_cached:
         lines.append("* the image was already present (image streaming or a cached image): nothing was pulled")
     if any_negative:
@@ -126,15 +135,32 @@ def billing_table(nodes: list[NodeLife], runners_ended: int, now: int) -> list[s
     def line(*cells: str) -> str:
         return f"{cells[0]:<{width}}  {cells[1]:<20}  {cells[2]:<20}  {cells[3]:>10}  {cells[4]}"
 
-    lines = ["", "GPU node billing (per started minute, from creation to removal):",
-             line("node", "created", "removed", "billed", "idle after its runner")]
+    lines = [
+        "",
+        "GPU node billing (per started minute, from creation to removal):",
+        line("node", "created", "removed", "billed", "idle after its runner"),
+    ]
     for node in nodes:
         if node.created is None:
             lines.append(line(node.name, "-", iso(node.gone) if node.gone is not None else "-", "-", "-"))
         elif node.gone is not None:
-            lines.append(line(node.name, iso(node.created), iso(node.gone),
-                              f"{(node.gone - node.created + 59) // 60} min", f"{node.gone - runners_ended}s"))
+            lines.append(
+                line(
+                    node.name,
+                    iso(node.created),
+                    iso(node.gone),
+                    f"{(node.gone - node.created + 59) // 60} min",
+                    f"{node.gone - runners_ended}s",
+                )
+            )
         else:
-            lines.append(line(node.name, iso(node.created), "still there",
-                              f">={(now - node.created + 59) // 60} min", f">={now - runners_ended}s"))
+            lines.append(
+                line(
+                    node.name,
+                    iso(node.created),
+                    "still there",
+                    f">={(now - node.created + 59) // 60} min",
+                    f">={now - runners_ended}s",
+                )
+            )
     return lines

@@ -47,8 +47,13 @@ class StackError(Exception):
 class Pulumi:
     """The stack's outputs and configuration, through the pulumi command."""
 
-    def __init__(self, command: str, stack: str | None, project: Path,
-                 run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> None:
+    def __init__(
+        self,
+        command: str,
+        stack: str | None,
+        project: Path,
+        run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+    ) -> None:
         self.command = command
         self.stack_args = ["--stack", stack] if stack else []
         self.project = project
@@ -56,8 +61,14 @@ class Pulumi:
 
     def _call(self, *args: str) -> str:
         try:
-            result = self._run([self.command, *args, *self.stack_args], capture_output=True, text=True,
-                               check=False, cwd=self.project, timeout=300)
+            result = self._run(
+                [self.command, *args, *self.stack_args],
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=self.project,
+                timeout=300,
+            )
         except (OSError, subprocess.TimeoutExpired) as error:
             raise StackError(str(error)) from None
         if result.returncode != 0:

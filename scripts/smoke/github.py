@@ -82,8 +82,11 @@ def _json(data: bytes) -> Any:
 
 
 def label_names(runner: dict) -> list[str]:
-    return [label["name"] for label in runner.get("labels") or []
-            if isinstance(label, dict) and isinstance(label.get("name"), str)]
+    return [
+        label["name"]
+        for label in runner.get("labels") or []
+        if isinstance(label, dict) and isinstance(label.get("name"), str)
+    ]
 
 
 def status_of(runners: list[dict], name: str) -> str:
@@ -98,9 +101,13 @@ def summary(runners: list[dict]) -> str:
 def online_base_runners(runners: list[dict]) -> list[str]:
     """This stack's base runners that are online. A foreign runner with the label (the
     tutorial's) is warned about elsewhere, never taken for ours."""
-    return [str(r["name"]) for r in runners
-            if r.get("status") == "online" and str(r.get("name") or "").startswith(f"{BASE_RUNNER}-")
-            and BASE_RUNNER in label_names(r)]
+    return [
+        str(r["name"])
+        for r in runners
+        if r.get("status") == "online"
+        and str(r.get("name") or "").startswith(f"{BASE_RUNNER}-")
+        and BASE_RUNNER in label_names(r)
+    ]
 
 
 def gpu_runner_view(runners: list[dict], name: str, label: str) -> tuple[str | None, str]:
@@ -111,8 +118,11 @@ def gpu_runner_view(runners: list[dict], name: str, label: str) -> tuple[str | N
         return None, ""
     labels = label_names(runner)
     custom = [n for n in labels if n.lower() not in ("self-hosted", "linux", "x64")]
-    problem = "" if custom == [label] else (
-        f"registered with labels {', '.join(labels)}; expected {label} alone (besides self-hosted, Linux, X64)")
+    problem = (
+        ""
+        if custom == [label]
+        else (f"registered with labels {', '.join(labels)}; expected {label} alone (besides self-hosted, Linux, X64)")
+    )
     return str(runner.get("status") or "unknown"), problem
 
 
@@ -131,7 +141,8 @@ def foreign_runners(runners: list[dict]) -> list[tuple[dict, str]]:
         lower = [n.lower() for n in labels]
         own_gpu = OWN_GPU_RUNNER.fullmatch(name)
         if (name.startswith(f"{BASE_RUNNER}-") and BASE_RUNNER in lower) or (
-                own_gpu and f"{GPU_RUNNER}-{own_gpu.group(1)}" in lower):
+            own_gpu and f"{GPU_RUNNER}-{own_gpu.group(1)}" in lower
+        ):
             continue
         ours = [n for n in labels if n.lower() == BASE_RUNNER or GPU_RUNNER_LABEL.fullmatch(n.lower())]
         if ours:

@@ -36,10 +36,18 @@ class Interrupted(BaseException):
         self.code = code
 
 
-def main(argv: Sequence[str], *, environ: Mapping[str, str] = os.environ, out: TextIO = sys.stdout,
-         err: TextIO = sys.stderr, clock: Clock | None = None, project: Path = PROJECT,
-         pulumi: Pulumi | None = None, make_cluster: Callable[[Path], Cluster] | None = None,
-         github: Callable[[str, str | None], GitHub] = GitHub) -> int:
+def main(
+    argv: Sequence[str],
+    *,
+    environ: Mapping[str, str] = os.environ,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    clock: Clock | None = None,
+    project: Path = PROJECT,
+    pulumi: Pulumi | None = None,
+    make_cluster: Callable[[Path], Cluster] | None = None,
+    github: Callable[[str, str | None], GitHub] = GitHub,
+) -> int:
     """Runs the smoke test; the exit status. `make_cluster` gets the operator kubeconfig's path."""
     if list(argv) in (["-h"], ["--help"]):
         out.write(usage())
@@ -54,8 +62,10 @@ def main(argv: Sequence[str], *, environ: Mapping[str, str] = os.environ, out: T
         err.write(f"smoke-test: {error}\n")
         return 2
     if importlib.util.find_spec("yaml") is None:
-        err.write("smoke-test: PyYAML is missing: run it with the project's virtualenv, "
-                  ".venv/bin/python scripts/smoke_test.py (pulumi up makes it)\n")
+        err.write(
+            "smoke-test: PyYAML is missing: run it with the project's virtualenv, "
+            ".venv/bin/python scripts/smoke_test.py (pulumi up makes it)\n"
+        )
         return 2
     needed = ([settings.pulumi] if pulumi is None else []) + ([settings.kubectl] if make_cluster is None else [])
     for tool in needed:
@@ -67,8 +77,11 @@ def main(argv: Sequence[str], *, environ: Mapping[str, str] = os.environ, out: T
     try:
         outputs = pulumi.outputs()
     except StackError as error:
-        report.failed("stack outputs", f"pulumi stack output failed: {error}",
-                      "select the stack (pulumi stack select, or SMOKE_STACK=<stack>) and deploy it (pulumi up)")
+        report.failed(
+            "stack outputs",
+            f"pulumi stack output failed: {error}",
+            "select the stack (pulumi stack select, or SMOKE_STACK=<stack>) and deploy it (pulumi up)",
+        )
         return 1
     missing = [name for name in REQUIRED_OUTPUTS if not isinstance(outputs.get(name), str) or not outputs[name]]
     if missing:
@@ -82,9 +95,16 @@ def main(argv: Sequence[str], *, environ: Mapping[str, str] = os.environ, out: T
         with os.fdopen(os.open(kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
             file.write(outputs["kubeconfig"])
         cluster = (make_cluster or (lambda path: Kubectl(settings.kubectl, path)))(kubeconfig)
-        ctx = Context(settings=settings, report=report, cluster=cluster,
-                      github=github(settings.github_api_url, settings.github_token), clock=clock, pulumi=pulumi,
-                      outputs=outputs, project=project)
+        ctx = Context(
+            settings=settings,
+            report=report,
+            cluster=cluster,
+            github=github(settings.github_api_url, settings.github_token),
+            clock=clock,
+            pulumi=pulumi,
+            outputs=outputs,
+            project=project,
+        )
         return run_checks(ctx, MODES[DEFAULT_MODE], err)
 
 

@@ -11,12 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .checks import (base_runner_deployment, base_runner_online, broker_deployment, foreign_runner_warnings,
-                     runner_version)
+from .checks import (
+    base_runner_deployment,
+    base_runner_online,
+    broker_deployment,
+    foreign_runner_warnings,
+    runner_version,
+)
 from .ci_access import ci_access
 from .context import Context
-from .gpu_runners import (collect_timings, delete_gpu_runners, gpus_visible, make_gpu_runners, print_cold_start,
-                          wait_deregistered, wait_online)
+from .gpu_runners import (
+    collect_timings,
+    delete_gpu_runners,
+    gpus_visible,
+    make_gpu_runners,
+    print_cold_start,
+    wait_deregistered,
+    wait_online,
+)
 from .nodes import follow_nodes
 
 Check = Callable[[Context], None]

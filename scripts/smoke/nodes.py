@@ -40,8 +40,11 @@ def follow_nodes(ctx: Context) -> None:
         ctx.report.say(line)
     for name in created:
         if name not in gone:
-            ctx.report.warned(f"GPU node removed ({name})", f"still in the cluster {timeout}s after its runner ended",
-                              "expected while gpuMinNodes or gpuWarmRunners keeps a GPU node; otherwise see why the "
-                              f"autoscaler keeps it: kubectl get pods -A --field-selector spec.nodeName={name}, and "
-                              "the cluster autoscaler's events (autoscalingProfile OPTIMIZE_UTILIZATION removes idle "
-                              "nodes sooner)")
+            ctx.report.warned(
+                f"GPU node removed ({name})",
+                f"still in the cluster {timeout}s after its runner ended",
+                "expected while gpuMinNodes or gpuWarmRunners keeps a GPU node; otherwise see why the "
+                f"autoscaler keeps it: kubectl get pods -A --field-selector spec.nodeName={name}, and "
+                "the cluster autoscaler's events (autoscalingProfile OPTIMIZE_UTILIZATION removes idle "
+                "nodes sooner)",
+            )

@@ -22,26 +22,39 @@ class Variable:
 
 
 VARIABLES = (
-    Variable("GITHUB_TOKEN", "none",
-             "required for the GitHub checks: a token that may list the repository's self-hosted runners "
-             "(admin access to the repository; classic PAT `repo` scope, or fine-grained \"Administration: read\"). "
-             "With the GitHub CLI: GITHUB_TOKEN=\"$(gh auth token)\". Without it, the GPU runners are checked "
-             "in the cluster only."),
+    Variable(
+        "GITHUB_TOKEN",
+        "none",
+        "required for the GitHub checks: a token that may list the repository's self-hosted runners "
+        '(admin access to the repository; classic PAT `repo` scope, or fine-grained "Administration: read"). '
+        'With the GitHub CLI: GITHUB_TOKEN="$(gh auth token)". Without it, the GPU runners are checked '
+        "in the cluster only.",
+    ),
     Variable("GITHUB_REPOSITORY", "`pulumi config get githubRepository`", "owner/name"),
     Variable("GITHUB_API_URL", "https://api.github.com", "REST API root (runners, the runner's latest release)"),
     Variable("SMOKE_STACK", "the selected stack", "Pulumi stack to read"),
     Variable("SMOKE_GPU_RUNNERS", "1", "GPU runners to start at once (1-99)"),
-    Variable("SMOKE_RUN_ID", "9 followed by the epoch seconds",
-             "run id of the first test GPU runner; the others count up from it (attempt 1)"),
+    Variable(
+        "SMOKE_RUN_ID",
+        "9 followed by the epoch seconds",
+        "run id of the first test GPU runner; the others count up from it (attempt 1)",
+    ),
     Variable("SMOKE_ROLLOUT_TIMEOUT_SECONDS", "300", "wait for the broker and the base runner Deployments"),
     Variable("SMOKE_RUNNER_TIMEOUT_SECONDS", "120", "wait for a base runner to be online"),
-    Variable("SMOKE_GPU_TIMEOUT_SECONDS", "900",
-             "wait for the GPU runners to be online; the GPU pool may have to scale up from zero"),
-    Variable("SMOKE_DEREGISTER_TIMEOUT_SECONDS", "120",
-             "wait for a GPU runner to leave GitHub once its Job is deleted"),
-    Variable("SMOKE_FOLLOW_NODE", "0",
-             "1: after the Jobs are deleted, follow each GPU node until it is removed and print its billed minutes; "
-             "takes as long as the autoscaler's scale-down"),
+    Variable(
+        "SMOKE_GPU_TIMEOUT_SECONDS",
+        "900",
+        "wait for the GPU runners to be online; the GPU pool may have to scale up from zero",
+    ),
+    Variable(
+        "SMOKE_DEREGISTER_TIMEOUT_SECONDS", "120", "wait for a GPU runner to leave GitHub once its Job is deleted"
+    ),
+    Variable(
+        "SMOKE_FOLLOW_NODE",
+        "0",
+        "1: after the Jobs are deleted, follow each GPU node until it is removed and print its billed minutes; "
+        "takes as long as the autoscaler's scale-down",
+    ),
     Variable("SMOKE_NODE_TIMEOUT_SECONDS", "3600", "how long to follow the GPU nodes"),
     Variable("SMOKE_POLL_SECONDS", "10", "pause between polls"),
     Variable("PULUMI", "pulumi", "the pulumi command to run"),
@@ -171,6 +184,10 @@ def usage() -> str:
     lines = [USAGE]
     for variable in VARIABLES:
         text = f"{variable.meaning} (default: {variable.default})"
-        lines.append(textwrap.fill(text, 88, initial_indent=f"  {variable.name:<33} ", subsequent_indent=" " * 36,
-                                   break_on_hyphens=False) + "\n")
+        lines.append(
+            textwrap.fill(
+                text, 88, initial_indent=f"  {variable.name:<33} ", subsequent_indent=" " * 36, break_on_hyphens=False
+            )
+            + "\n"
+        )
     return "".join(lines)

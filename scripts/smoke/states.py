@@ -76,8 +76,10 @@ def is_image_problem(reason: str) -> bool:
 
 
 def is_scheduling_problem(reason: str) -> bool:
-    return any(text in reason for text in ("nodes are available", "Unschedulable", "scale-up", "scale up",
-                                           f"Insufficient {GPU_RESOURCE}"))
+    return any(
+        text in reason
+        for text in ("nodes are available", "Unschedulable", "scale-up", "scale up", f"Insufficient {GPU_RESOURCE}")
+    )
 
 
 def runner_container(pod: dict) -> str:

@@ -9,8 +9,15 @@ import copy
 from typing import Any
 
 from runner_contract import (
-    APP_NAME_LABEL, GPU_RUNNER, RUN_ATTEMPT_LABEL, RUN_ATTEMPT_PLACEHOLDER, RUN_ID_LABEL, RUN_ID_PLACEHOLDER,
-    RUN_INDEX_LABEL, SMOKE_TEST_LABEL, gpu_runner_job_name,
+    APP_NAME_LABEL,
+    GPU_RUNNER,
+    RUN_ATTEMPT_LABEL,
+    RUN_ATTEMPT_PLACEHOLDER,
+    RUN_ID_LABEL,
+    RUN_ID_PLACEHOLDER,
+    RUN_INDEX_LABEL,
+    SMOKE_TEST_LABEL,
+    gpu_runner_job_name,
 )
 
 
@@ -40,8 +47,13 @@ def render_job(template: dict, run_id: int, attempt: int, namespace: str) -> dic
     broker names and labels the runner Jobs it makes, and marked as the smoke test's."""
     run, tried = str(int(run_id)), str(int(attempt))
     job = _substitute(copy.deepcopy(template), {RUN_ID_PLACEHOLDER: run, RUN_ATTEMPT_PLACEHOLDER: tried})
-    labels = {APP_NAME_LABEL: GPU_RUNNER, RUN_ID_LABEL: run, RUN_ATTEMPT_LABEL: tried, RUN_INDEX_LABEL: "0",
-              SMOKE_TEST_LABEL: "true"}
+    labels = {
+        APP_NAME_LABEL: GPU_RUNNER,
+        RUN_ID_LABEL: run,
+        RUN_ATTEMPT_LABEL: tried,
+        RUN_INDEX_LABEL: "0",
+        SMOKE_TEST_LABEL: "true",
+    }
     metadata = job.setdefault("metadata", {})
     for server_field in ("resourceVersion", "uid", "creationTimestamp"):
         metadata.pop(server_field, None)

@@ -121,15 +121,28 @@ def at(timeline: tuple, elapsed: float) -> str:
 def pod_object(s: GpuScenario, t0: float, state: str) -> dict | None:
     if state == "none":
         return None
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": s.pod_name, "namespace": NAMESPACE, "creationTimestamp": stamp(t0 + PARTS["pod"]),
-                        "labels": {JOB_NAME_LABEL: s.job}},
-           "spec": {"containers": [{"name": "runner", "image": IMAGE}]},
-           "status": {"phase": "Pending"}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": s.pod_name,
+            "namespace": NAMESPACE,
+            "creationTimestamp": stamp(t0 + PARTS["pod"]),
+            "labels": {JOB_NAME_LABEL: s.job},
+        },
+        "spec": {"containers": [{"name": "runner", "image": IMAGE}]},
+        "status": {"phase": "Pending"},
+    }
     if state == "pending":
-        pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                        "lastTransitionTime": stamp(t0 + 1),
-                                        "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."}]
+        pod["status"]["conditions"] = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "lastTransitionTime": stamp(t0 + 1),
+                "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+            }
+        ]
         return pod
     pod["spec"]["nodeName"] = s.node
     if state == "pulling":
@@ -137,12 +150,17 @@ def pod_object(s: GpuScenario, t0: float, state: str) -> dict | None:
         pod["status"]["containerStatuses"] = [{"name": "runner", "ready": False, "state": {"waiting": waiting}}]
         return pod
     started = stamp(t0 + PARTS["started"])
-    container_state = ({"running": {"startedAt": started}} if state == "running"
-                       else {"terminated": {"reason": "Error", "exitCode": 3, "startedAt": started}})
+    container_state = (
+        {"running": {"startedAt": started}}
+        if state == "running"
+        else {"terminated": {"reason": "Error", "exitCode": 3, "startedAt": started}}
+    )
     pod["status"] = {
         "phase": "Running" if state == "running" else "Failed",
-        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp(t0 + PARTS["scheduled"])},
-                       {"type": "Ready", "status": "True", "lastTransitionTime": stamp(t0 + PARTS["started"] + 5)}],
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp(t0 + PARTS["scheduled"])},
+            {"type": "Ready", "status": "True", "lastTransitionTime": stamp(t0 + PARTS["started"] + 5)},
+        ],
         "containerStatuses": [{"name": "runner", "ready": True, "image": IMAGE, "state": container_state}],
     }
     return pod
@@ -150,24 +168,46 @@ def pod_object(s: GpuScenario, t0: float, state: str) -> dict | None:
 
 def events(s: GpuScenario, t0: float) -> list[dict]:
     def event(reason: str, message: str, **times: str) -> dict:
-        return {"apiVersion": "v1", "kind": "Event", "reason": reason, "message": message, "type": "Normal",
-                "involvedObject": {"kind": "Pod", "name": s.pod_name, "namespace": NAMESPACE},
-                "metadata": {"name": f"{s.pod_name}.{reason.lower()}", "creationTimestamp": stamp(t0 + 1)},
-                "firstTimestamp": None, "lastTimestamp": None, "eventTime": None, **times}
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "reason": reason,
+            "message": message,
+            "type": "Normal",
+            "involvedObject": {"kind": "Pod", "name": s.pod_name, "namespace": NAMESPACE},
+            "metadata": {"name": f"{s.pod_name}.{reason.lower()}", "creationTimestamp": stamp(t0 + 1)},
+            "firstTimestamp": None,
+            "lastTimestamp": None,
+            "eventTime": None,
+            **times,
+        }
 
-    pulled = (f'Container image "{IMAGE}" already present on machine' if s.cached_image
-              else f'Successfully pulled image "{IMAGE}" in 30.1s (30.1s including waiting)')
+    pulled = (
+        f'Container image "{IMAGE}" already present on machine'
+        if s.cached_image
+        else f'Successfully pulled image "{IMAGE}" in 30.1s (30.1s including waiting)'
+    )
     found = [
-        event("FailedScheduling", "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
-              firstTimestamp=stamp(t0 + 1), lastTimestamp=stamp(t0 + 1)),
+        event(
+            "FailedScheduling",
+            "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+            firstTimestamp=stamp(t0 + 1),
+            lastTimestamp=stamp(t0 + 1),
+        ),
         event("Pulling", f'Pulling image "{IMAGE}"', firstTimestamp=stamp(t0 + 98), lastTimestamp=stamp(t0 + 98)),
         event("Pulled", pulled, firstTimestamp=stamp(t0 + PARTS["pulled"]), lastTimestamp=stamp(t0 + PARTS["pulled"])),
         event("Started", "Started container runner", firstTimestamp=stamp(t0 + 130), lastTimestamp=stamp(t0 + 130)),
     ]
     if not s.warm_node:
         # The cluster autoscaler writes events.k8s.io events: eventTime, with microseconds.
-        found.insert(1, event("TriggeredScaleUp", "pod triggered scale-up: [{gpu-pool 0->1 (max: 2)}]",
-                              eventTime=stamp(t0 + PARTS["scale_up"], fraction=True)))
+        found.insert(
+            1,
+            event(
+                "TriggeredScaleUp",
+                "pod triggered scale-up: [{gpu-pool 0->1 (max: 2)}]",
+                eventTime=stamp(t0 + PARTS["scale_up"], fraction=True),
+            ),
+        )
     for extra in copy.deepcopy(s.extra_events):
         after = extra.pop("after", 0)  # seconds after the Job's creation
         found.append({"lastTimestamp": stamp(t0 + after), **extra})
@@ -179,37 +219,63 @@ def node_object(s: GpuScenario, t0: float) -> dict:
     if s.node_age_seconds is not None:
         created = t0 - s.node_age_seconds
     ready = t0 - 3000 if s.warm_node else t0 + PARTS["node_ready"]
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": s.node, "creationTimestamp": stamp(created), "labels": {"gpu": "true"}},
-            "status": {"conditions": [
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": s.node, "creationTimestamp": stamp(created), "labels": {"gpu": "true"}},
+        "status": {
+            "conditions": [
                 {"type": "MemoryPressure", "status": "False", "lastTransitionTime": stamp(created + 20)},
-                {"type": "Ready", "status": "True", "lastTransitionTime": stamp(ready)}]}}
+                {"type": "Ready", "status": "True", "lastTransitionTime": stamp(ready)},
+            ]
+        },
+    }
 
 
 def deployment(name: str, available: bool = True) -> dict:
-    status = ({"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1} if available
-              else {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0,
-                    "conditions": [{"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"}]})
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "generation": 2},
-            "spec": {"replicas": 1}, "status": status}
+    status = (
+        {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}
+        if available
+        else {
+            "observedGeneration": 2,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "availableReplicas": 0,
+            "conditions": [{"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"}],
+        }
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "generation": 2},
+        "spec": {"replicas": 1},
+        "status": status,
+    }
 
 
 CI_GOOGLE = "ci@acme-ml.iam.gserviceaccount.com"
 CI_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:ci-runner-launcher"
-CI_READS = {(verb, resource, NAMESPACE) for resource in ("pods", "events", "jobs.batch")
-            for verb in ("get", "list", "watch")} | {("get", "pods/log", NAMESPACE)}
+CI_READS = {
+    (verb, resource, NAMESPACE) for resource in ("pods", "events", "jobs.batch") for verb in ("get", "list", "watch")
+} | {("get", "pods/log", NAMESPACE)}
 
 
 RBAC = "rbac.authorization.k8s.io"
 
 
 def ci_binding(kind: str = "User") -> dict:
-    subject = ({"kind": "ServiceAccount", "name": "ci-runner-launcher", "namespace": NAMESPACE}
-               if kind == "ServiceAccount" else {"kind": kind, "apiGroup": RBAC, "name": CI_GOOGLE})
-    return {"apiVersion": f"{RBAC}/v1", "kind": "RoleBinding",
-            "metadata": {"name": "ci-runner-launcher", "namespace": NAMESPACE},
-            "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "ci-runner-launcher"},
-            "subjects": [subject, {"kind": "User", "apiGroup": RBAC, "name": "someone@else.com"}]}
+    subject = (
+        {"kind": "ServiceAccount", "name": "ci-runner-launcher", "namespace": NAMESPACE}
+        if kind == "ServiceAccount"
+        else {"kind": kind, "apiGroup": RBAC, "name": CI_GOOGLE}
+    )
+    return {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "ci-runner-launcher", "namespace": NAMESPACE},
+        "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "ci-runner-launcher"},
+        "subjects": [subject, {"kind": "User", "apiGroup": RBAC, "name": "someone@else.com"}],
+    }
 
 
 @dataclass
@@ -226,8 +292,10 @@ class FakeCluster:
         self.clock = clock
         self.scenarios = {s.job: s for s in runners}
         self.calls: list[Call] = []
-        self.deployments = {("github-runners-system", "runner-broker"): deployment("runner-broker"),
-                            (NAMESPACE, "base-runner"): deployment("base-runner")}
+        self.deployments = {
+            ("github-runners-system", "runner-broker"): deployment("runner-broker"),
+            (NAMESPACE, "base-runner"): deployment("base-runner"),
+        }
         self.configmap: dict | KubeError | None = {"data": {"runner-gpu.yaml": TEMPLATE, "runner-gpu.json": "{}"}}
         self.binding: dict | None = ci_binding()
         self.ci_identity = CI_GOOGLE
@@ -276,8 +344,11 @@ class FakeCluster:
         if kind == "node":
             for s in self.scenarios.values():
                 if s.node == name and s.job in self.created:
-                    gone_at = (self.deleted.get(s.job, float("inf")) + s.node_gone_after
-                               if s.node_gone_after is not None else float("inf"))
+                    gone_at = (
+                        self.deleted.get(s.job, float("inf")) + s.node_gone_after
+                        if s.node_gone_after is not None
+                        else float("inf")
+                    )
                     return None if self.clock.time() >= gone_at else node_object(s, self.created[s.job][0])
             return None
         raise AssertionError(f"the smoke test reads no {kind}")
@@ -322,9 +393,11 @@ class FakeCluster:
         self._record("can_i", verb, resource, namespace, as_identity)
         if self.impersonation_refused:
             kind = "serviceaccounts" if as_identity.startswith("system:serviceaccount:") else "users"
-            raise KubeError(f'Error from server (Forbidden): {kind} "{as_identity.rpartition(":")[2]}" is forbidden: '
-                            f'User "operator@example.com" cannot impersonate resource "{kind}" in API group ""',
-                            "Impersonation")
+            raise KubeError(
+                f'Error from server (Forbidden): {kind} "{as_identity.rpartition(":")[2]}" is forbidden: '
+                f'User "operator@example.com" cannot impersonate resource "{kind}" in API group ""',
+                "Impersonation",
+            )
         return as_identity == self.ci_identity and (verb, resource, namespace) in self.ci_granted
 
 
@@ -357,8 +430,16 @@ class RunnerBoard:
                 gone = s.leaves_after is not None and now - deleted >= s.leaves_after
                 state = "absent" if gone else "offline"
             if state != "absent":
-                runners.append({"id": 100 + len(runners), "name": job, "os": "Linux", "status": state,
-                                "busy": False, "labels": [{"name": n, "type": "custom"} for n in s.runner_labels()]})
+                runners.append(
+                    {
+                        "id": 100 + len(runners),
+                        "name": job,
+                        "os": "Linux",
+                        "status": state,
+                        "busy": False,
+                        "labels": [{"name": n, "type": "custom"} for n in s.runner_labels()],
+                    }
+                )
         return Reply(200, {"total_count": len(runners), "runners": runners})
 
 

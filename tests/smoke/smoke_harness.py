@@ -1,7 +1,7 @@
 """One in-process run of the smoke test against the doubles, and what it printed and did.
 
-    run = smoke(GpuScenario(RUN_ID), SMOKE_GPU_RUNNERS="1")
-    assert run.line("PASS  GPU runner online (gpu-runner-9000-1)")
+run = smoke(GpuScenario(RUN_ID), SMOKE_GPU_RUNNERS="1")
+assert run.line("PASS  GPU runner online (gpu-runner-9000-1)")
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ RELEASE_PATH = "/repos/actions/runner/releases/latest"
 IMAGE_RUNNER_VERSION = "2.336.0"
 
 OWN_RUNNERS = [
-    {"id": 1, "name": "base-runner-7d9f-abcde", "status": "online",
-     "labels": [{"name": "self-hosted"}, {"name": "base-runner"}]},
+    {
+        "id": 1,
+        "name": "base-runner-7d9f-abcde",
+        "status": "online",
+        "labels": [{"name": "self-hosted"}, {"name": "base-runner"}],
+    },
     {"id": 2, "name": "gpu-runner-1-1", "status": "offline", "labels": [{"name": "gpu-runner-1"}]},
 ]
 
@@ -41,7 +45,8 @@ def project_folder(root: Path, runner_version: str = IMAGE_RUNNER_VERSION) -> Pa
     """A project folder whose runner_image/Dockerfile pins `runner_version`."""
     (root / "runner_image").mkdir(parents=True, exist_ok=True)
     (root / "runner_image" / "Dockerfile").write_text(
-        f"FROM ubuntu:noble\nARG RUNNER_VERSION={runner_version}\nARG RUNNER_SHA256={'0' * 64}\n")
+        f"FROM ubuntu:noble\nARG RUNNER_VERSION={runner_version}\nARG RUNNER_SHA256={'0' * 64}\n"
+    )
     return root
 
 
@@ -74,7 +79,7 @@ class Run:
         lines = self.stdout.splitlines()
         start = next(i for i, line in enumerate(lines) if line.startswith(title))
         rows = {}
-        for line in lines[start + 1:]:
+        for line in lines[start + 1 :]:
             if not line.strip() or not re.match(r"^(runner|node|gpu-runner-|gke-)", line):
                 break
             first, *rest = line.split()
@@ -108,11 +113,18 @@ class ReadRecording(dict):
         return super().__getitem__(key)
 
 
-def smoke(*runners: GpuScenario, argv: tuple[str, ...] = (),
-          runners_reply: Reply | Callable[[float], Reply] | None = None,
-          release: Reply | None = None, outputs: dict | StackError | None = None, project: Path | None = None,
-          change: Callable[[FakeCluster], None] | None = None, clock: FakeClock | None = None,
-          read: set[str] | None = None, **env: str | None) -> Run:
+def smoke(
+    *runners: GpuScenario,
+    argv: tuple[str, ...] = (),
+    runners_reply: Reply | Callable[[float], Reply] | None = None,
+    release: Reply | None = None,
+    outputs: dict | StackError | None = None,
+    project: Path | None = None,
+    change: Callable[[FakeCluster], None] | None = None,
+    clock: FakeClock | None = None,
+    read: set[str] | None = None,
+    **env: str | None,
+) -> Run:
     """The smoke test, healthy unless told otherwise: one GPU runner (run id RUN_ID) unless given.
     `env` overrides the environment (None removes a variable); `change` edits the cluster first;
     `read` collects the names of the variables the smoke test reads."""
@@ -135,8 +147,12 @@ def smoke(*runners: GpuScenario, argv: tuple[str, ...] = (),
         board = RunnerBoard(runners_reply or runner_list(OWN_RUNNERS), cluster)
         github.respond("GET", RUNNERS_PATH, board)
         github.default(RELEASE_PATH, release or Reply(200, {"tag_name": f"v{IMAGE_RUNNER_VERSION}"}))
-        environ = {"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": "o/r", "GITHUB_API_URL": github.url,
-                   "SMOKE_RUN_ID": str(RUN_ID)}
+        environ = {
+            "GITHUB_TOKEN": TOKEN,
+            "GITHUB_REPOSITORY": "o/r",
+            "GITHUB_API_URL": github.url,
+            "SMOKE_RUN_ID": str(RUN_ID),
+        }
         environ.update(env)
         environ = {k: v for k, v in environ.items() if v is not None}
         if read is not None:
@@ -144,10 +160,17 @@ def smoke(*runners: GpuScenario, argv: tuple[str, ...] = (),
         # A common umask, under which a file is readable by all unless made otherwise.
         umask = os.umask(0o022)
         try:
-            code = main(list(argv), environ=environ, out=out, err=err, clock=clock,
-                        project=project or DEFAULT_PROJECT[0], pulumi=pulumi, make_cluster=make_cluster)
+            code = main(
+                list(argv),
+                environ=environ,
+                out=out,
+                err=err,
+                clock=clock,
+                project=project or DEFAULT_PROJECT[0],
+                pulumi=pulumi,
+                make_cluster=make_cluster,
+            )
         finally:
             os.umask(umask)
         requests = github.requests
-    return Run(code, out.getvalue(), err.getvalue(), cluster, clock, pulumi, requests, seen[0] if seen else None,
-               board)
+    return Run(code, out.getvalue(), err.getvalue(), cluster, clock, pulumi, requests, seen[0] if seen else None, board)

@@ -32,7 +32,8 @@ def test_all_checks_pass_with_a_real_gpu_runner(healthy):
 
     assert run.returncode == 0, run.output
     assert "deployment/runner-broker is available in namespace github-runners-system" in run.line(
-        "PASS  broker deployment")
+        "PASS  broker deployment"
+    )
     assert run.line("PASS  base runner deployment")
     assert "base-runner-7d9f-abcde" in run.line("PASS  base runner online")
     assert run.line("PASS  runner version")
@@ -50,10 +51,19 @@ def test_all_checks_pass_with_a_real_gpu_runner(healthy):
 
 def test_checks_run_in_order_and_print_one_line_each(healthy):
     checks = [line.split(":")[0] for line in healthy.stdout.splitlines() if re.match(r"(PASS|FAIL|WARN|SKIP)  ", line)]
-    assert checks == ["PASS  stack outputs", "PASS  broker deployment", "PASS  base runner deployment",
-                      "PASS  base runner online", "PASS  runner version", "PASS  CI reads", "PASS  CI read-only",
-                      "PASS  GPU runner jobs", f"PASS  GPU runner online ({JOB})", f"PASS  GPU ({JOB})",
-                      f"PASS  GPU runner removed ({JOB})"]
+    assert checks == [
+        "PASS  stack outputs",
+        "PASS  broker deployment",
+        "PASS  base runner deployment",
+        "PASS  base runner online",
+        "PASS  runner version",
+        "PASS  CI reads",
+        "PASS  CI read-only",
+        "PASS  GPU runner jobs",
+        f"PASS  GPU runner online ({JOB})",
+        f"PASS  GPU ({JOB})",
+        f"PASS  GPU runner removed ({JOB})",
+    ]
 
 
 def test_one_pulumi_call_reads_every_output(healthy):
@@ -103,11 +113,19 @@ def test_unknown_arguments_print_the_usage_and_exit_2():
     assert run.cluster.calls == [] and run.pulumi.calls == []
 
 
-@pytest.mark.parametrize(("setting", "value"), [
-    ("SMOKE_GPU_RUNNERS", "0"), ("SMOKE_GPU_RUNNERS", "100"), ("SMOKE_FOLLOW_NODE", "yes"), ("SMOKE_RUN_ID", "12a"),
-    ("SMOKE_RUN_ID", "0"), ("SMOKE_DEREGISTER_TIMEOUT_SECONDS", "-1"), ("SMOKE_NODE_TIMEOUT_SECONDS", "1h"),
-    ("SMOKE_POLL_SECONDS", "fast"),
-])
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("SMOKE_GPU_RUNNERS", "0"),
+        ("SMOKE_GPU_RUNNERS", "100"),
+        ("SMOKE_FOLLOW_NODE", "yes"),
+        ("SMOKE_RUN_ID", "12a"),
+        ("SMOKE_RUN_ID", "0"),
+        ("SMOKE_DEREGISTER_TIMEOUT_SECONDS", "-1"),
+        ("SMOKE_NODE_TIMEOUT_SECONDS", "1h"),
+        ("SMOKE_POLL_SECONDS", "fast"),
+    ],
+)
 def test_bad_settings_are_refused_before_anything_runs(setting, value):
     run = smoke(**{setting: value})
 
@@ -190,10 +208,12 @@ def test_a_base_runner_that_comes_online_while_waiting_passes():
 
 
 def test_a_foreign_runner_with_our_label_is_not_taken_for_our_base_runner():
-    runners = runner_list([
-        {"id": 1, "name": "base-runner-x", "status": "offline", "labels": [{"name": "base-runner"}]},
-        {"id": 41, "name": "tutorial-runner", "status": "online", "labels": [{"name": "base-runner"}]},
-    ])
+    runners = runner_list(
+        [
+            {"id": 1, "name": "base-runner-x", "status": "offline", "labels": [{"name": "base-runner"}]},
+            {"id": 41, "name": "tutorial-runner", "status": "online", "labels": [{"name": "base-runner"}]},
+        ]
+    )
     run = smoke(runners_reply=runners, SMOKE_RUNNER_TIMEOUT_SECONDS="0")
 
     assert run.returncode == 1
@@ -202,23 +222,49 @@ def test_a_foreign_runner_with_our_label_is_not_taken_for_our_base_runner():
 
 
 # Runners of the repository that this stack did not register, next to its own.
-TUTORIAL_RUNNER = {"id": 41, "name": "tutorial-runner", "status": "online",
-                   "labels": [{"name": n} for n in ("self-hosted", "Linux", "X64", "base-runner")]}
-DEFAULT_LABELS_RUNNER = {"id": 42, "name": "old-laptop", "status": "offline",
-                         "labels": [{"name": n} for n in ("self-hosted", "Linux", "X64")]}
-WRONG_RUN_RUNNER = {"id": 43, "name": "gpu-runner-5-1", "status": "offline",
-                    "labels": [{"name": n} for n in ("self-hosted", "gpu-runner-6")]}
-OTHER_TEAMS_RUNNER = {"id": 44, "name": "build-box", "status": "online",
-                      "labels": [{"name": n} for n in ("self-hosted", "Linux", "X64", "big-cpu")]}
-OWN_GPU_RUNNER = {"id": 3, "name": "gpu-runner-77-2", "status": "online",
-                  "labels": [{"name": n} for n in ("self-hosted", "Linux", "X64", "gpu-runner-77")]}
+TUTORIAL_RUNNER = {
+    "id": 41,
+    "name": "tutorial-runner",
+    "status": "online",
+    "labels": [{"name": n} for n in ("self-hosted", "Linux", "X64", "base-runner")],
+}
+DEFAULT_LABELS_RUNNER = {
+    "id": 42,
+    "name": "old-laptop",
+    "status": "offline",
+    "labels": [{"name": n} for n in ("self-hosted", "Linux", "X64")],
+}
+WRONG_RUN_RUNNER = {
+    "id": 43,
+    "name": "gpu-runner-5-1",
+    "status": "offline",
+    "labels": [{"name": n} for n in ("self-hosted", "gpu-runner-6")],
+}
+OTHER_TEAMS_RUNNER = {
+    "id": 44,
+    "name": "build-box",
+    "status": "online",
+    "labels": [{"name": n} for n in ("self-hosted", "Linux", "X64", "big-cpu")],
+}
+OWN_GPU_RUNNER = {
+    "id": 3,
+    "name": "gpu-runner-77-2",
+    "status": "online",
+    "labels": [{"name": n} for n in ("self-hosted", "Linux", "X64", "gpu-runner-77")],
+}
 
 
 def test_runners_this_stack_did_not_register_but_that_could_take_its_jobs_are_warned_about():
     from smoke_harness import OWN_RUNNERS
 
-    runners = [*OWN_RUNNERS, OWN_GPU_RUNNER, TUTORIAL_RUNNER, DEFAULT_LABELS_RUNNER, WRONG_RUN_RUNNER,
-               OTHER_TEAMS_RUNNER]
+    runners = [
+        *OWN_RUNNERS,
+        OWN_GPU_RUNNER,
+        TUTORIAL_RUNNER,
+        DEFAULT_LABELS_RUNNER,
+        WRONG_RUN_RUNNER,
+        OTHER_TEAMS_RUNNER,
+    ]
     run = smoke(runners_reply=runner_list(runners))
 
     assert run.returncode == 0, run.output
@@ -227,13 +273,17 @@ def test_runners_this_stack_did_not_register_but_that_could_take_its_jobs_are_wa
     assert warned == ["tutorial-runner", "old-laptop", "gpu-runner-5-1"]  # not our own, not build-box
     assert run.line("WARN  foreign runner (tutorial-runner)") == (
         "WARN  foreign runner (tutorial-runner): labels self-hosted, Linux, X64, base-runner (id 41, online); "
-        "this stack did not register it, yet it carries base-runner")
+        "this stack did not register it, yet it carries base-runner"
+    )
     assert run.line("WARN  foreign runner (old-laptop)").endswith(
-        "and it has only default labels: it takes any job that asks for self-hosted")
+        "and it has only default labels: it takes any job that asks for self-hosted"
+    )
     assert run.line("WARN  foreign runner (gpu-runner-5-1)").endswith("yet it carries gpu-runner-6")
     hints = [line.strip() for line in run.stdout.splitlines() if "the tutorial's, say" in line]
-    assert hints[0] == ("hint: such a runner (the tutorial's, say) can take this stack's jobs: remove it in o/r's "
-                        "Settings > Actions > Runners, or gh api -X DELETE repos/o/r/actions/runners/41")
+    assert hints[0] == (
+        "hint: such a runner (the tutorial's, say) can take this stack's jobs: remove it in o/r's "
+        "Settings > Actions > Runners, or gh api -X DELETE repos/o/r/actions/runners/41"
+    )
     assert hints[1].endswith("repos/o/r/actions/runners/42") and hints[2].endswith("repos/o/r/actions/runners/43")
     assert len(hints) == 3
 
@@ -282,8 +332,7 @@ def test_repository_comes_from_pulumi_config_when_not_in_env():
 
 
 def test_github_that_does_not_answer_is_named():
-    run = smoke(GITHUB_API_URL="http://127.0.0.1:9", SMOKE_RUNNER_TIMEOUT_SECONDS="0",
-                SMOKE_GPU_TIMEOUT_SECONDS="0")
+    run = smoke(GITHUB_API_URL="http://127.0.0.1:9", SMOKE_RUNNER_TIMEOUT_SECONDS="0", SMOKE_GPU_TIMEOUT_SECONDS="0")
 
     failure = run.line("FAIL  base runner online")
     assert "no answer from http://127.0.0.1:9 (HTTP none: " in failure and "refused" in failure
@@ -330,4 +379,5 @@ def test_missing_dockerfile_warns_without_failing(tmp_path):
 
 def test_stack_outputs_line_names_the_namespace_and_image(healthy):
     assert healthy.line("PASS  stack outputs") == (
-        f"PASS  stack outputs: namespace {NAMESPACE}, image {STACK_OUTPUTS['clusterRunnerImage']}")
+        f"PASS  stack outputs: namespace {NAMESPACE}, image {STACK_OUTPUTS['clusterRunnerImage']}"
+    )

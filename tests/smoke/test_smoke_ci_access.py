@@ -20,15 +20,22 @@ def test_ci_that_only_reads_passes_both_checks_as_the_user_of_its_rolebinding():
     assert run.returncode == 0, run.output
     assert run.line("PASS  CI reads") == (
         f"PASS  CI reads: {CI_GOOGLE} (CI: the User of RoleBinding ci-runner-launcher) may get, list and watch pods, "
-        f"events and jobs, and read pod logs, in namespace {NAMESPACE}")
+        f"events and jobs, and read pod logs, in namespace {NAMESPACE}"
+    )
     assert run.line("PASS  CI read-only") == (
         f"PASS  CI read-only: {CI_GOOGLE} may not create or delete jobs, create pods or exec into them in "
-        f"{NAMESPACE}, nor read secrets in {NAMESPACE} or {SYSTEM}")
+        f"{NAMESPACE}, nor read secrets in {NAMESPACE} or {SYSTEM}"
+    )
     asked = can_i_calls(run)
     assert {a[3] for a in asked} == {CI_GOOGLE}  # every question is asked as CI's identity
     assert {a[:3] for a in asked} == CI_READS | {
-        ("create", "jobs.batch", NAMESPACE), ("delete", "jobs.batch", NAMESPACE), ("create", "pods", NAMESPACE),
-        ("create", "pods/exec", NAMESPACE), ("get", "secrets", NAMESPACE), ("get", "secrets", SYSTEM)}
+        ("create", "jobs.batch", NAMESPACE),
+        ("delete", "jobs.batch", NAMESPACE),
+        ("create", "pods", NAMESPACE),
+        ("create", "pods/exec", NAMESPACE),
+        ("get", "secrets", NAMESPACE),
+        ("get", "secrets", SYSTEM),
+    }
     assert len(asked) == len(MUST_ALLOW) + len(MUST_REFUSE)
 
 
@@ -55,15 +62,20 @@ def test_a_service_account_subject_is_asked_about_as_kubectl_spells_it():
 
 def test_ci_that_may_write_fails_naming_each_right_it_should_not_have():
     def writer(cluster):
-        cluster.ci_granted |= {("create", "jobs.batch", NAMESPACE), ("delete", "jobs.batch", NAMESPACE),
-                               ("get", "secrets", SYSTEM)}
+        cluster.ci_granted |= {
+            ("create", "jobs.batch", NAMESPACE),
+            ("delete", "jobs.batch", NAMESPACE),
+            ("get", "secrets", SYSTEM),
+        }
 
     run = smoke(change=writer)
 
     assert run.returncode == 1
     failure = run.line("FAIL  CI read-only")
-    assert (f"{CI_GOOGLE} may create jobs.batch in {NAMESPACE}, delete jobs.batch in {NAMESPACE}, "
-            f"get secrets in {SYSTEM}: CI could start its own runners") in failure
+    assert (
+        f"{CI_GOOGLE} may create jobs.batch in {NAMESPACE}, delete jobs.batch in {NAMESPACE}, "
+        f"get secrets in {SYSTEM}: CI could start its own runners"
+    ) in failure
     assert "roles/container.developer" in run.output and "ClusterRoleBindings" in run.output
     assert run.line("PASS  CI reads")
     assert "1 check(s) failed: CI read-only" in run.stdout
@@ -77,8 +89,7 @@ def test_ci_that_cannot_read_what_gpu_runner_watches_fails():
     run = smoke(change=blind)
 
     assert run.returncode == 1
-    assert f"{CI_GOOGLE} may not watch jobs.batch, get pods/log in namespace {NAMESPACE}" in run.line(
-        "FAIL  CI reads")
+    assert f"{CI_GOOGLE} may not watch jobs.batch, get pods/log in namespace {NAMESPACE}" in run.line("FAIL  CI reads")
     assert "run pulumi up" in run.output
     assert run.line("PASS  CI read-only")
 
@@ -113,10 +124,13 @@ def test_missing_ci_rolebinding_fails_with_the_pulumi_up_hint():
     assert run.line(f"PASS  GPU ({JOB})")
 
 
-@pytest.mark.parametrize(("subjects", "said"), [
-    ([], "names no subject"),
-    ([{"kind": "Group", "name": "ci@acme.com"}], "is Group ci@acme.com: only a ServiceAccount or a User"),
-])
+@pytest.mark.parametrize(
+    ("subjects", "said"),
+    [
+        ([], "names no subject"),
+        ([{"kind": "Group", "name": "ci@acme.com"}], "is Group ci@acme.com: only a ServiceAccount or a User"),
+    ],
+)
 def test_a_rolebinding_without_an_impersonable_first_subject_fails(subjects, said):
     def odd(cluster):
         cluster.binding = {**ci_binding(), "subjects": subjects}

@@ -9,8 +9,15 @@ import yaml
 from smoke_doubles import GPU_LINE, IMAGE, NAMESPACE, PARTS, TEMPLATE, GpuScenario, stamp
 from smoke_harness import JOB, RUN_ID, Run, smoke
 
-from runner_contract import (APP_NAME_LABEL, GPU_RUNNER_RUN_ID, JOB_NAME_LABEL, RUN_ATTEMPT_LABEL, RUN_ID_LABEL,
-                             RUN_INDEX_LABEL, SMOKE_TEST_LABEL)
+from runner_contract import (
+    APP_NAME_LABEL,
+    GPU_RUNNER_RUN_ID,
+    JOB_NAME_LABEL,
+    RUN_ATTEMPT_LABEL,
+    RUN_ID_LABEL,
+    RUN_INDEX_LABEL,
+    SMOKE_TEST_LABEL,
+)
 from scripts.smoke.cluster import KubeError
 from scripts.smoke.main import Interrupted
 
@@ -29,8 +36,13 @@ def test_the_created_job_is_the_template_with_only_the_run_id_and_attempt_filled
     (create,) = healthy.cluster.calls_to("create")
     name, job = create.args
     expected = yaml.safe_load(TEMPLATE.replace("${GITHUB_RUN_ID}", str(RUN_ID)).replace("${GITHUB_RUN_ATTEMPT}", "1"))
-    labels = {APP_NAME_LABEL: "gpu-runner", RUN_ID_LABEL: str(RUN_ID), RUN_ATTEMPT_LABEL: "1", RUN_INDEX_LABEL: "0",
-              SMOKE_TEST_LABEL: "true"}
+    labels = {
+        APP_NAME_LABEL: "gpu-runner",
+        RUN_ID_LABEL: str(RUN_ID),
+        RUN_ATTEMPT_LABEL: "1",
+        RUN_INDEX_LABEL: "0",
+        SMOKE_TEST_LABEL: "true",
+    }
     expected["metadata"]["labels"].update(labels)
     expected["spec"]["template"]["metadata"]["labels"].update(labels)
     assert job == expected
@@ -44,8 +56,10 @@ def test_the_template_is_read_from_the_cluster_not_from_the_stack_output(healthy
     (create,) = healthy.cluster.calls_to("create")
     assert "stale" not in repr(create.args)
     assert ("configmap", "gpu-runner-template", NAMESPACE) in [c.args for c in healthy.cluster.calls_to("get")]
-    assert f"created {JOB} in namespace {NAMESPACE} from ConfigMap gpu-runner-template, as the broker makes them, " \
-           "with your own rights" in healthy.line("PASS  GPU runner jobs")
+    assert (
+        f"created {JOB} in namespace {NAMESPACE} from ConfigMap gpu-runner-template, as the broker makes them, "
+        "with your own rights" in healthy.line("PASS  GPU runner jobs")
+    )
 
 
 def test_pods_are_watched_by_their_job_name_label_and_the_gpu_looked_for_in_the_runner_container(healthy):
@@ -60,8 +74,9 @@ def test_pods_are_watched_by_their_job_name_label_and_the_gpu_looked_for_in_the_
 def test_the_runner_leaves_github_only_after_its_job_is_deleted(healthy):
     (delete,) = healthy.cluster.calls_to("delete")
     assert delete.args == ((JOB,), NAMESPACE)
-    after = [t for t, deleted in zip(healthy.board.listed_at, healthy.board.deleted_then, strict=True)
-             if JOB in deleted]
+    after = [
+        t for t, deleted in zip(healthy.board.listed_at, healthy.board.deleted_then, strict=True) if JOB in deleted
+    ]
     assert [t + healthy.clock.start - delete.at for t in after] == [0, 10]  # offline once, then gone 10 s later
 
 
@@ -69,24 +84,31 @@ def test_cold_start_table_splits_the_start_into_parts_from_kubernetes_timestamps
     table = healthy.table("GPU runner cold start, seconds after its Job was created")
     assert table[""] == ["pod-created", "scale-up", "node-ready", "scheduled", "pulled", "started", "online"]
     # Online is the tool's own clock: the first poll (every 10 s) that saw the runner online.
-    assert table[JOB] == [str(PARTS[p]) for p in ("pod", "scale_up", "node_ready", "scheduled", "pulled", "started")
-                          ] + ["150"]
+    assert table[JOB] == [
+        str(PARTS[p]) for p in ("pod", "scale_up", "node_ready", "scheduled", "pulled", "started")
+    ] + ["150"]
     assert "-: did not happen or not seen. online: the first poll (every 10s)" in healthy.stdout
     assert "already present" not in healthy.stdout and "negative" not in healthy.stdout
     assert "billed" not in healthy.stdout  # SMOKE_FOLLOW_NODE is off by default
 
 
 def test_waiting_says_how_long_and_polls_every_poll_seconds(healthy):
-    assert "Waiting up to 900s for 1 GPU runner(s); the GPU pool may have to scale up from zero first." \
-        in healthy.stdout
+    assert (
+        "Waiting up to 900s for 1 GPU runner(s); the GPU pool may have to scale up from zero first." in healthy.stdout
+    )
     assert set(healthy.clock.sleeps) == {10}
 
 
 def test_three_runners_start_at_once_and_get_one_row_each():
     runners = [
         GpuScenario(RUN_ID),
-        GpuScenario(RUN_ID + 1, warm_node=True, cached_image=True, pods=((0, "running"),),
-                    github=((0, "offline"), (20, "online"))),
+        GpuScenario(
+            RUN_ID + 1,
+            warm_node=True,
+            cached_image=True,
+            pods=((0, "running"),),
+            github=((0, "offline"), (20, "online")),
+        ),
         GpuScenario(RUN_ID + 2, github=((0, "absent"), (300, "online"))),
     ]
     run = smoke(*runners, SMOKE_GPU_RUNNERS="3")
@@ -144,6 +166,7 @@ def test_runner_never_online_fails_with_the_broker_hint():
     assert run.deleted_jobs() == [JOB]
     assert run.clock.monotonic() == 900  # the wait; a runner never seen is not waited for to leave
 
+
 def test_runner_registered_but_offline_says_so():
     run = smoke(GpuScenario(RUN_ID, pods=((0, "running"),), github=((0, "offline"),)), SMOKE_GPU_TIMEOUT_SECONDS="60")
 
@@ -153,8 +176,12 @@ def test_runner_registered_but_offline_says_so():
 
 
 def test_gpu_pool_that_never_scales_up_fails_with_a_quota_hint():
-    refusal = {"reason": "NotTriggerScaleUp", "after": 20, "involvedObject": {"kind": "Pod"},
-               "message": "pod didn't trigger scale-up: 1 max node group size reached"}
+    refusal = {
+        "reason": "NotTriggerScaleUp",
+        "after": 20,
+        "involvedObject": {"kind": "Pod"},
+        "message": "pod didn't trigger scale-up: 1 max node group size reached",
+    }
     run = smoke(GpuScenario(RUN_ID, pods=((0, "pending"),), github=((0, "absent"),), extra_events=[refusal]))
 
     assert run.returncode == 1
@@ -235,7 +262,8 @@ def test_refused_create_fails_and_the_jobs_made_are_still_deleted():
 
     def quota(cluster):
         cluster.create_errors[second] = KubeError(
-            'Error from server (Forbidden): jobs "x" is forbidden: exceeded quota', "Forbidden")
+            'Error from server (Forbidden): jobs "x" is forbidden: exceeded quota', "Forbidden"
+        )
 
     run = smoke(GpuScenario(RUN_ID), GpuScenario(RUN_ID + 1), change=quota, SMOKE_GPU_RUNNERS="2")
 
@@ -269,8 +297,10 @@ def test_jobs_that_cannot_be_deleted_at_all_are_named_for_deleting_by_hand():
     run = smoke(change=refuse)
 
     assert run.returncode == 1
-    assert f"smoke-test: could not delete job(s) {JOB} in namespace {NAMESPACE} (i/o timeout); delete them by hand" \
+    assert (
+        f"smoke-test: could not delete job(s) {JOB} in namespace {NAMESPACE} (i/o timeout); delete them by hand"
         in run.stderr
+    )
 
 
 @pytest.mark.parametrize(("signal", "code"), [(Interrupted(143), 143), (KeyboardInterrupt(), 130)])
@@ -279,8 +309,12 @@ def test_an_interrupted_run_still_deletes_the_jobs(signal, code):
 
     clock = FakeClock()
     clock.interrupt_after, clock.interrupt = 3, signal  # while waiting for the GPU runners
-    run = smoke(GpuScenario(RUN_ID, github=((0, "absent"),)), GpuScenario(RUN_ID + 1, github=((0, "absent"),)),
-                clock=clock, SMOKE_GPU_RUNNERS="2")
+    run = smoke(
+        GpuScenario(RUN_ID, github=((0, "absent"),)),
+        GpuScenario(RUN_ID + 1, github=((0, "absent"),)),
+        clock=clock,
+        SMOKE_GPU_RUNNERS="2",
+    )
 
     assert run.returncode == code
     assert run.deleted_jobs() == [JOB, f"gpu-runner-{RUN_ID + 1}-1"]
@@ -322,8 +356,11 @@ def test_follow_node_that_stays_warns_after_the_node_timeout():
 
 
 def test_follow_node_without_a_node_skips():
-    run = smoke(GpuScenario(RUN_ID, pods=((0, "pending"),), github=((0, "absent"),)), SMOKE_FOLLOW_NODE="1",
-                SMOKE_GPU_TIMEOUT_SECONDS="0")
+    run = smoke(
+        GpuScenario(RUN_ID, pods=((0, "pending"),), github=((0, "absent"),)),
+        SMOKE_FOLLOW_NODE="1",
+        SMOKE_GPU_TIMEOUT_SECONDS="0",
+    )
 
     assert "no GPU runner got a node" in run.line("SKIP  GPU node billing")
 
@@ -335,18 +372,20 @@ def test_missing_template_fails_with_the_pulumi_up_hint_and_starts_no_job():
     run = smoke(change=no_template)
 
     assert run.returncode == 1
-    assert f"ConfigMap gpu-runner-template not found in namespace {NAMESPACE}" in run.line(
-        "FAIL  GPU runner template")
+    assert f"ConfigMap gpu-runner-template not found in namespace {NAMESPACE}" in run.line("FAIL  GPU runner template")
     assert run.cluster.calls_to("create") == [] and run.cluster.calls_to("delete") == []
     assert not re.search(r"GPU runner (online|removed)", run.stdout) and "cold start" not in run.stdout
 
 
-@pytest.mark.parametrize(("data", "said"), [
-    ({"runner-gpu.json": "{}"}, "has no key runner-gpu.yaml"),
-    ({"runner-gpu.yaml": "kind: [unclosed"}, "is not YAML"),
-    ({"runner-gpu.yaml": "apiVersion: v1\nkind: Pod\n"}, "is not a batch/v1 Job"),
-    ({"runner-gpu.yaml": "apiVersion: batch/v1\nkind: Job\nspec: {}\n"}, "has no containers"),
-])
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        ({"runner-gpu.json": "{}"}, "has no key runner-gpu.yaml"),
+        ({"runner-gpu.yaml": "kind: [unclosed"}, "is not YAML"),
+        ({"runner-gpu.yaml": "apiVersion: v1\nkind: Pod\n"}, "is not a batch/v1 Job"),
+        ({"runner-gpu.yaml": "apiVersion: batch/v1\nkind: Job\nspec: {}\n"}, "has no containers"),
+    ],
+)
 def test_a_template_that_is_no_job_fails_and_starts_no_job(data, said):
     def broken(cluster):
         cluster.configmap = {"data": data}
@@ -359,8 +398,9 @@ def test_a_template_that_is_no_job_fails_and_starts_no_job(data, said):
 
 def test_a_template_you_may_not_read_names_the_rights_needed():
     def forbidden(cluster):
-        cluster.configmap = KubeError('configmaps "gpu-runner-template" is forbidden: User "me" cannot get',
-                                      "Forbidden")
+        cluster.configmap = KubeError(
+            'configmaps "gpu-runner-template" is forbidden: User "me" cannot get', "Forbidden"
+        )
 
     run = smoke(change=forbidden)
 

@@ -31,19 +31,51 @@ def test_a_row_for_a_runner_that_has_nothing_yet_is_all_not_seen():
     assert row.values == ("-",) * 7 and not row.cached
 
 
-@pytest.mark.parametrize(("change", "available", "said"), [
-    ({}, True, "1 of 1 replicas available"),
-    ({"status": {"observedGeneration": 1, "updatedReplicas": 1, "availableReplicas": 1, "replicas": 1}}, False,
-     "its latest change is not yet observed"),
-    ({"status": {"observedGeneration": 2, "updatedReplicas": 0, "replicas": 1,
-                 "conditions": [{"type": "ReplicaFailure", "status": "True", "message": "exceeded quota"}]}}, False,
-     "0 of 1 replicas are updated; exceeded quota"),
-    ({"status": {"observedGeneration": 2, "updatedReplicas": 1, "availableReplicas": 1, "replicas": 2}}, False,
-     "1 old replicas are still terminating"),
-    ({"status": {"observedGeneration": 2, "conditions": [
-        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]}},
-     False, "its rollout exceeded its progress deadline: too slow"),
-])
+@pytest.mark.parametrize(
+    ("change", "available", "said"),
+    [
+        ({}, True, "1 of 1 replicas available"),
+        (
+            {"status": {"observedGeneration": 1, "updatedReplicas": 1, "availableReplicas": 1, "replicas": 1}},
+            False,
+            "its latest change is not yet observed",
+        ),
+        (
+            {
+                "status": {
+                    "observedGeneration": 2,
+                    "updatedReplicas": 0,
+                    "replicas": 1,
+                    "conditions": [{"type": "ReplicaFailure", "status": "True", "message": "exceeded quota"}],
+                }
+            },
+            False,
+            "0 of 1 replicas are updated; exceeded quota",
+        ),
+        (
+            {"status": {"observedGeneration": 2, "updatedReplicas": 1, "availableReplicas": 1, "replicas": 2}},
+            False,
+            "1 old replicas are still terminating",
+        ),
+        (
+            {
+                "status": {
+                    "observedGeneration": 2,
+                    "conditions": [
+                        {
+                            "type": "Progressing",
+                            "status": "False",
+                            "reason": "ProgressDeadlineExceeded",
+                            "message": "too slow",
+                        }
+                    ],
+                }
+            },
+            False,
+            "its rollout exceeded its progress deadline: too slow",
+        ),
+    ],
+)
 def test_a_deployment_is_available_as_kubectl_rollout_status_decides(change, available, said):
     assert rollout_state({**deployment("base-runner"), **change}) == (available, said)
 
@@ -53,9 +85,13 @@ def test_a_missing_deployment_is_not_available():
 
 
 def test_a_pod_that_waits_says_why_first_from_its_containers():
-    pod = {"status": {"phase": "Pending",
-                      "containerStatuses": [{"state": {"waiting": {"reason": "ErrImagePull", "message": "denied"}}}],
-                      "conditions": [{"type": "PodScheduled", "status": "False", "message": "0/1 nodes"}]}}
+    pod = {
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [{"state": {"waiting": {"reason": "ErrImagePull", "message": "denied"}}}],
+            "conditions": [{"type": "PodScheduled", "status": "False", "message": "0/1 nodes"}],
+        }
+    }
     assert waiting_reason(pod) == "ErrImagePull: denied"
     assert waiting_reason({"status": {}}) == "pod Pending"
     assert waiting_reason(None) == "no pod yet"
@@ -73,9 +109,11 @@ def test_rendering_fills_in_digits_names_and_labels_the_job_and_leaves_the_templ
 
 
 def test_both_placeholders_are_filled_in_wherever_the_template_has_them():
-    template = parse_template("apiVersion: batch/v1\nkind: Job\nmetadata:\n  annotations:\n"
-                              "    run: '${GITHUB_RUN_ID}/${GITHUB_RUN_ATTEMPT} $GITHUB_RUN_ID'\n"
-                              "spec:\n  template:\n    spec:\n      containers: [{name: c, image: i}]\n")
+    template = parse_template(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  annotations:\n"
+        "    run: '${GITHUB_RUN_ID}/${GITHUB_RUN_ATTEMPT} $GITHUB_RUN_ID'\n"
+        "spec:\n  template:\n    spec:\n      containers: [{name: c, image: i}]\n"
+    )
     job = render_job(template, 123, 2, "ns")
     assert job["metadata"]["annotations"]["run"] == "123/2 $GITHUB_RUN_ID"
     assert job["metadata"]["labels"]["gke-gpu-runners/run-attempt"] == "2"
@@ -87,10 +125,12 @@ def test_a_template_that_is_not_yaml_says_so():
 
 
 def test_own_base_runners_are_named_base_runner_and_carry_its_label():
-    runners = [{"name": "base-runner-a", "status": "online", "labels": [{"name": "base-runner"}]},
-               {"name": "base-runner-b", "status": "offline", "labels": [{"name": "base-runner"}]},
-               {"name": "base-runner-c", "status": "online", "labels": [{"name": "other"}]},
-               {"name": "tutorial", "status": "online", "labels": [{"name": "base-runner"}]}]
+    runners = [
+        {"name": "base-runner-a", "status": "online", "labels": [{"name": "base-runner"}]},
+        {"name": "base-runner-b", "status": "offline", "labels": [{"name": "base-runner"}]},
+        {"name": "base-runner-c", "status": "online", "labels": [{"name": "other"}]},
+        {"name": "tutorial", "status": "online", "labels": [{"name": "base-runner"}]},
+    ]
     assert online_base_runners(runners) == ["base-runner-a"]
 
 
@@ -98,9 +138,11 @@ def test_labels_compare_without_case_for_foreign_runners_and_only_our_label_coun
     shouting = {"name": "x", "labels": [{"name": "Self-Hosted"}, {"name": "LINUX"}]}
     ours_upper = {"name": "gpu-runner-7-1", "labels": [{"name": "GPU-RUNNER-7"}]}
     assert [why for _, why in foreign_runners([shouting, ours_upper])] == [
-        "and it has only default labels: it takes any job that asks for self-hosted"]
-    runners = [{"name": "gpu-runner-7-1", "status": "online", "labels": [{"name": "self-hosted"},
-                                                                           {"name": "gpu-runner-7"}]}]
+        "and it has only default labels: it takes any job that asks for self-hosted"
+    ]
+    runners = [
+        {"name": "gpu-runner-7-1", "status": "online", "labels": [{"name": "self-hosted"}, {"name": "gpu-runner-7"}]}
+    ]
     assert gpu_runner_view(runners, "gpu-runner-7-1", "gpu-runner-7") == ("online", "")
     assert gpu_runner_view(runners, "gpu-runner-8-1", "gpu-runner-8") == (None, "")
 
@@ -144,9 +186,11 @@ def test_kubectl_reads_one_object_as_json_with_the_operator_kubeconfig():
 
 
 def test_kubectl_not_found_is_none_and_other_errors_say_why():
-    cluster, _ = kubectl((1, "", 'Error from server (NotFound): nodes "n" not found\n'),
-                         (1, "", 'Error from server (Forbidden): nodes "n" is forbidden\n'),
-                         (0, "not json", ""))
+    cluster, _ = kubectl(
+        (1, "", 'Error from server (NotFound): nodes "n" not found\n'),
+        (1, "", 'Error from server (Forbidden): nodes "n" is forbidden\n'),
+        (0, "not json", ""),
+    )
     assert cluster.get("node", "n") is None
     with pytest.raises(KubeError) as refused:
         cluster.get("node", "n")
@@ -179,17 +223,32 @@ def test_kubectl_events_by_field_selector_and_exec_in_a_container():
 
 
 def test_kubectl_can_i_asks_as_the_identity_and_tells_no_from_could_not_ask():
-    cluster, run = kubectl((0, "yes\n", ""), (1, "no\n", ""), (1, "no - RBAC: denied\n", ""),
-                           (1, "", 'Error from server (Forbidden): users "ci" is forbidden: User "me" cannot '
-                                   'impersonate resource "users" in API group ""\n'))
+    cluster, run = kubectl(
+        (0, "yes\n", ""),
+        (1, "no\n", ""),
+        (1, "no - RBAC: denied\n", ""),
+        (
+            1,
+            "",
+            'Error from server (Forbidden): users "ci" is forbidden: User "me" cannot '
+            'impersonate resource "users" in API group ""\n',
+        ),
+    )
     assert cluster.can_i("list", "pods", "ns", "ci@x.iam.gserviceaccount.com") is True
     assert cluster.can_i("create", "jobs.batch", "ns", "ci") is False
     assert cluster.can_i("get", "secrets", "ns", "ci") is False
     with pytest.raises(KubeError) as refused:
         cluster.can_i("get", "pods/log", "ns", "ci")
     assert refused.value.reason == "Impersonation"
-    assert run.calls[0]["argv"][1:] == ["-n", "ns", "auth", "can-i", "list", "pods",
-                                        "--as=ci@x.iam.gserviceaccount.com"]
+    assert run.calls[0]["argv"][1:] == [
+        "-n",
+        "ns",
+        "auth",
+        "can-i",
+        "list",
+        "pods",
+        "--as=ci@x.iam.gserviceaccount.com",
+    ]
     # `pods/log` would be the pod named "log": a subresource is asked about with its own flag.
     assert run.calls[3]["argv"][1:] == ["-n", "ns", "auth", "can-i", "get", "pods", "--subresource=log", "--as=ci"]
 
@@ -212,9 +271,10 @@ def test_pulumi_reads_every_output_at_once_of_the_chosen_stack_in_the_project_fo
     assert pulumi.config("githubRepository") == "o/r"
     with pytest.raises(StackError, match="no stack named 'x'"):
         pulumi.outputs()
-    assert [c["argv"] for c in run.calls[:2]] == [["pulumi", "stack", "output", "--json", "--show-secrets",
-                                                   "--stack", "dev"],
-                                                  ["pulumi", "config", "get", "githubRepository", "--stack", "dev"]]
+    assert [c["argv"] for c in run.calls[:2]] == [
+        ["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", "dev"],
+        ["pulumi", "config", "get", "githubRepository", "--stack", "dev"],
+    ]
     assert {str(c["cwd"]) for c in run.calls} == {str(tmp_path)}
 
 

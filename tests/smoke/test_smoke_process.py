@@ -11,8 +11,22 @@ import time
 from pathlib import Path
 
 from fake_github import FakeGitHub, Reply
-from smoke_doubles import (CI_GOOGLE, CI_READS, GPU_LINE, KUBECONFIG_TEXT, NAMESPACE, STACK_OUTPUTS, TEMPLATE,
-                           GpuScenario, ci_binding, deployment, events, node_object, pod_object, stamp)
+from smoke_doubles import (
+    CI_GOOGLE,
+    CI_READS,
+    GPU_LINE,
+    KUBECONFIG_TEXT,
+    NAMESPACE,
+    STACK_OUTPUTS,
+    TEMPLATE,
+    GpuScenario,
+    ci_binding,
+    deployment,
+    events,
+    node_object,
+    pod_object,
+    stamp,
+)
 from smoke_harness import JOB, OWN_RUNNERS, RELEASE_PATH, RUN_ID, RUNNERS_PATH, TOKEN, project_folder
 
 ENTRY = Path(__file__).resolve().parents[2] / "scripts" / "smoke_test.py"
@@ -66,9 +80,14 @@ def scenario(pods: str = "running") -> dict:
     runner = GpuScenario(RUN_ID)
     t0 = time.time() - 150
     can_i = {f"auth can-i {verb} {resource} {namespace}": {"stdout": "yes\n"} for verb, resource, namespace in CI_READS}
-    for verb, resource, namespace in [("create", "jobs.batch", NAMESPACE), ("delete", "jobs.batch", NAMESPACE),
-                                      ("create", "pods", NAMESPACE), ("create", "pods/exec", NAMESPACE),
-                                      ("get", "secrets", NAMESPACE), ("get", "secrets", f"{NAMESPACE}-system")]:
+    for verb, resource, namespace in [
+        ("create", "jobs.batch", NAMESPACE),
+        ("delete", "jobs.batch", NAMESPACE),
+        ("create", "pods", NAMESPACE),
+        ("create", "pods/exec", NAMESPACE),
+        ("get", "secrets", NAMESPACE),
+        ("get", "secrets", f"{NAMESPACE}-system"),
+    ]:
         can_i[f"auth can-i {verb} {resource} {namespace}"] = {"stdout": "no\n", "exit": 1}
     return {
         "pulumi": {"stack": {"stdout": json.dumps(STACK_OUTPUTS)}, "config": {"stdout": "o/r\n"}},
@@ -94,11 +113,13 @@ def calls(log: Path) -> list[dict]:
 
 def board(log: Path, online: bool = True):
     """Our base runner, and the GPU runner online until the stub kubectl has deleted its Job."""
+
     def answer(_request, _match) -> Reply:
         deleted = any(call["argv"][2:4] == ["delete", "job"] for call in calls(log))
         gpu = [{"id": 9, "name": JOB, "status": "online", "labels": [{"name": f"gpu-runner-{RUN_ID}"}]}]
         runners = OWN_RUNNERS + (gpu if online and not deleted else [])
         return Reply(200, {"total_count": len(runners), "runners": runners})
+
     return answer
 
 
@@ -114,11 +135,21 @@ def environment(tmp_path: Path, github: FakeGitHub, the_scenario: dict, **env: s
     log = tmp_path / "calls.jsonl"
     github.respond("GET", RUNNERS_PATH, board(log, online=the_scenario.get("online", True)))
     github.default(RELEASE_PATH, Reply(200, {"tag_name": "v2.336.0"}))
-    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path),
-            "TMPDIR": str(tmp_path / "tmp"), "STUB_SCENARIO": str(tmp_path / "scenario.json"), "STUB_LOG": str(log),
-            "GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": "o/r", "GITHUB_API_URL": github.url,
-            "SMOKE_RUN_ID": str(RUN_ID), "SMOKE_POLL_SECONDS": "0", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1",
-            **env}
+    return {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "TMPDIR": str(tmp_path / "tmp"),
+        "STUB_SCENARIO": str(tmp_path / "scenario.json"),
+        "STUB_LOG": str(log),
+        "GITHUB_TOKEN": TOKEN,
+        "GITHUB_REPOSITORY": "o/r",
+        "GITHUB_API_URL": github.url,
+        "SMOKE_RUN_ID": str(RUN_ID),
+        "SMOKE_POLL_SECONDS": "0",
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+        **env,
+    }
 
 
 def test_the_entry_point_is_an_executable_python3_script():
@@ -127,11 +158,18 @@ def test_the_entry_point_is_an_executable_python3_script():
 
 
 def test_help_and_a_bad_setting_as_a_user_runs_them(tmp_path):
-    done = subprocess.run([sys.executable, str(ENTRY), "--help"], capture_output=True, text=True, timeout=30,
-                          check=False, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(ENTRY), "--help"], capture_output=True, text=True, timeout=30, check=False, cwd=tmp_path
+    )
     assert done.returncode == 0 and done.stdout.startswith("Usage: python3 scripts/smoke_test.py")
-    done = subprocess.run([sys.executable, str(ENTRY)], capture_output=True, text=True, timeout=30, check=False,
-                          env={**os.environ, "SMOKE_FOLLOW_NODE": "yes"})
+    done = subprocess.run(
+        [sys.executable, str(ENTRY)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "SMOKE_FOLLOW_NODE": "yes"},
+    )
     assert done.returncode == 2 and done.stderr == "smoke-test: SMOKE_FOLLOW_NODE must be 0 or 1, not 'yes'\n"
 
 
@@ -139,8 +177,9 @@ def test_a_healthy_stack_passes_through_the_real_commands(tmp_path):
     project = project_folder(tmp_path / "project")
     with FakeGitHub() as github:
         env = environment(tmp_path, github, scenario())
-        done = subprocess.run([sys.executable, str(ENTRY)], env=env, capture_output=True, text=True, timeout=60,
-                              check=False, cwd=project)
+        done = subprocess.run(
+            [sys.executable, str(ENTRY)], env=env, capture_output=True, text=True, timeout=60, check=False, cwd=project
+        )
     log = calls(tmp_path / "calls.jsonl")
 
     assert done.returncode == 0, done.stdout + done.stderr
@@ -150,7 +189,9 @@ def test_a_healthy_stack_passes_through_the_real_commands(tmp_path):
     for call in kubectl:
         assert call["text"] == KUBECONFIG_TEXT and call["mode"] == 0o600, call["argv"]
         assert call["argv"][:2] == ["-n", NAMESPACE] or call["argv"][:2] in (
-            ["-n", f"{NAMESPACE}-system"], ["get", "node"]), call["argv"]
+            ["-n", f"{NAMESPACE}-system"],
+            ["get", "node"],
+        ), call["argv"]
         impersonating = [a for a in call["argv"] if a.startswith("--as")]
         assert impersonating == ([f"--as={CI_GOOGLE}"] if "can-i" in call["argv"] else [])
         assert TOKEN not in json.dumps(call)
@@ -168,8 +209,14 @@ def test_a_terminated_run_deletes_its_jobs_and_exits_143(tmp_path):
     with FakeGitHub() as github:
         env = environment(tmp_path, github, waiting, SMOKE_GPU_TIMEOUT_SECONDS="600", SMOKE_POLL_SECONDS="0.05")
         log = tmp_path / "calls.jsonl"
-        process = subprocess.Popen([sys.executable, str(ENTRY)], env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, cwd=project_folder(tmp_path / "project"))
+        process = subprocess.Popen(
+            [sys.executable, str(ENTRY)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=project_folder(tmp_path / "project"),
+        )
         deadline = time.monotonic() + 30
         # Once it polls the Job's pod: the Job is made, and the smoke test waits for its runner.
         while time.monotonic() < deadline and "job-name=" not in (log.read_text() if log.exists() else ""):
