@@ -163,10 +163,17 @@ class Context:
     runners: list[dict] = field(default_factory=list)
     """The repository's runners as last listed."""
     gpu: GpuRun = field(default_factory=GpuRun)
+    scale_set_pods: list[dict] = field(default_factory=list)
+    """Scale-set mode: the runner pods ARC made most recently, newest first."""
 
     @property
     def namespace(self) -> str:
         return str(self.outputs["namespace"])
+
+    @property
+    def scale_set_name(self) -> str:
+        """The scale set's name (`runs-on: <name>`); empty for a per-run stack."""
+        return str(self.outputs.get("scaleSetName") or "")
 
     @property
     def system_namespace(self) -> str:

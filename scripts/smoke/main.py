@@ -20,7 +20,7 @@ from .cluster import Cluster, Kubectl
 from .context import Clock, Context, Pulumi, StackError, SystemClock
 from .github import GitHub
 from .gpu_runners import delete_leftovers
-from .modes import DEFAULT_MODE, MODES
+from .modes import MODES, mode_of
 from .report import Report
 from .settings import SettingsError, read_settings, usage
 
@@ -87,7 +87,11 @@ def main(
     if missing:
         report.failed("stack outputs", f"missing: {' '.join(missing)}", "run pulumi up to completion, then try again")
         return 1
-    report.passed("stack outputs", f"namespace {outputs['namespace']}, image {outputs['clusterRunnerImage']}")
+    mode = mode_of(outputs)
+    scale_set = f", scale-set mode: scale set {outputs['scaleSetName']}" if mode == "scale-set" else ""
+    report.passed(
+        "stack outputs", f"namespace {outputs['namespace']}, image {outputs['clusterRunnerImage']}{scale_set}"
+    )
 
     # The operator kubeconfig goes into a private folder, removed whatever happens.
     with tempfile.TemporaryDirectory(prefix="gpu-runners-smoke.") as workdir:
@@ -105,7 +109,7 @@ def main(
             outputs=outputs,
             project=project,
         )
-        return run_checks(ctx, MODES[DEFAULT_MODE], err)
+        return run_checks(ctx, MODES[mode], err)
 
 
 def run_checks(ctx: Context, checks: Sequence[Callable[[Context], None]], err: TextIO) -> int:

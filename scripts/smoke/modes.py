@@ -2,9 +2,9 @@
 
 A check is a function of the `Context`; it prints its own lines and records its
 failures, and later checks read what earlier ones found (the runner list, the GPU
-runners). Only `per-run` exists today. A `scale-set` stack (GitHub's Actions Runner
-Controller: no base runner, no broker-made Jobs) will get its own list here, sharing
-what fits (the runner version, CI's rights, the GPU check inside a runner).
+runners). A `scale-set` stack (GitHub's Actions Runner Controller: no base runner, no
+broker-made Jobs) has its own list, sharing the runner version and CI's rights. The
+stack's outputs choose: `scaleSetName` is exported in scale-set mode alone.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from .gpu_runners import (
     wait_online,
 )
 from .nodes import follow_nodes
+from .scale_set import arc_controller, gpu_in_runner, listener, recent_runners, scale_set, scale_set_in_github
 
 Check = Callable[[Context], None]
 
@@ -50,5 +51,21 @@ PER_RUN: tuple[Check, ...] = (
     follow_nodes,
 )
 
-MODES: dict[str, tuple[Check, ...]] = {"per-run": PER_RUN}
+SCALE_SET: tuple[Check, ...] = (
+    arc_controller,
+    scale_set,
+    listener,
+    scale_set_in_github,
+    runner_version,
+    ci_access,
+    recent_runners,
+    gpu_in_runner,
+)
+
+MODES: dict[str, tuple[Check, ...]] = {"per-run": PER_RUN, "scale-set": SCALE_SET}
 DEFAULT_MODE = "per-run"
+
+
+def mode_of(outputs: dict) -> str:
+    """The stack's runner mode, from its outputs: a scale-set stack exports `scaleSetName`."""
+    return "scale-set" if outputs.get("scaleSetName") else DEFAULT_MODE

@@ -39,7 +39,11 @@ VARIABLES = (
         "9 followed by the epoch seconds",
         "run id of the first test GPU runner; the others count up from it (attempt 1)",
     ),
-    Variable("SMOKE_ROLLOUT_TIMEOUT_SECONDS", "300", "wait for the broker and the base runner Deployments"),
+    Variable(
+        "SMOKE_ROLLOUT_TIMEOUT_SECONDS",
+        "300",
+        "wait for the broker and the base runner Deployments (scale-set: ARC's controller and listener)",
+    ),
     Variable("SMOKE_RUNNER_TIMEOUT_SECONDS", "120", "wait for a base runner to be online"),
     Variable(
         "SMOKE_GPU_TIMEOUT_SECONDS",
@@ -146,7 +150,8 @@ Usage: python3 scripts/smoke_test.py [--help]
 
 Run after `pulumi up` (from the project folder: .venv/bin/python scripts/smoke_test.py).
 It reads the stack's outputs and checks, one line each (PASS, FAIL, WARN or SKIP, with a
-hint for each FAIL and WARN):
+hint for each FAIL and WARN). The outputs choose the mode: a scale-set stack (runnerMode
+scale-set) exports scaleSetName, a per-run stack does not. A per-run stack:
   1. the runner broker Deployment (runner-broker in <namespace>-system) and the base
      runner Deployment are available;
   2. a base runner is online in GitHub (runner label `base-runner`); and WARN for each
@@ -167,14 +172,29 @@ hint for each FAIL and WARN):
      it prints each runner's cold start, from Kubernetes' own timestamps, as seconds
      after its Job was created. With SMOKE_FOLLOW_NODE=1 it then follows each GPU node
      until the autoscaler removes it and prints the minutes it was billed.
+A scale-set stack (GitHub's Actions Runner Controller, ARC):
+  1. ARC's controller Deployment (arc-gha-rs-controller in <namespace>-system) is
+     available; the AutoscalingRunnerSet <scaleSetName> is in the runner namespace,
+     registered with GitHub (its runner-scale-set-id annotation); its listener pod
+     (labels actions.github.com/scale-set-name=<scaleSetName> and
+     app.kubernetes.io/component=runner-scale-set-listener) runs in <namespace>-system;
+  2. GitHub lists the repository's runners (ARC's only while they have a job: none is
+     fine; SKIP without GITHUB_TOKEN); the runner version and CI's rights, as above;
+  3. the runner pods ARC made most recently (label actions.github.com/scale-set-name)
+     and, from Kubernetes' timestamps, how long each took from created to scheduled and
+     to started; `nvidia-smi -L` in the newest running one. It cannot start a job
+     itself: with no runner pod it prints SKIP and a one-job workflow_dispatch workflow
+     (runs-on: <scaleSetName>) to start one, then run it again while that job runs.
+  SMOKE_GPU_RUNNERS, SMOKE_RUN_ID, SMOKE_RUNNER_TIMEOUT_SECONDS, SMOKE_FOLLOW_NODE,
+  SMOKE_GPU_TIMEOUT_SECONDS and SMOKE_DEREGISTER_TIMEOUT_SECONDS: per-run stacks alone.
 Exits 0 when every check passed (WARN and SKIP lines do not count), 1 otherwise, 2 for
 a bad setting, 130 or 143 when interrupted. The Jobs it created are deleted whatever
 happens.
 
 Needs: python3 with PyYAML (the project's .venv has it), pulumi (logged in, stack
 selected), kubectl, gke-gcloud-auth-plugin and a gcloud login that may use the cluster,
-create Jobs in the runner namespace and impersonate CI's identity there (e.g.
-roles/container.admin).
+create Jobs in the runner namespace (per-run) or exec into its pods (scale-set), and
+impersonate CI's identity there (e.g. roles/container.admin).
 
 Environment:
 """

@@ -26,6 +26,7 @@ from scripts.smoke.context import StackError
 # The program's own modules, in this one place: the template as the program publishes it.
 from program.manifests.kubeconfigs import operator_kubeconfig  # isort: skip
 from program.manifests.runners import gpu_runner_job, render_template  # isort: skip
+from program.manifests.scale_set import LISTENER_POD_LABELS, gpu_runner_pod_template, runner_pod  # isort: skip
 
 NAMESPACE = "github-runners"
 IMAGE = "us-central1-docker.pkg.dev/acme-ml/gpu-runners/acme/gpu-runner@sha256:" + "ab" * 32
@@ -470,3 +471,147 @@ STACK_OUTPUTS = {
     # Not what the smoke test uses: it reads the ConfigMap, as the broker reads its own copy.
     "gpuRunnerTemplate": "stale: the Job template of an older pulumi up\n",
 }
+
+
+# --- Scale-set mode: ARC's controller, its scale set, the listener and runner pods -----
+
+SCALE_SET = "gpu"
+SYSTEM_NAMESPACE = f"{NAMESPACE}-system"
+ARC_CONTROLLER = "arc-gha-rs-controller"
+SCALE_SET_KIND = "autoscalingrunnersets.actions.github.com"
+# What a scale-set stack exports: no gpuRunnerTemplate, no brokerImage, and scaleSetName.
+SCALE_SET_OUTPUTS = {k: v for k, v in STACK_OUTPUTS.items() if k != "gpuRunnerTemplate"} | {"scaleSetName": SCALE_SET}
+# The labels ARC 0.14.2 puts on every object of a scale set (resourcebuilder.go).
+ARC_SCALE_SET_LABELS = {
+    "actions.github.com/scale-set-name": SCALE_SET,
+    "actions.github.com/scale-set-namespace": NAMESPACE,
+    "actions.github.com/repository": "r",
+    "actions.github.com/organization": "o",
+}
+
+
+def autoscaling_runner_set(registered: bool = True, phase: str = "Running", running: int = 1) -> dict:
+    annotations = {"actions.github.com/runner-scale-set-name": SCALE_SET}
+    if registered:
+        annotations["runner-scale-set-id"] = "7"
+    return {
+        "apiVersion": "actions.github.com/v1alpha1",
+        "kind": "AutoscalingRunnerSet",
+        "metadata": {"name": SCALE_SET, "namespace": NAMESPACE, "annotations": annotations},
+        "spec": {"runnerScaleSetName": SCALE_SET, "minRunners": 0, "maxRunners": 2},
+        "status": {"phase": phase, "currentRunners": running, "runningEphemeralRunners": running},
+    }
+
+
+def listener_pod(state: str) -> dict:
+    """The listener as ARC starts it in the controller's namespace: running, or crash-looping."""
+    labels = {**ARC_SCALE_SET_LABELS, **LISTENER_POD_LABELS}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{SCALE_SET}-754b578d-listener",
+            "namespace": SYSTEM_NAMESPACE,
+            "labels": labels,
+            "creationTimestamp": stamp(START - 3600),
+        },
+        "spec": {
+            "containers": [{"name": "listener", "image": "ghcr.io/actions/gha-runner-scale-set-controller:0.14.2"}]
+        },
+    }
+    if state == "running":
+        container = {"name": "listener", "ready": True, "state": {"running": {"startedAt": stamp(START - 3590)}}}
+    else:
+        # A crash-looping pod stays in phase Running: only its container says so.
+        waiting = {"reason": "CrashLoopBackOff", "message": "back-off 5m0s restarting failed container=listener"}
+        container = {"name": "listener", "ready": False, "restartCount": 6, "state": {"waiting": waiting}}
+    pod["status"] = {"phase": "Running", "containerStatuses": [container]}
+    return pod
+
+
+def arc_runner_pod(name: str, created: float, scheduled: float | None, started: float | None) -> dict:
+    """A runner pod as ARC makes it from the program's template: seconds relative to the fake clock's start."""
+    template = gpu_runner_pod_template(IMAGE, 1, "n1-standard-4", 240)
+    pod = runner_pod(template, name, NAMESPACE)
+    pod["metadata"]["labels"] = {
+        **pod["metadata"]["labels"],
+        **ARC_SCALE_SET_LABELS,
+        "app.kubernetes.io/component": "runner",
+        "actions-ephemeral-runner": "True",
+    }
+    pod["metadata"]["creationTimestamp"] = stamp(START + created)
+    status: dict = {"phase": "Pending", "conditions": []}
+    if scheduled is not None:
+        pod["spec"]["nodeName"] = f"gke-gpu-runners-gpu-pool-5f1c2a3b-{name[-5:]}"
+        status["conditions"].append(
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp(START + scheduled)}
+        )
+    else:
+        status["conditions"].append(
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastTransitionTime": stamp(START)}
+        )
+    if started is not None:
+        status["phase"] = "Running"
+        status["containerStatuses"] = [
+            {"name": "runner", "ready": True, "state": {"running": {"startedAt": stamp(START + started, True)}}}
+        ]
+    pod["status"] = status
+    return pod
+
+
+@dataclass
+class Arc:
+    """ARC as the fake cluster shows it; healthy unless a test changes it. `listener_after`: the
+    listener runs this many seconds after the start (None: it crash-loops; "absent": no pod)."""
+
+    controller: dict | None = field(default_factory=lambda: deployment(ARC_CONTROLLER))
+    scale_set: dict | None = field(default_factory=autoscaling_runner_set)
+    listener_after: float | str | None = 0
+    runner_pods: list[dict] = field(
+        default_factory=lambda: [
+            arc_runner_pod(f"{SCALE_SET}-8xk2q-runner-4tq7z", -400, -310, -285),
+            arc_runner_pod(f"{SCALE_SET}-8xk2q-runner-9bz5m", -120, -30, -5),
+            arc_runner_pod(f"{SCALE_SET}-8xk2q-runner-c2wlp", -20, None, None),
+        ]
+    )
+    exec_reply: tuple[bool, str] = (True, GPU_LINE + "\n")
+
+
+def selected(labels: dict, selector: str) -> bool:
+    """Whether `labels` match an equality-based label selector (`a=b,c=d`)."""
+    return all(labels.get(key) == value for key, _, value in (term.partition("=") for term in selector.split(",")))
+
+
+class FakeArcCluster(FakeCluster):
+    """A scale-set stack's cluster: ARC's objects instead of the broker, base runners and template."""
+
+    def __init__(self, clock: FakeClock, arc: Arc) -> None:
+        super().__init__(clock, [])
+        self.arc = arc
+        self.deployments = {(SYSTEM_NAMESPACE, ARC_CONTROLLER): arc.controller} if arc.controller else {}
+        self.configmap = None
+
+    def _listener(self) -> list[dict]:
+        after = self.arc.listener_after
+        if after == "absent":
+            return []
+        running = after is not None and self.clock.time() - self.clock.start >= after
+        return [listener_pod("running" if running else "crash-looping")]
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        if kind != SCALE_SET_KIND:
+            return super().get(kind, name, namespace)
+        self._record("get", kind, name, namespace)
+        found = self.arc.scale_set
+        return copy.deepcopy(found) if found and name == SCALE_SET and namespace == NAMESPACE else None
+
+    def list(self, kind: str, namespace: str, *, labels: str | None = None, fields: str | None = None) -> list[dict]:
+        self._record("list", kind, labels or fields, namespace)
+        assert kind == "pods" and labels, f"the smoke test lists no {kind} in scale-set mode"
+        pods = {SYSTEM_NAMESPACE: self._listener(), NAMESPACE: self.arc.runner_pods}[namespace]
+        return [copy.deepcopy(p) for p in pods if selected(p["metadata"]["labels"], labels)]
+
+    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> tuple[bool, str]:
+        self._record("exec", namespace, pod, container, tuple(command))
+        assert any(p["metadata"]["name"] == pod for p in self.arc.runner_pods)
+        return self.arc.exec_reply

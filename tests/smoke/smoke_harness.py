@@ -14,7 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fake_github import FakeGitHub, Reply, Request
-from smoke_doubles import STACK_OUTPUTS, FakeClock, FakeCluster, FakePulumi, GpuScenario, RunnerBoard
+from smoke_doubles import (
+    SCALE_SET_OUTPUTS,
+    STACK_OUTPUTS,
+    Arc,
+    FakeArcCluster,
+    FakeClock,
+    FakeCluster,
+    FakePulumi,
+    GpuScenario,
+    RunnerBoard,
+)
 
 from scripts.smoke.context import StackError
 from scripts.smoke.main import main
@@ -123,17 +133,20 @@ def smoke(
     change: Callable[[FakeCluster], None] | None = None,
     clock: FakeClock | None = None,
     read: set[str] | None = None,
+    arc: Arc | None = None,
     **env: str | None,
 ) -> Run:
     """The smoke test, healthy unless told otherwise: one GPU runner (run id RUN_ID) unless given.
     `env` overrides the environment (None removes a variable); `change` edits the cluster first;
-    `read` collects the names of the variables the smoke test reads."""
+    `read` collects the names of the variables the smoke test reads. With `arc`, a scale-set
+    stack: its outputs, and a cluster with ARC in it."""
     runners = runners or (GpuScenario(RUN_ID),)
     clock = clock or FakeClock()
-    cluster = FakeCluster(clock, list(runners))
+    cluster = FakeArcCluster(clock, arc) if arc else FakeCluster(clock, list(runners))
     if change:
         change(cluster)
-    pulumi = FakePulumi(STACK_OUTPUTS if outputs is None else outputs)
+    default_outputs = SCALE_SET_OUTPUTS if arc else STACK_OUTPUTS
+    pulumi = FakePulumi(default_outputs if outputs is None else outputs)
     out, err = io.StringIO(), io.StringIO()
     seen: list[Path] = []
 
