@@ -98,6 +98,18 @@ DEPLOY_ROLE = "gke-gpu-runners-deployer"
 """The Role and RoleBinding that let the deploy identity apply a model's manifests there."""
 
 
+def fill_run(value, run_id: str, run_attempt: str):
+    """A copy of `value` (the GPU runner template, or any part of it) with this run's IDs in its
+    placeholders: every string, however deep in dicts and lists, and nothing else."""
+    if isinstance(value, str):
+        return value.replace(RUN_ID_PLACEHOLDER, run_id).replace(RUN_ATTEMPT_PLACEHOLDER, run_attempt)
+    if isinstance(value, dict):
+        return {key: fill_run(item, run_id, run_attempt) for key, item in value.items()}
+    if isinstance(value, list):
+        return [fill_run(item, run_id, run_attempt) for item in value]
+    return value
+
+
 def system_namespace(runner_namespace: str) -> str:
     """Where the broker and the runner credential live, beside the runner namespace."""
     return f"{runner_namespace}-system"

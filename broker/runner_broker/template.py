@@ -9,25 +9,22 @@ contract says, whatever the template holds.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from runner_broker.errors import CredentialUnreadable, NotConfigured
 from runner_broker.secrets import read_file, shown_path
 from runner_contract import (
+    fill_run,
     APP_NAME_LABEL,
     GPU_RUNNER,
     PART_OF,
     PART_OF_LABEL,
     RUN_ATTEMPT_LABEL,
-    RUN_ATTEMPT_PLACEHOLDER,
     RUN_ID_LABEL,
-    RUN_ID_PLACEHOLDER,
     RUN_INDEX_LABEL,
     gpu_runner_job_name,
 )
@@ -86,7 +83,7 @@ def render(template: Template, run_id: str, attempt: str, index: int, namespace:
     """Job number `index` of the run attempt's GPU runners. `run_id` and `attempt` are ASCII digits."""
     if not (run_id.isascii() and run_id.isdigit() and attempt.isascii() and attempt.isdigit()):
         raise ValueError("the run ID and attempt must be ASCII digits")
-    job = _substitute(copy.deepcopy(template.document), {RUN_ID_PLACEHOLDER: run_id, RUN_ATTEMPT_PLACEHOLDER: attempt})
+    job = fill_run(template.document, run_id, attempt)
     labels = job_labels(run_id, attempt, index)
     metadata = job.setdefault("metadata", {})
     metadata["name"] = gpu_runner_job_name(run_id, attempt, index)
@@ -97,18 +94,6 @@ def render(template: Template, run_id: str, attempt: str, index: int, namespace:
     pod_metadata = job["spec"]["template"].setdefault("metadata", {})
     pod_metadata["labels"] = {**(pod_metadata.get("labels") or {}), **labels}
     return job
-
-
-def _substitute(value: Any, replacements: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        for placeholder, replacement in replacements.items():
-            value = value.replace(placeholder, replacement)
-        return value
-    if isinstance(value, dict):
-        return {key: _substitute(item, replacements) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_substitute(item, replacements) for item in value]
-    return value
 
 
 class TemplateSource:

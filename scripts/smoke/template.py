@@ -5,16 +5,13 @@ labelled as the contract says. Pure functions.
 
 from __future__ import annotations
 
-import copy
-from typing import Any
 
 from runner_contract import (
+    fill_run,
     APP_NAME_LABEL,
     GPU_RUNNER,
     RUN_ATTEMPT_LABEL,
-    RUN_ATTEMPT_PLACEHOLDER,
     RUN_ID_LABEL,
-    RUN_ID_PLACEHOLDER,
     RUN_INDEX_LABEL,
     SMOKE_TEST_LABEL,
     gpu_runner_job_name,
@@ -46,7 +43,7 @@ def render_job(template: dict, run_id: int, attempt: int, namespace: str) -> dic
     placeholders filled in (any other `$` text stays as it is), named and labelled as the
     broker names and labels the runner Jobs it makes, and marked as the smoke test's."""
     run, tried = str(int(run_id)), str(int(attempt))
-    job = _substitute(copy.deepcopy(template), {RUN_ID_PLACEHOLDER: run, RUN_ATTEMPT_PLACEHOLDER: tried})
+    job = fill_run(template, run, tried)
     labels = {
         APP_NAME_LABEL: GPU_RUNNER,
         RUN_ID_LABEL: run,
@@ -63,18 +60,6 @@ def render_job(template: dict, run_id: int, attempt: int, namespace: str) -> dic
     pod_metadata = job["spec"]["template"].setdefault("metadata", {})
     pod_metadata["labels"] = {**(pod_metadata.get("labels") or {}), **labels}
     return job
-
-
-def _substitute(value: Any, replacements: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        for placeholder, replacement in replacements.items():
-            value = value.replace(placeholder, replacement)
-        return value
-    if isinstance(value, dict):
-        return {_substitute(key, replacements): _substitute(item, replacements) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_substitute(item, replacements) for item in value]
-    return value
 
 
 def images(job: dict) -> list[str]:
