@@ -380,7 +380,9 @@ def test_the_wait_between_attempts_is_a_real_pause(harness: Harness, broker: Fak
 
     assert result.returncode == 0, result.output
     first, second = (r.at for r in broker.requests_to(JITCONFIG))
-    assert 0.95 <= second - first < 1.6
+    # A real pause of at least the backoff; how long each wait is, the recording-sleep test
+    # proves without a clock, so a loaded machine cannot fail this one.
+    assert second - first >= 0.95
 
 
 def test_spent_retries_exit_4(harness: Harness, broker: FakeBroker):
