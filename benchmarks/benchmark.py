@@ -1,6 +1,9 @@
 """Prints how fast the things users wait on are. Not a test: figures, no thresholds.
 
-    .venv/bin/python benchmarks/benchmark.py [runs]
+    .venv/bin/python benchmarks/benchmark.py [runs]    # the figures below, each timed `runs` times (10)
+    .venv/bin/python benchmarks/benchmark.py suite     # only the test suite's own time (below)
+
+The default run times:
 
 - evaluating the whole program under mocks (what `pulumi preview` costs before the cloud);
 - the entrypoint, against a local fake of the runner broker with a stub run.sh: from start
@@ -9,34 +12,49 @@
 - the runner broker, as a real process against local fakes of GitHub and Kubernetes: JIT
   request to answer, p50 and p99, over sequential requests and with many pods at once;
 - a runner pod's start to run.sh running, with the real entrypoint and the real broker;
-- how fast bad input fails: a zone without the GPU (the preflight), and a GPU runner pod
-  that cannot pull its image (gpu-runner start, with its default poll).
+- how fast bad input fails: a zone without the GPU (the preflight), and a GPU runner that
+  cannot pull its image: the `gpu-runner start` command as the image runs it, a real
+  process, against the runner broker's double (tests/fake_broker.py), which first says the
+  runner is being scheduled and at the next look that its pod is in ErrImagePull; from the
+  command's start to its exit 1, with its default poll between the two looks.
 
-Then three models, figures rather than timings (benchmarks/cold_start_model.py, which cites every
-published figure and marks every assumption; benchmarks/test_cold_start_model.py tests them): the
-cold start of one GPU runner before and after this project's cold-start work, N runs started
-together, and the bill per run, per warm node and per month.
+Then four models, figures rather than timings (benchmarks/cold_start_model.py; the published
+figures and assumptions they rest on, each with its source, in benchmarks/published.py;
+benchmarks/test_cold_start_model.py tests them): the cold start of one GPU runner before and
+after this project's cold-start work, N runs started together, the bill per run, per warm node
+and per month, and runnerMode: scale-set beside per-run mode.
+
+`suite` runs the test suite once as .ci/run does (`python -m pytest -q -p no:cacheprovider -n 4
+--dist loadgroup`, from the project folder, on a warm venv), then once more without
+tests/realkube, and prints each run's wall time, its test count and pytest's summary line.
+The target: under 120 s on 2 cores.
 """
 
+import os
+import re
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-for path in (ROOT, ROOT / "broker", ROOT / "tests", ROOT / "benchmarks"):
+for path in (ROOT, ROOT / "broker", ROOT / "tests", ROOT / "tests" / "runner_side", ROOT / "benchmarks"):
     sys.path.insert(0, str(path))
 
 import pulumi  # noqa: E402
 
 import broker_harness  # noqa: E402
-import cold_start_model  # noqa: E402
+import report  # noqa: E402
+from fake_broker import GPU_RUNNERS, FakeBroker, Reply, gpu_runner, gpu_runners_path, snapshot  # noqa: E402
+from gpu_runner_harness import LAUNCHER, RUN_ATTEMPT, RUN_ID, environment  # noqa: E402
 from program_harness import run_program  # noqa: E402
-from fake_broker import FakeBroker  # noqa: E402
 from test_entrypoint import Harness  # noqa: E402
 from test_runner_pod_end_to_end import start_to_runner_seconds  # noqa: E402
+
+SUITE = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "4", "--dist", "loadgroup"]
 
 
 def figures(name: str, seconds: list[float]) -> None:
@@ -111,28 +129,65 @@ def bad_zone_to_error(runs: int) -> list[float]:
 
 
 def failing_pod_to_red_start_job(runs: int) -> list[float]:
-    """`gpu-runner start` with its default poll, from the first look at a pod that cannot pull its image to exit 1."""
-    from test_gpu_runner_script import gpu_runner, pod
-
+    """`gpu-runner start`, a real process with its default poll, from its start to exit 1: the broker's
+    double grants the runner, says it is being scheduled, then at the next look that its pod cannot
+    pull its image (ErrImagePull)."""
+    job = f"gpu-runner-{RUN_ID}-{RUN_ATTEMPT}"
+    pulling = gpu_runner(job, "starting", reason="ErrImagePull", message="pull access denied")
     times = []
     for _ in range(runs):
-        with tempfile.TemporaryDirectory() as tmp:
-            pulling = pod(waiting={"reason": "ErrImagePull", "message": "403 Forbidden"})
-            backing_off = pod(waiting={"reason": "ImagePullBackOff", "message": "403 Forbidden"})
-            run = gpu_runner(Path(tmp), "start", pods=[[pod()], [backing_off], [pulling]], GPU_RUNNER_POLL_SECONDS="5")
-            assert run.returncode == 1, run.output
-            times.append(run.elapsed)
+        with tempfile.TemporaryDirectory() as tmp, FakeBroker() as broker:
+            broker.default(GPU_RUNNERS, Reply(201, {"label": f"gpu-runner-{RUN_ID}", "jobs": [job]}))
+            broker.script(
+                gpu_runners_path(RUN_ID, RUN_ATTEMPT),
+                Reply(200, snapshot(RUN_ID, gpu_runner(job, "scheduling"))),
+                Reply(200, snapshot(RUN_ID, pulling)),
+            )
+            env = {"PATH": os.environ["PATH"], "HOME": tmp, **environment(Path(tmp), broker.url)}
+            started = time.perf_counter()
+            done = subprocess.run([str(LAUNCHER), "start"], env=env, capture_output=True, text=True, timeout=60)
+            elapsed = time.perf_counter() - started
+            assert done.returncode == 1, done.stdout + done.stderr
+            assert "the image cannot be pulled (ErrImagePull" in done.stdout + done.stderr, done.stdout + done.stderr
+            times.append(elapsed)
     return times
 
 
-if __name__ == "__main__":
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+def suite_run(*extra: str) -> None:
+    """The suite once, as .ci/run runs it: its wall time, its test count and pytest's last line."""
+    started = time.perf_counter()
+    done = subprocess.run([*SUITE, *extra], cwd=ROOT, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    summary = lines[-1].strip("= ") if lines else f"(no output; exit {done.returncode})"
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|xfailed|xpassed|errors?)", summary)}
+    tests = sum(n for word, n in counts.items() if not word.startswith("error"))
+    name = "pytest -n 4" + (f" {' '.join(extra)}" if extra else "")
+    print(f"{name:<40} {seconds:7.1f} s wall   {tests} tests   exit {done.returncode}   ({summary})")
+
+
+def suite() -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"the test suite on {cores} cores (the target: under 120 s on 2 cores, warm venv)")
+    suite_run()
+    suite_run("--ignore=tests/realkube")
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["suite"]:
+        suite()
+        return
+    runs = int(argv[0]) if argv else 10
     figures("program under mocks", program_evaluation(runs))
     start, stop = entrypoint(runs)
     figures("entrypoint: start -> run.sh running", start)
     figures("entrypoint: SIGTERM -> broker told, exit", stop)
     broker_latency()
     figures("runner pod: start -> run.sh (real broker)", runner_pod_start(runs))
-    cold_start_model.print_models()
+    report.print_models()
     figures("preflight: bad zone -> refusal", bad_zone_to_error(runs))
     figures("gpu-runner start: failing pod -> red", failing_pod_to_red_start_job(3))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

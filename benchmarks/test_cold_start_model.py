@@ -9,6 +9,8 @@ from itertools import pairwise
 import pytest
 
 import cold_start_model as model
+import published
+import report
 from program import settings
 
 
@@ -97,7 +99,7 @@ def timeline(base_runners: int, gpu_max_nodes: int, runs: int = 5, profile: str 
         handover=3,
         base_turnaround=10,
         autoscaler=35,
-        scale_down=model.SCALE_DOWN[profile],
+        scale_down=published.SCALE_DOWN[profile],
     )
 
 
@@ -140,7 +142,7 @@ def test_a_start_job_queued_behind_two_long_jobs_outlasts_the_workflows_timeout(
         handover=3,
         base_turnaround=10,
         autoscaler=35,
-        scale_down=model.SCALE_DOWN["OPTIMIZE_UTILIZATION"],
+        scale_down=published.SCALE_DOWN["OPTIMIZE_UTILIZATION"],
     )
     assert runs[0].start_job_seconds < program.start_timeout_seconds
     assert runs[2].start_job_seconds > program.start_timeout_seconds
@@ -151,7 +153,7 @@ def test_a_start_job_queued_behind_two_long_jobs_outlasts_the_workflows_timeout(
 
 @pytest.mark.parametrize("profile", ["OPTIMIZE_UTILIZATION", "BALANCED"])
 def test_billed_minutes_grow_linearly_with_job_length_once_past_the_delay_after_add(profile):
-    scale_down = model.SCALE_DOWN[profile]
+    scale_down = published.SCALE_DOWN[profile]
     lengths = [700, 1300, 1900, 3600]  # every job ends after the delay after add
     billed = [model.billed_node_seconds(150, length, scale_down) for length in lengths]
     for (a, b), (x, y) in zip(pairwise(lengths), pairwise(billed), strict=True):
@@ -159,12 +161,12 @@ def test_billed_minutes_grow_linearly_with_job_length_once_past_the_delay_after_
 
 
 def test_balanced_bills_the_same_for_jobs_that_end_within_the_delay_after_add():
-    scale_down = model.SCALE_DOWN["BALANCED"]
+    scale_down = published.SCALE_DOWN["BALANCED"]
     assert model.billed_node_seconds(150, 60, scale_down) == model.billed_node_seconds(150, 300, scale_down)
 
 
-@pytest.mark.parametrize("gpu_type", model.GPU_TYPES)
-@pytest.mark.parametrize("minutes", model.JOB_MINUTES)
+@pytest.mark.parametrize("gpu_type", published.GPU_TYPES)
+@pytest.mark.parametrize("minutes", published.JOB_MINUTES)
 def test_balanced_bills_more_than_optimize_utilization(program, gpu_type, minutes):
     after = model.after_setup(program)
     balanced = model.run_bill(after, program, gpu_type, minutes, "BALANCED")
@@ -178,7 +180,7 @@ def test_a_five_minute_run_bills_about_twenty_minutes_under_balanced(program):
 
 
 def test_compute_engine_bills_at_least_a_minute():
-    assert model.billed_node_seconds(0, 0, model.ScaleDown(0, 0), delete_seconds=0) == 60
+    assert model.billed_node_seconds(0, 0, published.ScaleDown(0, 0), delete_seconds=0) == 60
 
 
 def test_a_spot_node_costs_less_than_an_on_demand_one():
@@ -224,9 +226,9 @@ def test_arc_fits_on_one_default_scale_set_cpu_node_with_gke_pods(program):
     setup = model.scale_set_setup(program)
     need_cpu, has_cpu, need_gib, has_gib = model.cpu_node_fit(setup.cpu_machine, 0, scale_set=True)
     assert need_cpu <= has_cpu and need_gib <= has_gib
-    assert setup.cpu_machine in model.MACHINE_PRICES
+    assert setup.cpu_machine in published.MACHINE_PRICES
 
 
 def test_the_scale_set_model_prints(program, capsys):
-    model.print_models(program)
+    report.print_models(program)
     assert "4. runnerMode: scale-set" in capsys.readouterr().out

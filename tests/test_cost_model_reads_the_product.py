@@ -1,10 +1,13 @@
 """The cost model (benchmarks/cold_start_model.py) reads the program's own defaults and sizes,
-so the README's cost and cold-start figures move with the product. Its arithmetic is
+so the README's cost and cold-start figures move with the product; its prices
+(benchmarks/published.py) cover every machine the program picks. Its arithmetic is
 tested beside it, in benchmarks/."""
 
 import pytest
 
 import cold_start_model as model
+import published
+import report
 from program import settings
 from program.catalog.gpus import smallest_machine
 
@@ -23,10 +26,10 @@ def test_the_after_setup_is_the_programs_defaults(program):
 
 
 def test_every_default_gpu_machine_has_a_price(program):
-    for gpu_type in model.GPU_TYPES:
-        assert smallest_machine(gpu_type, program.defaults["gpuCount"]) in model.MACHINE_PRICES
-        assert gpu_type in model.GPU_PRICES
-    assert model.after_setup(program).cpu_machine in model.MACHINE_PRICES
+    for gpu_type in published.GPU_TYPES:
+        assert smallest_machine(gpu_type, program.defaults["gpuCount"]) in published.MACHINE_PRICES
+        assert gpu_type in published.GPU_PRICES
+    assert model.after_setup(program).cpu_machine in published.MACHINE_PRICES
 
 
 def test_the_base_runners_and_broker_fit_on_one_default_cpu_node(program):
@@ -36,7 +39,7 @@ def test_the_base_runners_and_broker_fit_on_one_default_cpu_node(program):
 
 
 def test_the_models_print(program, capsys):
-    model.print_models(program)
+    report.print_models(program)
     out = capsys.readouterr().out
     for heading in ("1. Cold start", "2. N runs", "3. The bill", "always-on"):
         assert heading in out
