@@ -6,11 +6,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from program.manifests import runners as m
+from program.components.runner_namespace import guard_runner_namespace
 from program.manifests.broker import RUNNER_NAMESPACE_RULES
 from runner_contract import BASE_RUNNER, TEMPLATE_CONFIGMAP, TEMPLATE_KEY
 
 BROKER_ACCESS = "runner-broker"
-GPU_QUOTA = "gpu-runners"
 
 
 @dataclass(frozen=True)
@@ -65,24 +65,9 @@ class Runners(pulumi.ComponentResource):
                 "labels": labels or m.app_labels(object_name),
             }
 
-        account = k8s.core.v1.ServiceAccount(
-            f"{name}-account",
-            metadata=metadata(m.RUNNER_ACCOUNT),
-            automount_service_account_token=False,
-            opts=child,
-        )
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-deny-ingress",
-            metadata=metadata("runners-deny-ingress"),
-            spec={"podSelector": {}, "policyTypes": ["Ingress"]},
-            opts=child,
-        )
-        k8s.core.v1.ResourceQuota(
-            f"{name}-gpu-quota",
-            metadata=metadata(GPU_QUOTA),
-            spec={"hard": {f"requests.{m.GPU_RESOURCE}": str(args.gpu_max_nodes * args.gpu_count)}},
-            opts=child,
-        )
+        account = guard_runner_namespace(
+            f"{name}-account", name, metadata, args.gpu_max_nodes * args.gpu_count, child
+        ).account
         broker_role = k8s.rbac.v1.Role(
             f"{name}-broker", metadata=metadata(BROKER_ACCESS), rules=RUNNER_NAMESPACE_RULES, opts=child
         )

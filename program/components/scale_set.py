@@ -5,12 +5,12 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from program.components.runner_namespace import guard_runner_namespace
 from program.manifests import runners as r
 from program.manifests import scale_set as m
 from program.settings import RunnerCredential
-from runner_contract import PART_OF, RUNNER_ACCOUNT, system_namespace
+from runner_contract import PART_OF, system_namespace
 
-GPU_QUOTA = "gpu-runners"
 # Helm's own limit on one install or uninstall step. Uninstalling the scale set waits
 # for ARC to remove its runners from GitHub and lift its finalizers.
 HELM_TIMEOUT_SECONDS = 600
@@ -95,23 +95,8 @@ class RunnerScaleSet(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        account = k8s.core.v1.ServiceAccount(
-            f"{name}-runner-account",
-            metadata=metadata(RUNNER_ACCOUNT),
-            automount_service_account_token=False,
-            opts=child,
-        )
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-deny-ingress",
-            metadata=metadata("runners-deny-ingress"),
-            spec={"podSelector": {}, "policyTypes": ["Ingress"]},
-            opts=child,
-        )
-        quota = k8s.core.v1.ResourceQuota(
-            f"{name}-gpu-quota",
-            metadata=metadata(GPU_QUOTA),
-            spec={"hard": {f"requests.{r.GPU_RESOURCE}": str(args.gpu_max_nodes * args.gpu_count)}},
-            opts=child,
+        guards = guard_runner_namespace(
+            f"{name}-runner-account", name, metadata, args.gpu_max_nodes * args.gpu_count, child
         )
 
         # The controller also grants itself its rights in the runner namespace, so it waits for it.
@@ -146,7 +131,9 @@ class RunnerScaleSet(pulumi.ComponentResource):
                 )
             ),
             timeout=HELM_TIMEOUT_SECONDS,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.controller, credential, account, quota]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.controller, credential, guards.account, guards.quota]
+            ),
         )
 
         for monitoring_name, spec in m.pod_monitoring_specs().items():
